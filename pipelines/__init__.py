@@ -1,0 +1,1 @@
+"""Apache Beam pipelines: sources, image transforms, splits and the lake/RLDS writers."""

@@ -1,0 +1,225 @@
+"""`robolake convert`: build one dataset version from a spec.
+
+Prepare (discover sources, refuse an existing version), run the Beam pipeline into
+a staging folder, write TFDS metadata and the manifest, reconcile counts, publish.
+Like Beam's examples, `run(argv)` takes its own flags and hands every other flag to
+PipelineOptions unchanged (--runner, --direct_num_workers, Dataflow/Flink/Spark)."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import posixpath
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import robolake
+from pipelines.convert import QUARANTINE, SOURCES, BuildContext, SourceFile, build_pipeline
+from pipelines.hdf5_source import resolve_keys, state_width
+from pipelines.rlds_writer import write_dataset_info
+from pipelines.silver_writer import write_table
+from robolake import progress
+from robolake.errors import RobolakeError
+from robolake.lake import Lake, join, list_files, read_json, write_json
+from robolake.publish import publish, refuse_existing, remove_stale_staging
+from robolake.spec import DatasetSpec, load_spec, parse_spec
+from schemas.rlds import RLDS_SCHEMA_VERSION, rlds_features
+from schemas.silver import QUARANTINE_SCHEMA, SILVER_SCHEMA_VERSION
+
+MANIFEST_SCHEMA_VERSION = "1.0.0"
+DEFAULT_RUNNER = "--runner=FnApiRunner"  # Beam's DirectRunner would first try to download Prism
+
+
+def code_version() -> str:
+    return f"robolake-{robolake.__version__}/silver-{SILVER_SCHEMA_VERSION}/rlds-{RLDS_SCHEMA_VERSION}"
+
+
+def _glob_base(pattern: str) -> str:
+    """The folder part of a glob before its first wildcard."""
+    head = pattern.split("*")[0].split("?")[0].split("[")[0]
+    return head.rsplit("/", 1)[0] if "/" in head else ""
+
+
+def discover_sources(spec: DatasetSpec) -> list[SourceFile]:
+    """Source files with episode-id prefixes: the path under the glob's base, no extension."""
+    found: dict[str, SourceFile] = {}
+    for pattern in spec.source.paths:
+        paths = list_files(pattern) if glob.has_magic(pattern) or "://" in pattern else sorted(glob.glob(pattern))
+        if not paths:
+            raise RobolakeError(f"source.paths: no file matches {pattern!r} (relative to the working directory)")
+        base = _glob_base(pattern)
+        for path in paths:
+            relative = posixpath.relpath(path, base) if base else path.lstrip("/")
+            relative_id = posixpath.splitext(relative)[0]
+            if relative_id in found and found[relative_id].path != path:
+                raise RobolakeError(
+                    f"source.paths: {found[relative_id].path} and {path} give the same episode id prefix "
+                    f"{relative_id!r}; list them under one glob"
+                )
+            found[relative_id] = SourceFile(path, relative_id)
+    return sorted(found.values(), key=lambda s: s.relative_id)
+
+
+def infer_state_dim(spec: DatasetSpec, sources: list[SourceFile]) -> int:
+    keys = resolve_keys(spec)
+    for source in sources:
+        width = state_width(source.path, spec, keys)
+        if width is not None:
+            return width
+    raise RobolakeError(f"state.keys: none of {keys.state_keys} could be read from any source file")
+
+
+def fingerprint(spec: DatasetSpec, sources: list[dict]) -> str:
+    """Content fingerprint over the inputs' sha256, the spec and the code version."""
+    content = {
+        "inputs": sorted((s["relative_id"], s["sha256"]) for s in sources),
+        "spec": spec.fingerprint(),
+        "code": code_version(),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class BuildOutcome:
+    """What a build produced, as the manifest and the closing summary report it."""
+
+    gold_dir: str
+    manifest: dict
+
+    def summary_line(self) -> str:
+        m = self.manifest
+        c = m["counts"]
+        splits = ", ".join(f"{s} {v['episodes']}" for s, v in sorted(c["by_split"].items()))
+        seconds = m["timings"]["total_s"]
+        return (
+            f"{m['dataset']} {m['version']}: {c['episodes_written']} episodes written ({splits}), "
+            f"{c['episodes_quarantined']} quarantined, {c['steps_written']} steps, "
+            f"{c['bytes_written'] / 1e6:.1f} MB in {seconds:.1f} s "
+            f"({c['steps_written'] / seconds:.0f} steps/s, {c['bytes_written'] / 1e6 / seconds:.1f} MB/s) "
+            f"-> {self.gold_dir}"
+        )
+
+
+def _reconcile(sources: list[dict], silver: list[dict], gold: list[dict], quarantine: list[dict]) -> dict:
+    seen = sum(s["episodes"] + s["quarantined"] for s in sources)
+    written = sum(s["episodes"] for s in silver)
+    if written + len(quarantine) != seen:
+        raise RuntimeError(f"accounting mismatch: {seen} episodes found, {written} written + {len(quarantine)} quarantined")
+    if sum(g["episodes"] for g in gold) != written:
+        raise RuntimeError(f"accounting mismatch: {written} episodes in silver, {sum(g['episodes'] for g in gold)} in gold")
+    by_split: dict[str, dict] = {}
+    for s in silver:
+        entry = by_split.setdefault(s["split"], {"episodes": 0, "steps": 0, "shards": 0})
+        entry["episodes"] += s["episodes"]
+        entry["steps"] += s["steps"]
+    for g in gold:
+        by_split[g["split"]]["shards"] += 1
+    return {
+        "source_files": len(sources),
+        "episodes_found": seen,
+        "episodes_written": written,
+        "episodes_quarantined": len(quarantine),
+        "steps_written": sum(s["steps"] for s in silver),
+        "bytes_written": sum(g["bytes"] for g in gold),
+        "by_split": {k: v for k, v in by_split.items() if v["episodes"]},
+    }
+
+
+def convert(spec: DatasetSpec, lake: Lake, beam_args: list[str], overwrite: bool = False) -> BuildOutcome:
+    """Build `spec`'s version into the lake; raises RobolakeError on bad input."""
+    started = time.time()
+    refuse_existing(lake, spec.name, spec.version, overwrite)
+    sources = discover_sources(spec)
+    ctx = BuildContext(spec, resolve_keys(spec), infer_state_dim(spec, sources), lake.new_staging(spec.name, spec.version))
+    for stale in remove_stale_staging(lake, spec.name, spec.version):
+        progress.console.print(f"removed the leftovers of an interrupted build: {stale}")
+    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        beam_args = [DEFAULT_RUNNER, *beam_args]
+    options = PipelineOptions(beam_args)
+    with progress.ProgressBar(ctx.progress_dir, f"convert {spec.name} {spec.version}"):
+        with beam.Pipeline(options=options) as pipeline:
+            build_pipeline(pipeline, ctx, sources)
+    pipeline_s = time.time() - started
+
+    summary = {name: read_json(ctx.summary_path(name)) for name in (SOURCES, "silver_shards", "gold_shards", QUARANTINE)}
+    counts = _reconcile(summary[SOURCES], summary["silver_shards"], summary["gold_shards"], summary[QUARANTINE])
+    if not counts["episodes_written"]:
+        raise RobolakeError(
+            f"{spec.name}: every episode was quarantined ({dict(Counter(q['reason_code'] for q in summary[QUARANTINE]))}); "
+            f"first reason: {summary[QUARANTINE][0]['episode_id']}: {summary[QUARANTINE][0]['reason']}"
+        )
+    shard_lengths: dict[str, list[int]] = {}
+    split_bytes: Counter = Counter()
+    for g in sorted(summary["gold_shards"], key=lambda g: (g["split"], g["index"])):
+        shard_lengths.setdefault(g["split"], []).append(g["episodes"])
+        split_bytes[g["split"]] += g["bytes"]
+    write_dataset_info(ctx.gold_dir, spec, rlds_features(spec, ctx.state_dim), shard_lengths, split_bytes)
+    quarantine = sorted(summary[QUARANTINE], key=lambda q: q["episode_id"])
+    write_table(
+        join(ctx.staging, "quarantine", "quarantine.parquet"),
+        pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA),
+    )
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "dataset": spec.name,
+        "version": spec.version,
+        "fingerprint": fingerprint(spec, summary[SOURCES]),
+        "code_version": code_version(),
+        "spec_sha256": spec.fingerprint(),
+        "spec": spec.model_dump(mode="json"),
+        "state_dim": ctx.state_dim,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "counts": counts,
+        "quarantine_reasons": dict(sorted(Counter(q["reason_code"] for q in quarantine).items())),
+        "sources": sorted(
+            ({k: s[k] for k in ("path", "relative_id", "sha256", "bytes", "episodes", "quarantined")} for s in summary[SOURCES]),
+            key=lambda s: s["relative_id"],
+        ),
+        "beam_options": beam_args,
+        "timings": {"pipeline_s": round(pipeline_s, 3), "total_s": round(time.time() - started, 3)},
+    }
+    write_json(join(ctx.gold_dir, "manifest.json"), manifest)
+    gold_dir = lake.gold(spec.name, spec.version)
+    publish(
+        ctx.staging,
+        [
+            (ctx.steps_root, lake.silver_partition(spec.name, "steps", spec.version)),
+            (ctx.episodes_root, lake.silver_partition(spec.name, "episodes", spec.version)),
+            (join(ctx.staging, "quarantine"), lake.quarantine(spec.name, spec.version)),
+            (ctx.gold_dir, gold_dir),
+        ],
+    )
+    return BuildOutcome(gold_dir, manifest)
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="robolake convert",
+        description="Convert raw demonstrations into a versioned RLDS dataset. "
+        "Flags not listed here go to Apache Beam (e.g. --runner, --direct_num_workers).",
+    )
+    parser.add_argument("spec", help="dataset spec YAML, e.g. datasets/synthetic_tabletop.yaml")
+    parser.add_argument("--lake", default="lake", help="lake root: a folder, gs://... or s3://... (default: lake)")
+    parser.add_argument("--version", help="dataset version to build (default: the spec's)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    return parser.parse_known_args(argv)
+
+
+def run(argv: list[str]) -> BuildOutcome:
+    args, beam_args = parse_args(argv)
+    spec = load_spec(args.spec)
+    if args.version:
+        spec = parse_spec({**spec.model_dump(mode="json"), "version": args.version}, origin="--version")
+    outcome = convert(spec, Lake(args.lake), beam_args, overwrite=args.overwrite)
+    reasons = outcome.manifest["quarantine_reasons"]
+    if reasons:
+        progress.console.print(f"quarantined by reason: {reasons} (see {Lake(args.lake).quarantine(spec.name, spec.version)})")
+    print(outcome.summary_line())
+    return outcome

@@ -1,0 +1,266 @@
+"""The conversion pipeline: discover -> plan (hash, list, split, shard) -> ingest
+(read, preprocess, write silver Parquet) -> write gold RLDS shards.
+
+Every labelled step is a small composite PTransform. Only episode references and
+counters cross a shuffle; images stay inside the shard that reads them, so memory
+is flat in the dataset size on every runner."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import apache_beam as beam
+
+from pipelines.episode import EpisodeRef, EpisodeRejected, QuarantineRecord, stable_hash
+from pipelines.hdf5_source import SourceKeys, open_hdf5, plan_file, read_episode
+from pipelines.images import FramePreprocessor
+from pipelines.rlds_writer import EpisodeSerializer, shard_filename, silver_episodes
+from pipelines.silver_writer import ShardStepsWriter, episodes_table, part_name, partition_dir, write_table
+from pipelines.splits import assign_shards, assign_split
+from pipelines.tfrecord import write_tfrecord
+from robolake import progress
+from robolake.hashing import sha256_file
+from robolake.lake import join, write_json
+from robolake.spec import DatasetSpec
+from schemas.rlds import rlds_features
+
+QUARANTINE = "quarantine"
+SOURCES = "sources"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    relative_id: str
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    path: str
+    relative_id: str
+    sha256: str
+    bytes: int
+    episodes: int  # planned for ingest
+    quarantined: int  # quarantined while planning (unreadable file, missing attribute)
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    split: str
+    shard: int
+    episodes: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class GoldShard:
+    split: str
+    index: int
+    episodes: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Everything the workers need, picklable: spec, resolved keys and staging paths."""
+
+    spec: DatasetSpec
+    keys: SourceKeys
+    state_dim: int
+    staging: str
+
+    @property
+    def progress_dir(self) -> str:
+        return join(self.staging, "_progress")
+
+    @property
+    def steps_root(self) -> str:
+        return join(self.staging, "silver", "steps")
+
+    @property
+    def episodes_root(self) -> str:
+        return join(self.staging, "silver", "episodes")
+
+    @property
+    def gold_dir(self) -> str:
+        return join(self.staging, "gold")
+
+    def summary_path(self, name: str) -> str:
+        return join(self.staging, f"_{name}.json")
+
+
+class _PlanFile(beam.DoFn):
+    """Hash one source file and list its episodes (attributes only, no arrays)."""
+
+    def __init__(self, ctx: BuildContext):
+        self.ctx = ctx
+
+    def process(self, source: SourceFile):
+        sha256, size = sha256_file(source.path)
+        episodes = quarantined = 0
+        for item in plan_file(source.path, source.relative_id, sha256, self.ctx.spec, self.ctx.keys):
+            if isinstance(item, QuarantineRecord):
+                quarantined += 1
+                yield beam.pvalue.TaggedOutput(QUARANTINE, item)
+            else:
+                episodes += 1
+                yield item
+        progress.report(
+            self.ctx.progress_dir, f"plan-{stable_hash(source.path)[:16]}",
+            planned=episodes + quarantined, quarantined=quarantined,
+        )
+        record = SourceRecord(source.path, source.relative_id, sha256, size, episodes, quarantined)
+        yield beam.pvalue.TaggedOutput(SOURCES, record)
+
+
+def _with_split(ref: EpisodeRef, spec: DatasetSpec) -> tuple[str, EpisodeRef]:
+    split = assign_split(ref, spec.splits)
+    return split, dataclasses.replace(ref, split=split)
+
+
+def _shard_split(keyed: tuple[str, list[EpisodeRef]], steps_per_shard: int):
+    for ref in assign_shards(list(keyed[1]), steps_per_shard):
+        yield (ref.split, ref.shard), ref
+
+
+class PlanEpisodes(beam.PTransform):
+    """Source files -> ((split, shard), EpisodeRef), plus quarantine and source records."""
+
+    def __init__(self, ctx: BuildContext):
+        super().__init__()
+        self.ctx = ctx
+
+    def expand(self, sources):
+        planned = sources | "HashAndList" >> beam.ParDo(_PlanFile(self.ctx)).with_outputs(
+            QUARANTINE, SOURCES, main="refs"
+        )
+        placed = (
+            planned.refs
+            | "AssignSplit" >> beam.Map(_with_split, self.ctx.spec)
+            | "GroupBySplit" >> beam.GroupByKey()
+            | "AssignShards" >> beam.FlatMap(_shard_split, self.ctx.spec.output.steps_per_shard)
+        )
+        return {"placed": placed, QUARANTINE: planned[QUARANTINE], SOURCES: planned[SOURCES]}
+
+
+class _IngestShard(beam.DoFn):
+    """Read, check and preprocess one shard's episodes; write its silver Parquet files."""
+
+    def __init__(self, ctx: BuildContext):
+        self.ctx = ctx
+
+    def setup(self):
+        self.preprocessors = {cam.name: FramePreprocessor(cam) for cam in self.ctx.spec.cameras}
+
+    def process(self, keyed: tuple[tuple[str, int], list[EpisodeRef]]):
+        (split, shard), refs = keyed
+        ctx = self.ctx
+        steps_path = join(partition_dir(ctx.steps_root, split), part_name(shard))
+        writer, written, lengths, quarantined = None, [], [], 0
+        for ref in sorted(refs, key=lambda r: r.order_key):
+            try:
+                with open_hdf5(ref.source_path) as h5:
+                    episode = read_episode(h5, ref, ctx.spec, ctx.keys, ctx.state_dim, self.preprocessors)
+            except EpisodeRejected as exc:
+                record = QuarantineRecord(ref.episode_id, ref.source_path, ref.source_sha256, exc.code, exc.reason)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                record = QuarantineRecord(
+                    ref.episode_id, ref.source_path, ref.source_sha256, "read_error", f"{type(exc).__name__}: {exc}"
+                )
+            else:
+                writer = writer or ShardStepsWriter(steps_path, ctx.spec, ctx.state_dim)
+                writer.write(episode)
+                written.append(ref)
+                lengths.append(episode.num_steps)
+                record = None
+            if record is not None:
+                quarantined += 1
+                yield beam.pvalue.TaggedOutput(QUARANTINE, record)
+            progress.report(
+                ctx.progress_dir, f"ingest-{split}-{shard}",
+                written=len(written), quarantined=quarantined, steps=sum(lengths),
+            )
+        if writer is not None:
+            writer.close()
+            table = episodes_table(written, lengths, ctx.spec)
+            write_table(join(partition_dir(ctx.episodes_root, split), part_name(shard)), table)
+        yield ShardResult(split, shard, len(written), sum(lengths))
+
+
+class IngestShards(beam.PTransform):
+    def __init__(self, ctx: BuildContext):
+        super().__init__()
+        self.ctx = ctx
+
+    def expand(self, placed):
+        return (
+            placed
+            | "GroupByShard" >> beam.GroupByKey()
+            | "ReadPreprocessWrite" >> beam.ParDo(_IngestShard(self.ctx)).with_outputs(QUARANTINE, main="shards")
+        )
+
+
+class _WriteGoldShard(beam.DoFn):
+    """Encode one silver shard's episodes as TFDS examples into one TFRecord shard."""
+
+    def __init__(self, ctx: BuildContext):
+        self.ctx = ctx
+
+    def setup(self):
+        self.serializer = EpisodeSerializer(rlds_features(self.ctx.spec, self.ctx.state_dim))
+
+    def process(self, result: ShardResult, all_results: list[ShardResult]):
+        if result.episodes == 0:
+            return
+        ctx = self.ctx
+        filled = sorted(r.shard for r in all_results if r.split == result.split and r.episodes > 0)
+        index = filled.index(result.shard)
+        episodes = silver_episodes(
+            join(partition_dir(ctx.steps_root, result.split), part_name(result.shard)),
+            join(partition_dir(ctx.episodes_root, result.split), part_name(result.shard)),
+            ctx.spec,
+        )
+        path = join(ctx.gold_dir, shard_filename(ctx.spec.name, result.split, index, len(filled)))
+        count, size = write_tfrecord(path, (self.serializer.serialize(e) for e in episodes))
+        yield GoldShard(result.split, index, count, size)
+
+
+class WriteRlds(beam.PTransform):
+    def __init__(self, ctx: BuildContext):
+        super().__init__()
+        self.ctx = ctx
+
+    def expand(self, shards):
+        return shards | "EncodeAndWrite" >> beam.ParDo(_WriteGoldShard(self.ctx), beam.pvalue.AsList(shards))
+
+
+class WriteSummary(beam.PTransform):
+    """Collect a small PCollection of dataclasses into one JSON file for the driver."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def expand(self, items):
+        return (
+            items
+            | "Collect" >> beam.combiners.ToList()
+            | "Write" >> beam.Map(lambda rows, path: write_json(path, [dataclasses.asdict(r) for r in rows]), self.path)
+        )
+
+
+def build_pipeline(pipeline: beam.Pipeline, ctx: BuildContext, sources: list[SourceFile]) -> None:
+    planned = (
+        pipeline
+        | "Discover" >> beam.Create(sources)
+        | "Spread" >> beam.Reshuffle()
+        | "Plan" >> PlanEpisodes(ctx)
+    )
+    ingested = planned["placed"] | "Ingest" >> IngestShards(ctx)
+    gold = ingested.shards | "WriteRLDS" >> WriteRlds(ctx)
+    quarantine = (planned[QUARANTINE], ingested[QUARANTINE]) | "AllQuarantined" >> beam.Flatten()
+    quarantine | "SummarizeQuarantine" >> WriteSummary(ctx.summary_path(QUARANTINE))
+    planned[SOURCES] | "SummarizeSources" >> WriteSummary(ctx.summary_path(SOURCES))
+    ingested.shards | "SummarizeSilver" >> WriteSummary(ctx.summary_path("silver_shards"))
+    gold | "SummarizeGold" >> WriteSummary(ctx.summary_path("gold_shards"))

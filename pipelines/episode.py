@@ -1,0 +1,98 @@
+"""What flows through the pipeline: planned episode references, decoded episodes,
+quarantine records, and the checks that decide between the last two."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robolake.spec import DatasetSpec
+
+
+def stable_hash(text: str) -> str:
+    """Hex sha256 of a string: the same on every machine, Python version and run."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class EpisodeRef:
+    """A planned episode: where it is and what it is, before any step is read."""
+
+    episode_id: str
+    source_path: str
+    source_sha256: str
+    group: str
+    num_steps: int
+    instruction: str
+    metadata: dict[str, str] = field(hash=False)
+    split: str = ""
+    shard: int = -1
+
+    @property
+    def task(self) -> str:
+        return self.metadata["task"]
+
+    @property
+    def order_key(self) -> str:
+        """Episodes are laid out in shards in this order (a stable shuffle)."""
+        return stable_hash(self.episode_id)
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    episode_id: str
+    source_path: str
+    source_sha256: str
+    reason_code: str
+    reason: str
+
+
+class EpisodeRejected(Exception):
+    """An episode that must be quarantined; `code` is a short machine-readable reason."""
+
+    def __init__(self, code: str, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class Episode:
+    """A decoded episode: numeric arrays of T steps and T encoded frames per camera."""
+
+    ref: EpisodeRef
+    actions: np.ndarray  # (T, A) float32
+    state: np.ndarray  # (T, S) float32
+    rewards: np.ndarray  # (T,) float32
+    images: dict[str, list[bytes]]
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.actions)
+
+
+def check_length(name: str, length: int, expected: int) -> None:
+    if length != expected:
+        raise EpisodeRejected(
+            "length_mismatch", f"{name} has {length} steps but the actions have {expected}"
+        )
+
+
+def check_step_bounds(num_steps: int, spec: DatasetSpec) -> None:
+    bounds = spec.episode_length
+    if num_steps < bounds.min_steps:
+        raise EpisodeRejected("too_short", f"{num_steps} steps, fewer than min_steps={bounds.min_steps}")
+    if bounds.max_steps is not None and num_steps > bounds.max_steps:
+        raise EpisodeRejected("too_long", f"{num_steps} steps, more than max_steps={bounds.max_steps}")
+
+
+def check_finite(name: str, values: np.ndarray) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        step, *dim = np.argwhere(bad)[0]
+        where = f"step {step}" + (f", dimension {dim[0]}" if dim else "")
+        raise EpisodeRejected(
+            "non_finite", f"{name} holds {int(bad.sum())} NaN/inf values, first at {where}"
+        )

@@ -1,0 +1,107 @@
+"""Gold RLDS: TFDS examples encoded from silver Parquet, written as TFRecord shards,
+then TFDS metadata (dataset_info.json, features.json) so that
+`tfds.builder_from_directory` and `tfds.builder(name, data_dir=...)` read them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tensorflow_datasets as tfds
+from apache_beam.io.filesystems import FileSystems
+from tensorflow_datasets.core import example_serializer, naming
+
+from robolake.spec import DatasetSpec
+from schemas.rlds import metadata_fields
+
+FILE_FORMAT = "tfrecord"
+TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+
+
+def shard_filename(dataset: str, split: str, index: int, num_shards: int) -> str:
+    return f"{dataset}-{split}.{FILE_FORMAT}-{index:05d}-of-{num_shards:05d}"
+
+
+def _vectors(table: pa.Table, column: str) -> np.ndarray:
+    col = table.column(column).combine_chunks()
+    return col.flatten().to_numpy().reshape(len(col), -1)
+
+
+def episode_example(steps: pa.Table, metadata: dict[str, str], spec: DatasetSpec) -> dict:
+    """One RLDS episode as the nested dict TFDS features encode, from its silver rows."""
+    action, action_raw, state = (_vectors(steps, c) for c in ("action", "action_raw", "state"))
+    scalars = {c: steps.column(c).to_numpy() for c in ("reward", "discount", "is_first", "is_last", "is_terminal")}
+    instructions = steps.column("language_instruction").to_pylist()
+    images = {cam.name: steps.column(f"image_{cam.name}").to_pylist() for cam in spec.cameras}
+    return {
+        "steps": [
+            {
+                "observation": {**{cam: frames[t] for cam, frames in images.items()}, "state": state[t]},
+                "action": action[t],
+                "action_raw": action_raw[t],
+                **{c: values[t] for c, values in scalars.items()},
+                "language_instruction": instructions[t],
+            }
+            for t in range(steps.num_rows)
+        ],
+        "episode_metadata": metadata,
+    }
+
+
+class EpisodeSerializer:
+    """Encodes episode dicts with the dataset's TFDS features into deterministic bytes."""
+
+    def __init__(self, features: tfds.features.FeaturesDict):
+        self.features = features
+        self.serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
+
+    def serialize(self, example: dict) -> bytes:
+        encoded = self.features.encode_example(example)
+        return self.serializer.get_tf_example(encoded).SerializeToString(deterministic=True)
+
+
+def silver_episodes(steps_path: str, episodes_path: str, spec: DatasetSpec) -> Iterator[dict]:
+    """Episode dicts of one silver shard, one row group (episode) at a time."""
+    with FileSystems.open(episodes_path, compression_type="uncompressed") as f:
+        episodes = pq.read_table(f)
+    fields = metadata_fields(spec)
+    rows = {row["episode_id"]: {k: row[k] for k in fields} for row in episodes.to_pylist()}
+    with FileSystems.open(steps_path, compression_type="uncompressed") as f:
+        steps_file = pq.ParquetFile(f)
+        for group in range(steps_file.num_row_groups):
+            steps = steps_file.read_row_group(group)
+            episode_id = steps.column("episode_id")[0].as_py()
+            yield episode_example(steps, rows[episode_id], spec)
+
+
+def write_dataset_info(
+    gold_dir: str,
+    spec: DatasetSpec,
+    features: tfds.features.FeaturesDict,
+    shard_lengths: dict[str, list[int]],
+    split_bytes: dict[str, int],
+) -> None:
+    """dataset_info.json and features.json for the shards already in gold_dir."""
+    template = naming.ShardedFileTemplate(
+        data_dir=gold_dir, template=TEMPLATE, dataset_name=spec.name, filetype_suffix=FILE_FORMAT
+    )
+    split_infos = [
+        tfds.core.SplitInfo(
+            name=split,
+            shard_lengths=lengths,
+            num_bytes=split_bytes[split],
+            filename_template=template.replace(split=split),
+        )
+        for split, lengths in sorted(shard_lengths.items())
+    ]
+    tfds.folder_dataset.write_metadata(
+        data_dir=gold_dir,
+        features=features,
+        split_infos=split_infos,
+        version=spec.version,
+        filename_template=template,
+        check_data=False,
+        description=spec.description or f"{spec.name}: RLDS episodes converted by robolake",
+    )

@@ -1,0 +1,92 @@
+"""Silver Parquet tables: one steps file and one episodes file per shard, one row
+group per episode (so readers can stream an episode at a time)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.episode import Episode, EpisodeRef
+from robolake.lake import join, makedirs
+from robolake.spec import DatasetSpec
+from schemas.silver import episodes_schema, steps_schema
+
+
+def part_name(shard: int) -> str:
+    return f"part-{shard:05d}.parquet"
+
+
+def partition_dir(table_root: str, split: str) -> str:
+    return join(table_root, f"split={split}")
+
+
+def _fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), values.shape[1])
+
+
+def steps_table(episode: Episode, spec: DatasetSpec, schema: pa.Schema) -> pa.Table:
+    n = episode.num_steps
+    index = np.arange(n, dtype=np.int32)
+    last = index == n - 1
+    columns = {
+        "episode_id": pa.array([episode.ref.episode_id] * n, pa.string()),
+        "step_index": pa.array(index),
+        "timestamp": pa.array(index / spec.control_rate_hz, pa.float64()),
+        "is_first": pa.array(index == 0),
+        "is_last": pa.array(last),
+        "is_terminal": pa.array(last),
+        "reward": pa.array(episode.rewards, pa.float32()),
+        "discount": pa.array(np.ones(n, np.float32)),
+        "action": _fixed_list(episode.actions),
+        "action_raw": _fixed_list(episode.actions),
+        "state": _fixed_list(episode.state),
+        "language_instruction": pa.array([episode.ref.instruction] * n, pa.string()),
+    }
+    for cam, frames in episode.images.items():
+        columns[f"image_{cam}"] = pa.array(frames, pa.binary())
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def episodes_table(refs: list[EpisodeRef], num_steps: list[int], spec: DatasetSpec) -> pa.Table:
+    schema = episodes_schema(spec)
+    columns = {
+        "episode_id": [r.episode_id for r in refs],
+        "num_steps": num_steps,
+        "language_instruction": [r.instruction for r in refs],
+        "source_path": [r.source_path for r in refs],
+        "source_sha256": [r.source_sha256 for r in refs],
+    }
+    for name in schema.names[len(columns) :]:
+        columns[name] = [r.metadata[name] for r in refs]
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+class ShardStepsWriter:
+    """Appends one episode at a time (a row group each) to a shard's steps file."""
+
+    def __init__(self, path: str, spec: DatasetSpec, state_dim: int):
+        makedirs(path.rsplit("/", 1)[0])
+        self.spec = spec
+        self.schema = steps_schema(spec, state_dim)
+        self._file = FileSystems.create(path, mime_type="application/octet-stream")
+        # Images are already JPEG/PNG: compressing them again costs time and saves nothing.
+        self._writer = pq.ParquetWriter(
+            self._file,
+            self.schema,
+            compression={name: ("none" if name.startswith("image_") else "zstd") for name in self.schema.names},
+        )
+
+    def write(self, episode: Episode) -> None:
+        self._writer.write_table(steps_table(episode, self.spec, self.schema), row_group_size=1 << 30)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._file.close()
+
+
+def write_table(path: str, table: pa.Table) -> None:
+    makedirs(path.rsplit("/", 1)[0])
+    with FileSystems.create(path, mime_type="application/octet-stream") as f:
+        pq.write_table(table, f, compression="zstd")

@@ -1,0 +1,192 @@
+"""Dataset spec: the YAML file in datasets/ that says how raw files become an RLDS dataset.
+
+Loaded with `load_spec(path)`, validated with pydantic. Any problem ends in one
+`SpecError` naming the file, the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from robolake.errors import SpecError
+
+DEFAULT_ACTION_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+SEMVER = r"^\d+\.\d+\.\d+$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ValueSource(_Strict):
+    """Where a per-episode text value comes from: exactly one of a fixed value, an
+    attribute of the source file, or an attribute of the episode.
+
+    Attribute paths are `attr` or `group/sub/attr`, relative to the file root
+    (file_attr) or to the episode's group (episode_attr)."""
+
+    value: str | None = None
+    file_attr: str | None = None
+    episode_attr: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ValueSource:
+        given = [k for k in ("value", "file_attr", "episode_attr") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of: value, file_attr, episode_attr")
+        return self
+
+
+class CameraSpec(_Strict):
+    name: str = Field(pattern=IDENTIFIER)
+    key: str | None = Field(default=None, description="dataset path in the episode; layout default if unset")
+    size: tuple[int, int] = Field(default=(256, 256), description="output (height, width)")
+    encoding: Literal["jpeg", "png"] = "jpeg"
+    jpeg_quality: int = Field(default=95, ge=1, le=100)
+    channel_order: Literal["rgb", "bgr"] = Field(default="rgb", description="channel order of the source frames")
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, size: tuple[int, int]) -> tuple[int, int]:
+        if min(size) < 8 or max(size) > 4096:
+            raise ValueError("height and width must be between 8 and 4096")
+        return size
+
+
+class StateSpec(_Strict):
+    keys: list[str] | None = Field(default=None, description="datasets concatenated into the state vector")
+
+
+class ActionSpec(_Strict):
+    keys: list[str] | None = Field(default=None, description="datasets concatenated into the action vector")
+    names: list[str] = Field(default_factory=lambda: list(DEFAULT_ACTION_NAMES), min_length=1)
+
+
+class RewardSpec(_Strict):
+    key: str | None = Field(
+        default=None, description="dataset of per-step rewards; unset: 1.0 on the last step, 0 elsewhere"
+    )
+
+
+class EpisodeLength(_Strict):
+    min_steps: int = Field(default=2, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EpisodeLength:
+        if self.max_steps is not None and self.max_steps < self.min_steps:
+            raise ValueError("max_steps must be >= min_steps")
+        return self
+
+
+class SplitPolicy(_Strict):
+    """`episode_hash`: each episode goes to a split by a stable hash of its id, in the
+    given fractions. `task`: every task listed in held_out_tasks goes wholly to its
+    split, every other task to train."""
+
+    by: Literal["episode_hash", "task"] = "episode_hash"
+    fractions: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    held_out_tasks: dict[str, list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SplitPolicy:
+        for name in list(self.fractions) + list(self.held_out_tasks):
+            if not re.match(IDENTIFIER, name):
+                raise ValueError(f"split name {name!r} must match {IDENTIFIER}")
+        if self.by == "episode_hash":
+            if "train" not in self.fractions:
+                raise ValueError("fractions must include train")
+            if any(f < 0 for f in self.fractions.values()) or abs(sum(self.fractions.values()) - 1) > 1e-6:
+                raise ValueError(f"fractions must be >= 0 and sum to 1, got {self.fractions}")
+        else:
+            if not self.held_out_tasks:
+                raise ValueError("by: task needs held_out_tasks, e.g. {test: [stack_blocks]}")
+            if "train" in self.held_out_tasks:
+                raise ValueError("held_out_tasks names the held-out splits; train gets every other task")
+            tasks = [t for ts in self.held_out_tasks.values() for t in ts]
+            if len(tasks) != len(set(tasks)):
+                raise ValueError("a task is listed under two splits")
+        return self
+
+
+class SourceSpec(_Strict):
+    format: Literal["hdf5"] = "hdf5"
+    layout: Literal["robomimic", "robosuite", "aloha", "generic"] = "generic"
+    paths: list[str] = Field(min_length=1, description="file globs, relative to the working directory or URLs")
+    episodes: str | None = Field(
+        default=None,
+        description="glob of episode groups inside a file ('data/demo_*'); '/' for one episode per file",
+    )
+
+
+class OutputSpec(_Strict):
+    steps_per_shard: int = Field(default=2000, ge=1, description="target steps per shard (TFRecord and Parquet)")
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(pattern=IDENTIFIER)
+    version: str = Field(pattern=SEMVER)
+    description: str = ""
+    source: SourceSpec
+    control_rate_hz: float = Field(gt=0)
+    cameras: list[CameraSpec] = Field(default_factory=list)
+    state: StateSpec = Field(default_factory=StateSpec)
+    action: ActionSpec = Field(default_factory=ActionSpec)
+    reward: RewardSpec = Field(default_factory=RewardSpec)
+    instruction: ValueSource
+    metadata: dict[str, ValueSource] = Field(default_factory=dict)
+    episode_length: EpisodeLength = Field(default_factory=EpisodeLength)
+    splits: SplitPolicy = Field(default_factory=SplitPolicy)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DatasetSpec:
+        cams = [c.name for c in self.cameras]
+        if len(cams) != len(set(cams)):
+            raise ValueError(f"camera names must be unique, got {cams}")
+        for field in self.metadata:
+            if not re.match(IDENTIFIER, field) or field in ("episode_id", "source_path", "source_sha256"):
+                raise ValueError(f"metadata field {field!r} must match {IDENTIFIER} and not be a reserved name")
+        return self
+
+    def fingerprint(self) -> str:
+        """sha256 of the spec's canonical JSON: equal specs give equal hashes."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _describe(error: dict) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown field"
+    if error["type"] == "missing":
+        return f"{where}: required field is missing"
+    return f"{where}: {error['msg']}"
+
+
+def parse_spec(data: object, origin: str = "<spec>") -> DatasetSpec:
+    """Validate an already-loaded spec mapping; errors name `origin` and the field."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: a dataset spec must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return DatasetSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise SpecError(f"{origin}: invalid dataset spec: {problems}") from None
+
+
+def load_spec(path: str) -> DatasetSpec:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: dataset spec not found") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    return parse_spec(data, origin=path)

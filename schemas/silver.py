@@ -1,0 +1,63 @@
+"""Arrow schemas of the lake tables (silver episodes and steps, quarantine).
+
+Each schema carries its table name and schema version in the Arrow metadata, so a
+reader can tell what it opened."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from robolake.spec import DatasetSpec
+from schemas.rlds import metadata_fields
+
+SILVER_SCHEMA_VERSION = "1.0.0"
+QUARANTINE_SCHEMA_VERSION = "1.0.0"
+
+
+def _tagged(fields: list[pa.Field], table: str, version: str) -> pa.Schema:
+    return pa.schema(fields, metadata={"robolake.table": table, "robolake.schema_version": version})
+
+
+def episodes_schema(spec: DatasetSpec) -> pa.Schema:
+    """One row per written episode; the hive partitions add `version` and `split`."""
+    fields = [
+        pa.field("episode_id", pa.string(), nullable=False),
+        pa.field("num_steps", pa.int32(), nullable=False),
+        pa.field("language_instruction", pa.string(), nullable=False),
+    ]
+    fields += [pa.field(name, pa.string(), nullable=False) for name in metadata_fields(spec)[1:]]
+    return _tagged(fields, "episodes", SILVER_SCHEMA_VERSION)
+
+
+def steps_schema(spec: DatasetSpec, state_dim: int) -> pa.Schema:
+    """One row per step; images as the encoded bytes that gold RLDS stores."""
+    action = pa.list_(pa.float32(), len(spec.action.names))
+    fields = [
+        pa.field("episode_id", pa.string(), nullable=False),
+        pa.field("step_index", pa.int32(), nullable=False),
+        pa.field("timestamp", pa.float64(), nullable=False),
+        pa.field("is_first", pa.bool_(), nullable=False),
+        pa.field("is_last", pa.bool_(), nullable=False),
+        pa.field("is_terminal", pa.bool_(), nullable=False),
+        pa.field("reward", pa.float32(), nullable=False),
+        pa.field("discount", pa.float32(), nullable=False),
+        pa.field("action", action, nullable=False),
+        pa.field("action_raw", action, nullable=False),
+        pa.field("state", pa.list_(pa.float32(), state_dim), nullable=False),
+        pa.field("language_instruction", pa.string(), nullable=False),
+    ]
+    fields += [pa.field(f"image_{cam.name}", pa.binary(), nullable=False) for cam in spec.cameras]
+    return _tagged(fields, "steps", SILVER_SCHEMA_VERSION)
+
+
+QUARANTINE_SCHEMA = _tagged(
+    [
+        pa.field("episode_id", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("source_sha256", pa.string(), nullable=False),
+        pa.field("reason_code", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+    ],
+    "quarantine",
+    QUARANTINE_SCHEMA_VERSION,
+)
