@@ -14,7 +14,7 @@ import json
 import posixpath
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import apache_beam as beam
 import pyarrow as pa
@@ -27,7 +27,7 @@ from pipelines.rlds_writer import write_dataset_info
 from pipelines.silver_writer import write_table
 from robolake import progress
 from robolake.errors import RobolakeError
-from robolake.lake import Lake, join, list_files, read_json, write_json
+from robolake.lake import Lake, delete_tree, join, list_files, read_json, write_json
 from robolake.publish import publish, refuse_existing, remove_stale_staging
 from robolake.spec import DatasetSpec, load_spec, parse_spec
 from schemas.rlds import RLDS_SCHEMA_VERSION, rlds_features
@@ -133,7 +133,8 @@ def _reconcile(sources: list[dict], silver: list[dict], gold: list[dict], quaran
 
 
 def convert(spec: DatasetSpec, lake: Lake, beam_args: list[str], overwrite: bool = False) -> BuildOutcome:
-    """Build `spec`'s version into the lake; raises RobolakeError on bad input."""
+    """Build `spec`'s version into the lake; raises RobolakeError on bad input.
+    Nothing is published unless the whole build succeeds."""
     started = time.time()
     refuse_existing(lake, spec.name, spec.version, overwrite)
     sources = discover_sources(spec)
@@ -142,50 +143,14 @@ def convert(spec: DatasetSpec, lake: Lake, beam_args: list[str], overwrite: bool
         progress.console.print(f"removed the leftovers of an interrupted build: {stale}")
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = [DEFAULT_RUNNER, *beam_args]
-    options = PipelineOptions(beam_args)
-    with progress.ProgressBar(ctx.progress_dir, f"convert {spec.name} {spec.version}"):
-        with beam.Pipeline(options=options) as pipeline:
-            build_pipeline(pipeline, ctx, sources)
-    pipeline_s = time.time() - started
-
-    summary = {name: read_json(ctx.summary_path(name)) for name in (SOURCES, "silver_shards", "gold_shards", QUARANTINE)}
-    counts = _reconcile(summary[SOURCES], summary["silver_shards"], summary["gold_shards"], summary[QUARANTINE])
-    if not counts["episodes_written"]:
-        raise RobolakeError(
-            f"{spec.name}: every episode was quarantined ({dict(Counter(q['reason_code'] for q in summary[QUARANTINE]))}); "
-            f"first reason: {summary[QUARANTINE][0]['episode_id']}: {summary[QUARANTINE][0]['reason']}"
-        )
-    shard_lengths: dict[str, list[int]] = {}
-    split_bytes: Counter = Counter()
-    for g in sorted(summary["gold_shards"], key=lambda g: (g["split"], g["index"])):
-        shard_lengths.setdefault(g["split"], []).append(g["episodes"])
-        split_bytes[g["split"]] += g["bytes"]
-    write_dataset_info(ctx.gold_dir, spec, rlds_features(spec, ctx.state_dim), shard_lengths, split_bytes)
-    quarantine = sorted(summary[QUARANTINE], key=lambda q: q["episode_id"])
-    write_table(
-        join(ctx.staging, "quarantine", "quarantine.parquet"),
-        pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA),
-    )
-    manifest = {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "dataset": spec.name,
-        "version": spec.version,
-        "fingerprint": fingerprint(spec, summary[SOURCES]),
-        "code_version": code_version(),
-        "spec_sha256": spec.fingerprint(),
-        "spec": spec.model_dump(mode="json"),
-        "state_dim": ctx.state_dim,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "counts": counts,
-        "quarantine_reasons": dict(sorted(Counter(q["reason_code"] for q in quarantine).items())),
-        "sources": sorted(
-            ({k: s[k] for k in ("path", "relative_id", "sha256", "bytes", "episodes", "quarantined")} for s in summary[SOURCES]),
-            key=lambda s: s["relative_id"],
-        ),
-        "beam_options": beam_args,
-        "timings": {"pipeline_s": round(pipeline_s, 3), "total_s": round(time.time() - started, 3)},
-    }
-    write_json(join(ctx.gold_dir, "manifest.json"), manifest)
+    try:
+        with progress.ProgressBar(ctx.progress_dir, f"convert {spec.name} {spec.version}"):
+            with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
+                build_pipeline(pipeline, ctx, sources)
+        manifest = _finish_staging(ctx, beam_args, started)
+    except BaseException:
+        delete_tree(ctx.staging)
+        raise
     gold_dir = lake.gold(spec.name, spec.version)
     publish(
         ctx.staging,
@@ -197,6 +162,50 @@ def convert(spec: DatasetSpec, lake: Lake, beam_args: list[str], overwrite: bool
         ],
     )
     return BuildOutcome(gold_dir, manifest)
+
+
+def _finish_staging(ctx: BuildContext, beam_args: list[str], started: float) -> dict:
+    """After the pipeline: reconcile counts, write TFDS metadata, quarantine table and manifest."""
+    spec = ctx.spec
+    pipeline_s = time.time() - started
+    summary = {name: read_json(ctx.summary_path(name)) for name in (SOURCES, "silver_shards", "gold_shards", QUARANTINE)}
+    quarantine = sorted(summary[QUARANTINE], key=lambda q: q["episode_id"])
+    counts = _reconcile(summary[SOURCES], summary["silver_shards"], summary["gold_shards"], quarantine)
+    reasons = dict(sorted(Counter(q["reason_code"] for q in quarantine).items()))
+    if not counts["episodes_written"]:
+        first = quarantine[0]
+        raise RobolakeError(
+            f"{spec.name}: every episode was quarantined {reasons}; first: {first['episode_id']}: {first['reason']}"
+        )
+    shard_lengths: dict[str, list[int]] = {}
+    split_bytes: Counter = Counter()
+    for g in sorted(summary["gold_shards"], key=lambda g: (g["split"], g["index"])):
+        shard_lengths.setdefault(g["split"], []).append(g["episodes"])
+        split_bytes[g["split"]] += g["bytes"]
+    write_dataset_info(ctx.gold_dir, spec, rlds_features(spec, ctx.state_dim), shard_lengths, split_bytes)
+    write_table(
+        join(ctx.staging, "quarantine", "quarantine.parquet"),
+        pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA),
+    )
+    sources = sorted(summary[SOURCES], key=lambda s: s["relative_id"])
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "dataset": spec.name,
+        "version": spec.version,
+        "fingerprint": fingerprint(spec, sources),
+        "code_version": code_version(),
+        "spec_sha256": spec.fingerprint(),
+        "spec": spec.model_dump(mode="json"),
+        "state_dim": ctx.state_dim,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "counts": counts,
+        "quarantine_reasons": reasons,
+        "sources": sources,
+        "beam_options": beam_args,
+        "timings": {"pipeline_s": round(pipeline_s, 3), "total_s": round(time.time() - started, 3)},
+    }
+    write_json(join(ctx.gold_dir, "manifest.json"), manifest)
+    return manifest
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

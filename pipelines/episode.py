@@ -75,9 +75,7 @@ class Episode:
 
 def check_length(name: str, length: int, expected: int) -> None:
     if length != expected:
-        raise EpisodeRejected(
-            "length_mismatch", f"{name} has {length} steps but the actions have {expected}"
-        )
+        raise EpisodeRejected("length_mismatch", f"{name} has {length} steps but the actions have {expected}")
 
 
 def check_step_bounds(num_steps: int, spec: DatasetSpec) -> None:

@@ -191,8 +191,9 @@ def _dataset(node: h5py.Group, key: str) -> h5py.Dataset:
     return item
 
 
-def _vectors(node: h5py.Group, keys_: list[str], name: str) -> np.ndarray:
-    """Datasets of shape (T,) or (T, k) concatenated into a (T, sum k) float32 array."""
+def _vectors(node: h5py.Group, keys_: list[str], name: str, num_steps: int | None = None) -> np.ndarray:
+    """Datasets of shape (T,) or (T, k) concatenated into a (T, sum k) float32 array;
+    every one must have `num_steps` rows (default: as many as the first)."""
     parts = []
     for key in keys_:
         data = _dataset(node, key)[()]
@@ -200,8 +201,8 @@ def _vectors(node: h5py.Group, keys_: list[str], name: str) -> np.ndarray:
             data = data[:, None]
         if data.ndim != 2:
             raise EpisodeRejected("bad_shape", f"{name} dataset {key!r} has shape {data.shape}, expected (T,) or (T, k)")
-        if parts:
-            check_length(f"{name} dataset {key!r}", len(data), len(parts[0]))
+        num_steps = len(data) if num_steps is None else num_steps
+        check_length(f"{name} dataset {key!r}", len(data), num_steps)
         parts.append(data.astype(np.float32))
     return np.concatenate(parts, axis=1)
 
@@ -234,8 +235,7 @@ def read_episode(
             "bad_shape",
             f"actions have {actions.shape[1]} dimensions but action.names lists {len(spec.action.names)}",
         )
-    state = _vectors(node, keys.state_keys, "state")
-    check_length("state", len(state), num_steps)
+    state = _vectors(node, keys.state_keys, "state", num_steps)
     if state.shape[1] != state_dim:
         raise EpisodeRejected("bad_shape", f"state has {state.shape[1]} dimensions, the dataset has {state_dim}")
     for cam, key in keys.camera_keys.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import typing
 from typing import Literal
 
 import yaml
@@ -161,10 +162,31 @@ class DatasetSpec(_Strict):
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    """The spec model inside an annotation such as `list[CameraSpec]` or `dict[str, ValueSource]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if model := _model_in(arg):
+            return model
+    return None
+
+
+def _allowed_fields(loc: tuple) -> list[str]:
+    """Field names allowed where an unknown field was found."""
+    model: type[BaseModel] | None = DatasetSpec
+    for part in loc[:-1]:
+        if model is None:
+            return []
+        if isinstance(part, str) and part in model.model_fields:
+            model = _model_in(model.model_fields[part].annotation)
+    return list(model.model_fields) if model else []
+
+
 def _describe(error: dict) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
-        return f"{where}: unknown field"
+        return f"{where}: unknown field (allowed: {', '.join(_allowed_fields(error['loc']))})"
     if error["type"] == "missing":
         return f"{where}: required field is missing"
     return f"{where}: {error['msg']}"

@@ -1,0 +1,84 @@
+"""Shared fixtures: synthetic raw data, spec dicts, conversion and RLDS loading helpers."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow_datasets as tfds  # noqa: E402
+
+from pipelines.build import BuildOutcome, convert  # noqa: E402
+from robolake.lake import Lake  # noqa: E402
+from robolake.spec import parse_spec  # noqa: E402
+from robolake.synthetic import write_robomimic_dataset  # noqa: E402
+
+SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+CAMERAS = {"front": (96, 128), "wrist": (60, 80)}  # two sizes, small enough to be quick
+
+ROBOMIMIC_SPEC = {
+    "name": "synthetic_tabletop",
+    "version": "1.0.0",
+    "source": {"format": "hdf5", "layout": "robomimic", "paths": []},
+    "control_rate_hz": 10,
+    "cameras": [{"name": "front", "size": [64, 64]}, {"name": "wrist", "size": [32, 32], "encoding": "png"}],
+    "instruction": {"episode_attr": "language_instruction"},
+    "metadata": {
+        "task": {"episode_attr": "task"},
+        "color": {"episode_attr": "color"},
+        "lighting": {"episode_attr": "lighting"},
+        "env": {"file_attr": "data/env_args"},
+    },
+    "episode_length": {"min_steps": 5, "max_steps": 200},
+    "output": {"steps_per_shard": 60},
+}
+
+
+def shared_data(folder: str) -> Path:
+    path = SHARED_DATA / folder
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the real sample files live in ../shared/data, not in a user's clone)")
+    return path
+
+
+def merged(base: dict, **overrides) -> dict:
+    """A deep copy of `base` with top-level sections replaced; `source` is updated instead."""
+    result = copy.deepcopy(base)
+    for key, value in overrides.items():
+        result[key] = {**result[key], **value} if key == "source" else value
+    return result
+
+
+def robomimic_spec(raw_dir: Path, **overrides) -> dict:
+    source = {"paths": [str(raw_dir / "*.hdf5")], **overrides.pop("source", {})}
+    return merged(ROBOMIMIC_SPEC, source=source, **overrides)
+
+
+def run_convert(spec: dict, lake_dir: Path, beam_args: list[str] | None = None, overwrite: bool = False) -> BuildOutcome:
+    return convert(parse_spec(spec), Lake(str(lake_dir)), beam_args or [], overwrite=overwrite)
+
+
+def load_split(gold_dir: str, split: str) -> list[dict]:
+    """Every episode of a split as numpy: {'steps': [step dicts], 'episode_metadata': {...}}."""
+    builder = tfds.builder_from_directory(gold_dir)
+    episodes = []
+    for episode in builder.as_dataset(split=split):
+        episodes.append(
+            {
+                "steps": list(episode["steps"].as_numpy_iterator()),
+                "episode_metadata": {k: v.numpy().decode() for k, v in episode["episode_metadata"].items()},
+            }
+        )
+    return episodes
+
+
+@pytest.fixture(scope="session")
+def robomimic_raw(tmp_path_factory) -> Path:
+    """10 synthetic robomimic episodes of 20-ish steps in 3 files, two camera sizes."""
+    raw = tmp_path_factory.mktemp("robomimic_raw")
+    write_robomimic_dataset(str(raw), episodes=10, steps=24, seed=7, per_file=4, cameras=CAMERAS)
+    return raw

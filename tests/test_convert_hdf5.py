@@ -1,0 +1,167 @@
+"""HDF5 -> RLDS: synthetic robomimic and ALOHA files, and the real robosuite demos,
+converted and read back with TFDS the way OpenVLA and Octo open datasets."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+import tensorflow_datasets as tfds
+
+from robolake.lake import Lake
+from robolake.synthetic import write_aloha_file
+from tests.conftest import CAMERAS, load_split, robomimic_spec, run_convert, shared_data
+
+
+@pytest.fixture(scope="module")
+def converted(robomimic_raw, tmp_path_factory):
+    lake = tmp_path_factory.mktemp("lake")
+    spec = robomimic_spec(robomimic_raw)
+    outcome = run_convert(spec, lake)
+    splits = {split: load_split(outcome.gold_dir, split) for split in outcome.manifest["counts"]["by_split"]}
+    return outcome, splits, lake
+
+
+def test_reads_back_with_both_tfds_entry_points(converted):
+    outcome, splits, lake = converted
+    by_dir = tfds.builder_from_directory(outcome.gold_dir)
+    by_name = tfds.builder("synthetic_tabletop", data_dir=Lake(str(lake)).gold_root())
+    assert str(by_name.info.version) == "1.0.0"
+    for split, episodes in splits.items():
+        assert by_dir.info.splits[split].num_examples == len(episodes)
+        assert by_name.info.splits[split].num_examples == len(episodes)
+
+
+def test_steps_have_rlds_shapes_dtypes_and_boundaries(converted, robomimic_raw):
+    _, splits, _ = converted
+    episodes = [e for eps in splits.values() for e in eps]
+    assert len(episodes) == 10
+    for episode in episodes:
+        steps = episode["steps"]
+        assert len(steps) == 24
+        first = steps[0]
+        assert first["observation"]["front"].shape == (64, 64, 3)
+        assert first["observation"]["wrist"].shape == (32, 32, 3)
+        assert first["observation"]["front"].dtype == np.uint8
+        assert first["observation"]["state"].shape == (9,) and first["observation"]["state"].dtype == np.float32
+        assert first["action"].shape == (7,) and first["action"].dtype == np.float32
+        assert [s["is_first"] for s in steps] == [True] + [False] * 23
+        assert [s["is_last"] for s in steps] == [False] * 23 + [True]
+        assert [s["is_terminal"] for s in steps] == [False] * 23 + [True]
+        assert all(s["discount"] == 1.0 for s in steps)
+
+
+def test_values_match_the_source_file(converted, robomimic_raw):
+    _, splits, _ = converted
+    episode = next(e for eps in splits.values() for e in eps)
+    meta = episode["episode_metadata"]
+    file_id, group = meta["episode_id"].split("/", 1)
+    with h5py.File(robomimic_raw / f"{file_id}.hdf5") as h5:
+        demo = h5[group]
+        np.testing.assert_allclose([s["action_raw"] for s in episode["steps"]], demo["actions"][()], rtol=1e-6)
+        np.testing.assert_allclose([s["action"] for s in episode["steps"]], demo["actions"][()], rtol=1e-6)
+        np.testing.assert_allclose([s["reward"] for s in episode["steps"]], demo["rewards"][()])
+        assert episode["steps"][0]["language_instruction"].decode() == demo.attrs["language_instruction"]
+        assert meta["task"] == demo.attrs["task"] and meta["color"] == demo.attrs["color"]
+        assert meta["env"] == h5["data"].attrs["env_args"]
+        # The image is the source frame, center-cropped to square and resized (JPEG: close, not equal).
+        frame = demo["obs/front_image"][0]
+    top_left = frame[:, 16:112][:8, :8].astype(float).mean()
+    assert abs(episode["steps"][0]["observation"]["front"][:4, :4].astype(float).mean() - top_left) < 12
+    assert len(meta["source_sha256"]) == 64 and meta["source_path"].endswith(f"{file_id}.hdf5")
+
+
+def test_splits_are_disjoint_and_manifest_reconciles(converted):
+    outcome, splits, _ = converted
+    ids = {split: {e["episode_metadata"]["episode_id"] for e in eps} for split, eps in splits.items()}
+    all_ids = [i for s in ids.values() for i in s]
+    assert len(all_ids) == len(set(all_ids)) == 10
+    counts = outcome.manifest["counts"]
+    assert counts["episodes_found"] == counts["episodes_written"] + counts["episodes_quarantined"] == 10
+    assert counts["steps_written"] == 240
+    assert {s: v["episodes"] for s, v in counts["by_split"].items()} == {s: len(v) for s, v in ids.items()}
+    assert len(outcome.manifest["sources"]) == 3
+    assert all(len(s["sha256"]) == 64 for s in outcome.manifest["sources"])
+
+
+def test_silver_tables_are_hive_partitioned_parquet(converted):
+    outcome, _, lake = converted
+    steps = pads.dataset(str(lake / "silver/synthetic_tabletop/steps"), partitioning="hive").to_table()
+    episodes = pads.dataset(str(lake / "silver/synthetic_tabletop/episodes"), partitioning="hive").to_table()
+    assert steps.num_rows == 240 and episodes.num_rows == 10
+    assert set(steps.column("version").to_pylist()) == {"1.0.0"}
+    assert {"image_front", "image_wrist", "action", "state", "split"} <= set(steps.column_names)
+    schema_meta = pads.dataset(str(lake / "silver/synthetic_tabletop/steps")).schema.metadata
+    assert schema_meta[b"robolake.schema_version"] == b"1.0.0"
+    assert sorted(episodes.column("num_steps").to_pylist()) == [24] * 10
+
+
+def test_aloha_layout(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(4):
+        write_aloha_file(str(raw / f"episode_{i}.hdf5"), steps=15 + i, seed=i, cameras={"top": (48, 64), "left_wrist": (30, 40)})
+    spec = robomimic_spec(
+        raw,
+        source={"layout": "aloha"},
+        cameras=[{"name": "top", "size": [32, 32]}, {"name": "left_wrist", "size": [32, 32]}],
+        action={"names": [f"joint_{i}" for i in range(14)]},
+        instruction={"file_attr": "language_instruction"},
+        metadata={"task": {"file_attr": "task"}, "operator": {"file_attr": "operator"}},
+        splits={"fractions": {"train": 1.0}},
+    )
+    outcome = run_convert(spec, tmp_path / "lake")
+    episodes = load_split(outcome.gold_dir, "train")
+    assert sorted(len(e["steps"]) for e in episodes) == [15, 16, 17, 18]
+    assert sorted(e["episode_metadata"]["episode_id"] for e in episodes) == [f"episode_{i}" for i in range(4)]
+    step = episodes[0]["steps"][0]
+    assert step["action"].shape == (14,) and step["observation"]["state"].shape == (14,)
+    assert step["observation"]["left_wrist"].shape == (32, 32, 3)
+
+
+def test_real_robosuite_demos(tmp_path):
+    data = shared_data("hdf5_robosuite_demos")
+    spec = robomimic_spec(
+        data,
+        source={"layout": "robosuite", "paths": [str(data / "lift_panda.hdf5")]},
+        cameras=[],
+        instruction={"value": "lift the cube"},
+        metadata={"task": {"value": "lift"}, "env": {"file_attr": "data/env"}},
+        episode_length={"min_steps": 2, "max_steps": 5000},
+        splits={"fractions": {"train": 1.0}},
+    )
+    outcome = run_convert(spec, tmp_path / "lake")
+    (episode,) = load_split(outcome.gold_dir, "train")
+    with h5py.File(data / "lift_panda.hdf5") as h5:
+        np.testing.assert_allclose([s["action"] for s in episode["steps"]], h5["data/demo_1/actions"][()], rtol=1e-6)
+        np.testing.assert_allclose(
+            [s["observation"]["state"] for s in episode["steps"]], h5["data/demo_1/states"][()], rtol=1e-5, atol=1e-6
+        )
+    assert len(episode["steps"]) == 412 and episode["episode_metadata"]["env"] == "Lift"
+
+
+def test_real_sawyer_stack_assembles_actions_from_keys(tmp_path):
+    data = shared_data("hdf5_robosuite_demos")
+    spec = robomimic_spec(
+        data,
+        source={"layout": "robosuite", "paths": [str(data / "SawyerStack.hdf5")]},
+        cameras=[],
+        action={
+            "keys": ["right_dpos", "right_dquat", "gripper_actuations"],
+            "names": ["dx", "dy", "dz", "dqx", "dqy", "dqz", "dqw", "gripper"],
+        },
+        instruction={"value": "stack the red block on the green block"},
+        metadata={"task": {"value": "stack"}},
+        episode_length={"min_steps": 2, "max_steps": 5000},
+        splits={"fractions": {"train": 1.0}},
+    )
+    outcome = run_convert(spec, tmp_path / "lake")
+    episodes = {e["episode_metadata"]["episode_id"]: e for e in load_split(outcome.gold_dir, "train")}
+    assert sorted(episodes) == ["SawyerStack/data/demo_1", "SawyerStack/data/demo_2"]
+    with h5py.File(data / "SawyerStack.hdf5") as h5:
+        demo = h5["data/demo_2"]
+        expected = np.concatenate([demo["right_dpos"][()], demo["right_dquat"][()], demo["gripper_actuations"][()]], axis=1)
+    steps = episodes["SawyerStack/data/demo_2"]["steps"]
+    assert len(steps) == 1174
+    np.testing.assert_allclose([s["action"] for s in steps], expected, rtol=1e-6, atol=1e-7)

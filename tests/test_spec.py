@@ -1,0 +1,79 @@
+"""Dataset spec validation: good specs load, bad ones name the field and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robolake.cli import main
+from robolake.errors import SpecError
+from robolake.spec import DEFAULT_ACTION_NAMES, load_spec, parse_spec
+from tests.conftest import ROBOMIMIC_SPEC, merged, robomimic_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_specs_load():
+    for path in sorted((REPO / "datasets").glob("*.yaml")):
+        spec = load_spec(str(path))
+        assert spec.name and spec.version
+
+
+def test_defaults_follow_rlds_practice():
+    spec = parse_spec(robomimic_spec(Path("raw"), cameras=[{"name": "front"}]))
+    assert spec.action.names == DEFAULT_ACTION_NAMES
+    camera = spec.cameras[0]
+    assert (camera.size, camera.encoding, camera.jpeg_quality) == ((256, 256), "jpeg", 95)
+    assert spec.splits.fractions == {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ({"cameras": [{"name": "front", "encoding": "webp"}]}, "cameras.0.encoding: Input should be 'jpeg' or 'png'"),
+        ({"cameras": [{"name": "front", "jpeg_quality": 101}]}, "cameras.0.jpeg_quality"),
+        ({"source": {"format": "csv"}}, "source.format: Input should be 'hdf5'"),
+        ({"source": {"layout": "lerobot"}}, "source.layout: Input should be 'robomimic', 'robosuite', 'aloha' or 'generic'"),
+        ({"splits": {"fractions": {"train": 0.8, "val": 0.3}}}, "fractions must be >= 0 and sum to 1"),
+        ({"splits": {"by": "task"}}, "by: task needs held_out_tasks"),
+        ({"instruction": {"value": "x", "episode_attr": "y"}}, "instruction: Value error, give exactly one of"),
+        ({"control_rate_hz": 0}, "control_rate_hz: Input should be greater than 0"),
+        ({"version": "v1"}, "version: String should match pattern"),
+        ({"colour": "red"}, "colour: unknown field (allowed: name, version, description, source"),
+        ({"cameras": [{"name": "front", "fps": 30}]}, "cameras.0.fps: unknown field (allowed: name, key, size"),
+        ({"episode_length": {"min_steps": 10, "max_steps": 5}}, "max_steps must be >= min_steps"),
+    ],
+)
+def test_bad_spec_names_field_and_allowed_values(override, expected):
+    with pytest.raises(SpecError) as error:
+        parse_spec(merged(ROBOMIMIC_SPEC, **override), origin="datasets/bad.yaml")
+    message = str(error.value)
+    assert message.startswith("datasets/bad.yaml: invalid dataset spec: ")
+    assert expected in message
+
+
+def test_missing_required_field(tmp_path):
+    spec = merged(ROBOMIMIC_SPEC)
+    del spec["instruction"]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError, match="instruction: required field is missing"):
+        load_spec(str(path))
+
+
+def test_cli_reports_bad_spec_in_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(merged(ROBOMIMIC_SPEC, cameras=[{"name": "Front Cam"}])))
+    assert main(["convert", str(path), "--lake", str(tmp_path / "lake")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "cameras.0.name" in err[0] and "Traceback" not in err[0]
+
+
+def test_cli_reports_missing_sources(tmp_path, capsys):
+    spec = merged(ROBOMIMIC_SPEC)
+    spec["source"]["paths"] = [str(tmp_path / "nowhere" / "*.hdf5")]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["convert", str(path), "--lake", str(tmp_path / "lake")]) == 2
+    assert "source.paths: no file matches" in capsys.readouterr().err
