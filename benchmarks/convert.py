@@ -1,0 +1,418 @@
+"""Benchmark `robolake convert` against its image-work ceiling and a plain TFDS builder.
+
+Converts N synthetic robomimic episodes (two cameras: front 480x640 and wrist
+240x320, both center-cropped and resized to 256x256 JPEG, quality 95) and prints
+figures from one run of each configuration:
+
+1. robolake in-process (Beam's FnApiRunner, the default): steps/s, MB/s written, peak RSS;
+2. robolake on Beam's multi_processing runner with 1 and with 2 workers, and the speedup;
+3. the ceiling: the same frames read from HDF5, cropped, resized and JPEG-encoded
+   with robolake's own FramePreprocessor.encode in a tight one-process loop;
+4. a plain TFDS GeneratorBasedBuilder in the public RLDS template style (TFDS
+   encodes the JPEGs), built with download_and_prepare: steps/s and peak RSS;
+5. robolake's peak RSS at --growth-episodes and at 10x that many, and the growth;
+6. the targets, each PASS or MISS (printed only: the exit code is 0 either way).
+
+Each configuration runs in a fresh child process (this script with the hidden
+--child flag). The parent samples the RSS of the child and all its descendants
+(Beam's multi_processing workers), summed, every 0.1 s and reports the peak.
+Rates use the child's own clock around the measured work, so Python and
+TensorFlow start-up are left out. "cores" is the CPU time of that work over its
+wall time. MB are 10^6 bytes.
+
+    make bench                            # runs: python benchmarks/convert.py
+    python benchmarks/convert.py --episodes 8 --growth-episodes 2 --steps 30   # quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads; the children inherit it
+
+import cv2  # noqa: E402
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from pipelines.build import convert  # noqa: E402
+from pipelines.hdf5_source import FRAMES_PER_READ  # noqa: E402
+from pipelines.images import FramePreprocessor, center_crop  # noqa: E402
+from robolake.lake import Lake  # noqa: E402
+from robolake.spec import DatasetSpec, parse_spec  # noqa: E402
+from robolake.synthetic import write_robomimic_dataset  # noqa: E402
+from schemas.rlds import rlds_features  # noqa: E402
+
+CAMERAS = {"front": (480, 640), "wrist": (240, 320)}
+STATE_KEYS = ["obs/robot0_eef_pos", "obs/robot0_eef_quat", "obs/robot0_gripper_qpos"]
+STATE_DIM = 9  # 3 + 4 + 2
+EPISODE_ATTRS = ["task", "object", "color", "scene", "lighting", "operator"]
+EPISODES_PER_FILE = 4
+RESULT_PREFIX = "BENCH_RESULT "
+SAMPLE_S = 0.1
+MB = 1e6
+
+
+def tabletop_spec(input_dir: str) -> DatasetSpec:
+    """datasets/synthetic_tabletop.yaml, reading the files generated in input_dir."""
+    return parse_spec(
+        {
+            "name": "synthetic_tabletop",
+            "version": "1.0.0",
+            "source": {"format": "hdf5", "layout": "robomimic", "paths": [os.path.join(input_dir, "*.hdf5")]},
+            "control_rate_hz": 10,
+            "cameras": [{"name": name, "size": [256, 256], "encoding": "jpeg", "jpeg_quality": 95} for name in CAMERAS],
+            "state": {"keys": STATE_KEYS},
+            "action": {"keys": ["actions"], "names": ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]},
+            "instruction": {"episode_attr": "language_instruction"},
+            "metadata": {**{attr: {"episode_attr": attr} for attr in EPISODE_ATTRS}, "env": {"file_attr": "data/env_args"}},
+            "splits": {"by": "episode_hash", "fractions": {"train": 0.8, "val": 0.1, "test": 0.1}},
+            "output": {"steps_per_shard": 200},
+        },
+        origin="benchmarks/convert.py",
+    )
+
+
+def input_files(input_dir: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(input_dir, "*.hdf5")))
+
+
+# --- What the children measure ------------------------------------------------------------
+
+
+def child_robolake(input_dir: str, out_dir: str, workers: int) -> dict:
+    """`pipelines.build.convert`: in-process (workers 0) or multi_processing with `workers`."""
+    beam_args = [] if workers == 0 else ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    counts = convert(tabletop_spec(input_dir), Lake(out_dir), beam_args).manifest["counts"]
+    return {"episodes": counts["episodes_written"], "steps": counts["steps_written"], "bytes": counts["bytes_written"]}
+
+
+def child_ceiling(input_dir: str, out_dir: str, workers: int) -> dict:
+    """Only the image work: read the frames, crop, resize, JPEG-encode; bytes are the JPEGs."""
+    preprocessors = {cam.name: FramePreprocessor(cam) for cam in tabletop_spec(input_dir).cameras}
+    episodes = steps = encoded = 0
+    for path in input_files(input_dir):
+        with h5py.File(path, "r") as h5:
+            for demo in h5["data"].values():
+                for name, preprocessor in preprocessors.items():
+                    frames = demo[f"obs/{name}_image"]
+                    for start in range(0, len(frames), FRAMES_PER_READ):
+                        encoded += sum(len(preprocessor.encode(f)) for f in frames[start : start + FRAMES_PER_READ])
+                episodes += 1
+                steps += len(demo["actions"])
+    return {"episodes": episodes, "steps": steps, "bytes": encoded}
+
+
+class PlainRldsBuilder(tfds.core.GeneratorBasedBuilder):
+    """An RLDS dataset builder as the public template writes one (rlds_dataset_builder):
+    one example per episode, frames resized with OpenCV, TFDS encodes the JPEGs."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+    def __init__(self, *, spec: DatasetSpec, paths: list[str], **kwargs):
+        self.spec = spec
+        self.paths = paths
+        self.steps_generated = 0
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        # The template's dataset_info_from_configs() reads README/CITATIONS beside the
+        # builder's module; a class defined in a script has no such folder.
+        return tfds.core.DatasetInfo(builder=self, features=rlds_features(self.spec, STATE_DIM))
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        return {"train": self._generate_examples(self.paths)}
+
+    def _generate_examples(self, paths: list[str]):
+        for path in paths:
+            with open(path, "rb") as f:
+                sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+            with h5py.File(path, "r") as h5:
+                env = str(h5["data"].attrs["env_args"])
+                for group, demo in h5["data"].items():
+                    episode_id = f"{os.path.splitext(os.path.basename(path))[0]}/data/{group}"
+                    metadata = {"episode_id": episode_id, "source_path": path, "source_sha256": sha256, "env": env}
+                    metadata.update({attr: str(demo.attrs[attr]) for attr in EPISODE_ATTRS})
+                    yield episode_id, {"steps": self._steps(demo), "episode_metadata": metadata}
+
+    def _steps(self, demo: h5py.Group) -> list[dict]:
+        actions = demo["actions"][()].astype(np.float32)
+        state = np.concatenate([demo[key][()] for key in STATE_KEYS], axis=1).astype(np.float32)
+        rewards = demo["rewards"][()].astype(np.float32)
+        instruction = str(demo.attrs["language_instruction"])
+        images = {cam.name: [self._resize(f, *cam.size) for f in demo[f"obs/{cam.name}_image"][()]] for cam in self.spec.cameras}
+        last = len(actions) - 1
+        self.steps_generated += len(actions)
+        return [
+            {
+                "observation": {**{name: frames[t] for name, frames in images.items()}, "state": state[t]},
+                "action": actions[t],
+                "action_raw": actions[t],
+                "reward": rewards[t],
+                "discount": 1.0,
+                "is_first": t == 0,
+                "is_last": t == last,
+                "is_terminal": t == last,
+                "language_instruction": instruction,
+            }
+            for t in range(len(actions))
+        ]
+
+    @staticmethod
+    def _resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+        return cv2.resize(center_crop(frame, height, width), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def child_plain_tfds(input_dir: str, out_dir: str, workers: int) -> dict:
+    """PlainRldsBuilder.download_and_prepare into out_dir: no Beam, no download, no prompt."""
+    builder = PlainRldsBuilder(spec=tabletop_spec(input_dir), paths=input_files(input_dir), data_dir=out_dir)
+    builder.download_and_prepare(
+        download_dir=os.path.join(out_dir, "downloads"),
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+    )
+    split = builder.info.splits["train"]
+    return {"episodes": split.num_examples, "steps": builder.steps_generated, "bytes": split.num_bytes}
+
+
+CHILD_MODES = {"robolake": child_robolake, "ceiling": child_ceiling, "plain-tfds": child_plain_tfds}
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its waited-for children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_child(mode: str, input_dir: str, out_dir: str, workers: int) -> None:
+    """Time one configuration and print its result as one JSON line for the parent."""
+    cpu_before, started = cpu_seconds(), time.perf_counter()
+    result = CHILD_MODES[mode](input_dir, out_dir, workers)
+    result.update(seconds=time.perf_counter() - started, cpu_seconds=cpu_seconds() - cpu_before)
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# --- The parent: plan, measure, report ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    key: str
+    label: str
+    mode: str
+    episodes: int
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class Measurement:
+    config: Config
+    episodes: int
+    steps: int
+    bytes: int
+    seconds: float
+    cpu_seconds: float
+    peak_rss: int
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.seconds
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / MB / self.seconds
+
+    @property
+    def cores(self) -> float:
+        return self.cpu_seconds / self.seconds
+
+
+def tree_rss(root: psutil.Process) -> int:
+    """RSS of a process and all its descendants, summed (shared pages count once per process)."""
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def wait_sampling_rss(child: subprocess.Popen) -> int:
+    """Wait for the child to exit; returns the peak RSS of its process tree."""
+    root, peak = psutil.Process(child.pid), 0
+    while True:
+        peak = max(peak, tree_rss(root))
+        try:
+            child.wait(timeout=SAMPLE_S)
+            return peak
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def measure(config: Config, input_dir: str, workdir: str) -> Measurement:
+    """Run one configuration in a fresh child process; output and log stay in workdir."""
+    out_dir = tempfile.mkdtemp(prefix=f"{config.key}-", dir=workdir)
+    log_path = f"{out_dir}.log"
+    command = [
+        sys.executable, os.path.abspath(__file__), "--child", config.mode,
+        "--input", input_dir, "--out", out_dir, "--workers", str(config.workers),
+    ]
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        peak = wait_sampling_rss(child)
+    with open(log_path) as log:
+        lines = log.read().splitlines()
+    results = [line[len(RESULT_PREFIX) :] for line in lines if line.startswith(RESULT_PREFIX)]
+    if child.returncode != 0 or not results:
+        tail = "\n".join(lines[-30:])
+        raise SystemExit(f"{config.label}: the child failed (exit {child.returncode}); end of {log_path}:\n{tail}")
+    return Measurement(config=config, peak_rss=peak, **json.loads(results[-1]))
+
+
+def generate_inputs(workdir: str, counts: list[int], steps: int) -> dict[int, str]:
+    """One synthetic input folder per episode count, written once and shared by every configuration."""
+    folders = {}
+    for count in sorted(set(counts)):
+        folder = os.path.join(workdir, f"input-{count}-episodes")
+        started = time.perf_counter()
+        print(f"generating {count} episodes x {steps} steps ...", flush=True)
+        paths = write_robomimic_dataset(folder, count, steps, seed=0, per_file=EPISODES_PER_FILE, cameras=CAMERAS)
+        size = sum(os.path.getsize(p) for p in paths)
+        print(f"  {len(paths)} HDF5 files, {size / MB:,.0f} MB in {time.perf_counter() - started:.1f} s", flush=True)
+        folders[count] = folder
+    return folders
+
+
+def plan(episodes: int, growth: int) -> list[Config]:
+    configs = [
+        Config("ceiling", "ceiling: HDF5 + crop + resize + JPEG loop", "ceiling", episodes),
+        Config("robolake", "robolake, in-process FnApiRunner", "robolake", episodes),
+        Config("mp1", "robolake, multi_processing, 1 worker", "robolake", episodes, workers=1),
+        Config("mp2", "robolake, multi_processing, 2 workers", "robolake", episodes, workers=2),
+        Config("plain", "plain TFDS GeneratorBasedBuilder", "plain-tfds", episodes),
+        Config("growth_small", "robolake, in-process (growth, N small)", "robolake", growth),
+    ]
+    if 10 * growth != episodes:  # otherwise the in-process run above is the 10x run
+        configs.append(Config("growth_large", "robolake, in-process (growth, 10x)", "robolake", 10 * growth))
+    return configs
+
+
+def print_table(measurements: list[Measurement]) -> None:
+    print(f"\n{'configuration':<42} {'episodes':>8} {'steps':>6} {'seconds':>8} {'steps/s':>8} {'MB/s':>6} {'cores':>5} {'peak RSS':>9}")
+    for m in measurements:
+        print(
+            f"{m.config.label:<42} {m.episodes:>8} {m.steps:>6} {m.seconds:>8.1f} {m.steps_per_s:>8.1f} "
+            f"{m.mb_per_s:>6.1f} {m.cores:>5.2f} {m.peak_rss / MB:>6.0f} MB"
+        )
+
+
+def evaluate(results: dict[str, Measurement]) -> list[tuple[str, str, str, bool]]:
+    """(target, measured, goal, met) for each target."""
+    robolake, ceiling, plain = results["robolake"], results["ceiling"], results["plain"]
+    small, large = results["growth_small"], results.get("growth_large", robolake)
+    of_ceiling = robolake.steps_per_s / ceiling.steps_per_s
+    vs_plain = robolake.steps_per_s / plain.steps_per_s
+    scaling = results["mp2"].steps_per_s / results["mp1"].steps_per_s
+    growth = large.peak_rss / small.peak_rss - 1
+    return [
+        ("robolake per worker vs ceiling (1 core)",
+         f"{robolake.steps_per_s:.0f} / {ceiling.steps_per_s:.0f} steps/s = {of_ceiling:.0%}", ">= 70%", of_ceiling >= 0.7),
+        ("robolake vs plain TFDS builder",
+         f"{robolake.steps_per_s:.0f} / {plain.steps_per_s:.0f} steps/s = {vs_plain:.2f}x", ">= 3x", vs_plain >= 3),
+        ("multi_processing: 2 workers vs 1",
+         f"{results['mp2'].steps_per_s:.0f} / {results['mp1'].steps_per_s:.0f} steps/s = {scaling:.2f}x", ">= 1.8x", scaling >= 1.8),
+        ("robolake peak RSS (in-process)", f"{robolake.peak_rss / MB:.0f} MB", "< 1000 MB", robolake.peak_rss < 1000 * MB),
+        (f"peak RSS growth, {small.episodes} -> {large.episodes} episodes",
+         f"{small.peak_rss / MB:.0f} -> {large.peak_rss / MB:.0f} MB = {growth:+.0%}", "< +20%", growth < 0.2),
+    ]
+
+
+def print_targets(targets: list[tuple[str, str, str, bool]]) -> None:
+    print(f"\n{'target':<42} {'measured':<38} {'goal':<10} result")
+    for name, measured, goal, met in targets:
+        print(f"{name:<42} {measured:<38} {goal:<10} {'PASS' if met else 'MISS'}")
+
+
+def summary_line(results: dict[str, Measurement], targets: list[tuple[str, str, str, bool]], seconds: float) -> str:
+    robolake = results["robolake"]
+    missed = [name for name, _, _, met in targets if not met]
+    return (
+        f"summary: {len(targets) - len(missed)}/{len(targets)} targets met"
+        + (f" (missed: {'; '.join(missed)})" if missed else "")
+        + f"; robolake {robolake.steps_per_s:.0f} steps/s, {robolake.mb_per_s:.1f} MB/s, "
+        f"peak RSS {robolake.peak_rss / MB:.0f} MB; benchmark took {seconds:.0f} s"
+    )
+
+
+def prepare_workdir(path: str | None) -> str:
+    if path is None:
+        return tempfile.mkdtemp(prefix="robolake-bench-")
+    if os.path.isdir(path) and os.listdir(path):
+        raise SystemExit(f"--workdir {path} is not empty (it is deleted at the end); name a new or empty folder")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--episodes", type=int, default=40, help="N, episodes converted (default: 40)")
+    parser.add_argument(
+        "--growth-episodes", type=int, default=4,
+        help="peak RSS is compared between this many episodes and 10x this many (default: 4)",
+    )
+    parser.add_argument("--steps", type=int, default=100, help="steps per episode (default: 100)")
+    parser.add_argument("--workdir", help="scratch folder, new or empty (default: a fresh temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the workdir (inputs, outputs, child logs)")
+    parser.add_argument("--child", choices=sorted(CHILD_MODES), help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    if args.child:
+        run_child(args.child, args.input, args.out, args.workers)
+        return
+    started = time.perf_counter()
+    workdir = prepare_workdir(args.workdir)
+    cameras = " + ".join(f"{name} {h}x{w}" for name, (h, w) in CAMERAS.items())
+    print(f"robolake convert benchmark: {args.episodes} episodes x {args.steps} steps, {cameras} -> 256x256 JPEG q95")
+    print(f"{psutil.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, workdir {workdir}\n")
+    configs = plan(args.episodes, args.growth_episodes)
+    inputs = generate_inputs(workdir, [c.episodes for c in configs], args.steps)
+    results: dict[str, Measurement] = {}
+    for i, config in enumerate(configs, 1):
+        print(f"[{i}/{len(configs)}] {config.label}, {config.episodes} episodes ...", flush=True)
+        m = results[config.key] = measure(config, inputs[config.episodes], workdir)
+        print(f"      {m.steps} steps in {m.seconds:.1f} s: {m.steps_per_s:.1f} steps/s, peak RSS {m.peak_rss / MB:.0f} MB", flush=True)
+    print_table(list(results.values()))
+    targets = evaluate(results)
+    print_targets(targets)
+    if args.keep:
+        print(f"\nkept {workdir}")
+    else:
+        shutil.rmtree(workdir)
+    print("\n" + summary_line(results, targets, time.perf_counter() - started))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,102 @@
+"""Versions are immutable, deterministic and published atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robolake.errors import RobolakeError
+from tests.conftest import load_split, robomimic_spec, run_convert
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shard_digests(gold_dir: str) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(gold_dir).glob("*.tfrecord-*"))
+    }
+
+
+def records(gold_dir: str, manifest: dict) -> dict:
+    """episode id -> (metadata, actions, first front image bytes) over all splits."""
+    result = {}
+    for split in manifest["counts"]["by_split"]:
+        for e in load_split(gold_dir, split):
+            result[e["episode_metadata"]["episode_id"]] = (
+                split,
+                e["episode_metadata"],
+                [s["action"].tolist() for s in e["steps"]],
+                e["steps"][0]["observation"]["front"].tobytes(),
+            )
+    return result
+
+
+def test_existing_version_is_refused_and_overwrite_replaces_it(robomimic_raw, tmp_path):
+    spec = robomimic_spec(robomimic_raw)
+    first = run_convert(spec, tmp_path)
+    with pytest.raises(RobolakeError, match="already exists and published versions are immutable"):
+        run_convert(spec, tmp_path)
+    second = run_convert(spec, tmp_path, overwrite=True)
+    assert second.gold_dir == first.gold_dir
+    assert second.manifest["fingerprint"] == first.manifest["fingerprint"]
+    assert not list((tmp_path / ".staging").iterdir())
+
+
+def test_rebuild_gives_same_fingerprint_and_identical_shards(robomimic_raw, tmp_path):
+    spec = robomimic_spec(robomimic_raw)
+    a = run_convert(spec, tmp_path / "a")
+    b = run_convert(spec, tmp_path / "b")
+    assert a.manifest["fingerprint"] == b.manifest["fingerprint"]
+    assert shard_digests(a.gold_dir) == shard_digests(b.gold_dir)
+    assert len(shard_digests(a.gold_dir)) >= 3
+    changed = run_convert(robomimic_spec(robomimic_raw, cameras=[{"name": "front", "size": [48, 48]}]), tmp_path / "c")
+    assert changed.manifest["fingerprint"] != a.manifest["fingerprint"]
+
+
+def test_two_workers_match_one_worker(robomimic_raw, tmp_path):
+    spec = robomimic_spec(robomimic_raw)
+    multi = ["--direct_running_mode=multi_processing"]
+    one = run_convert(spec, tmp_path / "one", multi + ["--direct_num_workers=1"])
+    two = run_convert(spec, tmp_path / "two", multi + ["--direct_num_workers=2"])
+    assert one.manifest["fingerprint"] == two.manifest["fingerprint"]
+    assert one.manifest["counts"] == two.manifest["counts"]
+    assert shard_digests(one.gold_dir) == shard_digests(two.gold_dir)
+    assert records(one.gold_dir, one.manifest) == records(two.gold_dir, two.manifest)
+
+
+def _convert_command(spec_path: Path, lake: Path) -> list[str]:
+    return [sys.executable, "-m", "robolake.cli", "convert", str(spec_path), "--lake", str(lake)]
+
+
+def test_killed_build_publishes_nothing_and_rerun_succeeds(robomimic_raw, tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(robomimic_spec(robomimic_raw, output={"steps_per_shard": 24})))
+    lake = tmp_path / "lake"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    build = subprocess.Popen(_convert_command(spec_path, lake), cwd=REPO, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(lake.glob(".staging/*/_progress/ingest-*.json")):
+        assert build.poll() is None, "the build ended before it could be killed"
+        assert time.time() < deadline, "the build never started ingesting"
+        time.sleep(0.02)
+    os.killpg(build.pid, signal.SIGKILL)
+    build.wait()
+    assert not (lake / "gold/rlds/synthetic_tabletop/1.0.0").exists()
+    assert not (lake / "silver/synthetic_tabletop/steps/version=1.0.0").exists()
+    assert list((lake / ".staging").iterdir()), "the killed build left its staging folder"
+
+    rerun = subprocess.run(_convert_command(spec_path, lake), cwd=REPO, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "removed the leftovers of an interrupted build" in rerun.stderr
+    assert "10 episodes written" in rerun.stdout
+    assert not list((lake / ".staging").iterdir())
+    assert (lake / "gold/rlds/synthetic_tabletop/1.0.0/manifest.json").exists()
