@@ -56,13 +56,16 @@ def list_files(pattern: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
-def rename_dir(src: str, dst: str) -> None:
-    """Move a finished folder into place. Atomic on local and POSIX file systems;
-    on object stores it is a copy then delete, so readers must wait for the
-    manifest (written last) to treat the version as published."""
-    parent = posixpath.dirname(dst.rstrip("/"))
-    makedirs(parent)
-    FileSystems.rename([src], [dst])
+def rename_dir(src: str, dst: str, last: str = "manifest.json") -> None:
+    """Move a finished folder into place. Atomic on local and POSIX file systems.
+    Object stores have no folder rename: files are moved one by one, a file named
+    `last` after all others, so its presence marks the move as complete."""
+    if "://" not in src:
+        makedirs(posixpath.dirname(dst.rstrip("/")))
+        FileSystems.rename([src], [dst])
+        return
+    files = sorted(list_files(join(src, "**")), key=lambda p: p.endswith("/" + last))
+    FileSystems.rename(files, [dst.rstrip("/") + p[len(src.rstrip("/")) :] for p in files])
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Quality gate (Great Expectations) and coverage reports (DuckDB) over the lake: to come."""
