@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from robolake.lake import Lake
 from robolake.synthetic import write_aloha_file
-from tests.conftest import CAMERAS, load_split, robomimic_spec, run_convert, shared_data
+from tests.conftest import load_split, robomimic_spec, run_convert, shared_data
 
 
 @pytest.fixture(scope="module")
@@ -120,43 +120,45 @@ def test_aloha_layout(tmp_path):
     assert step["observation"]["left_wrist"].shape == (32, 32, 3)
 
 
-def test_real_robosuite_demos(tmp_path):
-    data = shared_data("hdf5_robosuite_demos")
-    spec = robomimic_spec(
+def robosuite_spec(data, filename: str, task: str, **overrides) -> dict:
+    """A spec for one real robosuite file (no cameras, long episodes, everything in train)."""
+    return robomimic_spec(
         data,
-        source={"layout": "robosuite", "paths": [str(data / "lift_panda.hdf5")]},
+        source={"layout": "robosuite", "paths": [str(data / filename)]},
         cameras=[],
-        instruction={"value": "lift the cube"},
-        metadata={"task": {"value": "lift"}, "env": {"file_attr": "data/env"}},
+        instruction={"value": f"{task} the blocks"},
+        metadata={"task": {"value": task}, "env": {"file_attr": "data/env"}},
         episode_length={"min_steps": 2, "max_steps": 5000},
         splits={"fractions": {"train": 1.0}},
+        **overrides,
     )
-    outcome = run_convert(spec, tmp_path / "lake")
+
+
+@pytest.mark.parametrize(
+    "filename, env, steps",
+    [("lift_panda.hdf5", "Lift", 412), ("stack_panda.hdf5", "Stack", 532),
+     ("door_panda.hdf5", "Door", 261), ("pick-place_panda.hdf5", "PickPlace", 1482)],
+)
+def test_real_robosuite_demos(tmp_path, filename, env, steps):
+    data = shared_data("hdf5_robosuite_demos")
+    outcome = run_convert(robosuite_spec(data, filename, "lift"), tmp_path / "lake")
     (episode,) = load_split(outcome.gold_dir, "train")
-    with h5py.File(data / "lift_panda.hdf5") as h5:
+    with h5py.File(data / filename) as h5:
         np.testing.assert_allclose([s["action"] for s in episode["steps"]], h5["data/demo_1/actions"][()], rtol=1e-6)
         np.testing.assert_allclose(
             [s["observation"]["state"] for s in episode["steps"]], h5["data/demo_1/states"][()], rtol=1e-5, atol=1e-6
         )
-    assert len(episode["steps"]) == 412 and episode["episode_metadata"]["env"] == "Lift"
+    assert len(episode["steps"]) == steps and episode["episode_metadata"]["env"] == env
+    assert episode["steps"][0]["language_instruction"] == b"lift the blocks"
 
 
 def test_real_sawyer_stack_assembles_actions_from_keys(tmp_path):
     data = shared_data("hdf5_robosuite_demos")
-    spec = robomimic_spec(
-        data,
-        source={"layout": "robosuite", "paths": [str(data / "SawyerStack.hdf5")]},
-        cameras=[],
-        action={
-            "keys": ["right_dpos", "right_dquat", "gripper_actuations"],
-            "names": ["dx", "dy", "dz", "dqx", "dqy", "dqz", "dqw", "gripper"],
-        },
-        instruction={"value": "stack the red block on the green block"},
-        metadata={"task": {"value": "stack"}},
-        episode_length={"min_steps": 2, "max_steps": 5000},
-        splits={"fractions": {"train": 1.0}},
-    )
-    outcome = run_convert(spec, tmp_path / "lake")
+    action = {
+        "keys": ["right_dpos", "right_dquat", "gripper_actuations"],
+        "names": ["dx", "dy", "dz", "dqx", "dqy", "dqz", "dqw", "gripper"],
+    }
+    outcome = run_convert(robosuite_spec(data, "SawyerStack.hdf5", "stack", action=action), tmp_path / "lake")
     episodes = {e["episode_metadata"]["episode_id"]: e for e in load_split(outcome.gold_dir, "train")}
     assert sorted(episodes) == ["SawyerStack/data/demo_1", "SawyerStack/data/demo_2"]
     with h5py.File(data / "SawyerStack.hdf5") as h5:
