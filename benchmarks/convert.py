@@ -7,7 +7,9 @@ figures from one run of each configuration:
 1. robolake in-process (Beam's FnApiRunner, the default): steps/s, MB/s written, peak RSS;
 2. robolake on Beam's multi_processing runner with 1 and with 2 workers, and the speedup;
 3. the ceiling: the same frames read from HDF5, cropped, resized and JPEG-encoded
-   with robolake's own FramePreprocessor.encode in a tight one-process loop;
+   with robolake's own FramePreprocessor.encode in a tight one-process loop (steps/s
+   on one core), and the same loop with the files split over 2 processes: what this
+   machine gives 2 processes at the time, the bound on the 2-worker speedup;
 4. a plain TFDS GeneratorBasedBuilder in the public RLDS template style (TFDS
    encodes the JPEGs), built with download_and_prepare: steps/s and peak RSS;
 5. robolake's peak RSS at --growth-episodes and at 10x that many, and the growth;
@@ -30,6 +32,7 @@ import argparse
 import glob
 import hashlib
 import json
+import multiprocessing
 import os
 import resource
 import shutil
@@ -99,11 +102,11 @@ def child_robolake(input_dir: str, out_dir: str, workers: int) -> dict:
     return {"episodes": counts["episodes_written"], "steps": counts["steps_written"], "bytes": counts["bytes_written"]}
 
 
-def child_ceiling(input_dir: str, out_dir: str, workers: int) -> dict:
-    """Only the image work: read the frames, crop, resize, JPEG-encode; bytes are the JPEGs."""
+def encode_frames(input_dir: str, paths: list[str]) -> dict:
+    """Read every frame of `paths`, crop, resize and JPEG-encode it; bytes are the JPEGs."""
     preprocessors = {cam.name: FramePreprocessor(cam) for cam in tabletop_spec(input_dir).cameras}
     episodes = steps = encoded = 0
-    for path in input_files(input_dir):
+    for path in paths:
         with h5py.File(path, "r") as h5:
             for demo in h5["data"].values():
                 for name, preprocessor in preprocessors.items():
@@ -113,6 +116,17 @@ def child_ceiling(input_dir: str, out_dir: str, workers: int) -> dict:
                 episodes += 1
                 steps += len(demo["actions"])
     return {"episodes": episodes, "steps": steps, "bytes": encoded}
+
+
+def child_ceiling(input_dir: str, out_dir: str, workers: int) -> dict:
+    """Only the image work, in one process, or with the files split over `workers` processes
+    (what this machine gives that many processes, the bound on Beam's scaling here)."""
+    paths = input_files(input_dir)
+    if workers <= 1:
+        return encode_frames(input_dir, paths)
+    with multiprocessing.Pool(workers) as pool:
+        parts = pool.starmap(encode_frames, [(input_dir, paths[i::workers]) for i in range(workers)])
+    return {key: sum(part[key] for part in parts) for key in parts[0]}
 
 
 class PlainRldsBuilder(tfds.core.GeneratorBasedBuilder):
@@ -303,14 +317,15 @@ def generate_inputs(workdir: str, counts: list[int], steps: int) -> dict[int, st
 def plan(episodes: int, growth: int) -> list[Config]:
     configs = [
         Config("ceiling", "ceiling: HDF5 + crop + resize + JPEG loop", "ceiling", episodes),
+        Config("ceiling2", "ceiling, files split over 2 processes", "ceiling", episodes, workers=2),
         Config("robolake", "robolake, in-process FnApiRunner", "robolake", episodes),
         Config("mp1", "robolake, multi_processing, 1 worker", "robolake", episodes, workers=1),
         Config("mp2", "robolake, multi_processing, 2 workers", "robolake", episodes, workers=2),
         Config("plain", "plain TFDS GeneratorBasedBuilder", "plain-tfds", episodes),
-        Config("growth_small", "robolake, in-process (growth, N small)", "robolake", growth),
+        Config("growth_small", "robolake, in-process, growth base", "robolake", growth),
     ]
     if 10 * growth != episodes:  # otherwise the in-process run above is the 10x run
-        configs.append(Config("growth_large", "robolake, in-process (growth, 10x)", "robolake", 10 * growth))
+        configs.append(Config("growth_large", "robolake, in-process, growth 10x", "robolake", 10 * growth))
     return configs
 
 
@@ -323,41 +338,68 @@ def print_table(measurements: list[Measurement]) -> None:
         )
 
 
-def evaluate(results: dict[str, Measurement]) -> list[tuple[str, str, str, bool]]:
-    """(target, measured, goal, met) for each target."""
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: str
+    goal: str
+    met: bool
+    short: str  # for the summary line
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.met else "MISS"
+
+
+def evaluate(results: dict[str, Measurement]) -> list[Target]:
     robolake, ceiling, plain = results["robolake"], results["ceiling"], results["plain"]
+    mp1, mp2 = results["mp1"], results["mp2"]
     small, large = results["growth_small"], results.get("growth_large", robolake)
     of_ceiling = robolake.steps_per_s / ceiling.steps_per_s
     vs_plain = robolake.steps_per_s / plain.steps_per_s
-    scaling = results["mp2"].steps_per_s / results["mp1"].steps_per_s
+    scaling = mp2.steps_per_s / mp1.steps_per_s
+    machine = results["ceiling2"].steps_per_s / ceiling.steps_per_s
     growth = large.peak_rss / small.peak_rss - 1
     return [
-        ("robolake per worker vs ceiling (1 core)",
-         f"{robolake.steps_per_s:.0f} / {ceiling.steps_per_s:.0f} steps/s = {of_ceiling:.0%}", ">= 70%", of_ceiling >= 0.7),
-        ("robolake vs plain TFDS builder",
-         f"{robolake.steps_per_s:.0f} / {plain.steps_per_s:.0f} steps/s = {vs_plain:.2f}x", ">= 3x", vs_plain >= 3),
-        ("multi_processing: 2 workers vs 1",
-         f"{results['mp2'].steps_per_s:.0f} / {results['mp1'].steps_per_s:.0f} steps/s = {scaling:.2f}x", ">= 1.8x", scaling >= 1.8),
-        ("robolake peak RSS (in-process)", f"{robolake.peak_rss / MB:.0f} MB", "< 1000 MB", robolake.peak_rss < 1000 * MB),
-        (f"peak RSS growth, {small.episodes} -> {large.episodes} episodes",
-         f"{small.peak_rss / MB:.0f} -> {large.peak_rss / MB:.0f} MB = {growth:+.0%}", "< +20%", growth < 0.2),
+        Target(
+            "robolake per worker vs ceiling (1 core)",
+            f"{robolake.steps_per_s:.0f} / {ceiling.steps_per_s:.0f} steps/s = {of_ceiling:.0%}",
+            ">= 70%", of_ceiling >= 0.7, f"{of_ceiling:.0%} of ceiling",
+        ),
+        Target(
+            "robolake vs plain TFDS builder",
+            f"{robolake.steps_per_s:.0f} / {plain.steps_per_s:.0f} steps/s = {vs_plain:.2f}x",
+            ">= 3x", vs_plain >= 3, f"{vs_plain:.2f}x plain TFDS",
+        ),
+        Target(
+            "multi_processing: 2 workers vs 1",
+            f"{mp2.steps_per_s:.0f} / {mp1.steps_per_s:.0f} steps/s = {scaling:.2f}x (ceiling: {machine:.2f}x)",
+            ">= 1.8x", scaling >= 1.8, f"{scaling:.2f}x on 2 workers",
+        ),
+        Target(
+            "robolake peak RSS (in-process)", f"{robolake.peak_rss / MB:.0f} MB",
+            "< 1000 MB", robolake.peak_rss < 1000 * MB, f"peak RSS {robolake.peak_rss / MB:.0f} MB",
+        ),
+        Target(
+            f"peak RSS growth, {small.episodes} -> {large.episodes} episodes",
+            f"{small.peak_rss / MB:.0f} -> {large.peak_rss / MB:.0f} MB = {growth:+.0%}",
+            "< +20%", growth < 0.2, f"RSS {growth:+.0%} at 10x",
+        ),
     ]
 
 
-def print_targets(targets: list[tuple[str, str, str, bool]]) -> None:
-    print(f"\n{'target':<42} {'measured':<38} {'goal':<10} result")
-    for name, measured, goal, met in targets:
-        print(f"{name:<42} {measured:<38} {goal:<10} {'PASS' if met else 'MISS'}")
+def print_targets(targets: list[Target]) -> None:
+    print(f"\n{'target':<42} {'measured':<46} {'goal':<10} result")
+    for t in targets:
+        print(f"{t.name:<42} {t.measured:<46} {t.goal:<10} {t.verdict}")
 
 
-def summary_line(results: dict[str, Measurement], targets: list[tuple[str, str, str, bool]], seconds: float) -> str:
-    robolake = results["robolake"]
-    missed = [name for name, _, _, met in targets if not met]
+def summary_line(robolake: Measurement, targets: list[Target], seconds: float) -> str:
+    met = sum(t.met for t in targets)
+    verdicts = ", ".join(f"{t.short} {t.verdict}" for t in targets)
     return (
-        f"summary: {len(targets) - len(missed)}/{len(targets)} targets met"
-        + (f" (missed: {'; '.join(missed)})" if missed else "")
-        + f"; robolake {robolake.steps_per_s:.0f} steps/s, {robolake.mb_per_s:.1f} MB/s, "
-        f"peak RSS {robolake.peak_rss / MB:.0f} MB; benchmark took {seconds:.0f} s"
+        f"summary: {met}/{len(targets)} targets met: {verdicts}; "
+        f"robolake {robolake.steps_per_s:.0f} steps/s, {robolake.mb_per_s:.1f} MB/s; {seconds:.0f} s in all"
     )
 
 
@@ -411,7 +453,7 @@ def main(argv: list[str]) -> None:
         print(f"\nkept {workdir}")
     else:
         shutil.rmtree(workdir)
-    print("\n" + summary_line(results, targets, time.perf_counter() - started))
+    print("\n" + summary_line(results["robolake"], targets, time.perf_counter() - started))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ PipelineOptions unchanged (--runner, --direct_num_workers, Dataflow/Flink/Spark)
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
 import posixpath
@@ -18,20 +17,21 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import robolake
 from pipelines.convert import QUARANTINE, SOURCES, BuildContext, SourceFile, build_pipeline
+from pipelines import raw_manifest
 from pipelines.hdf5_source import resolve_keys, state_width
 from pipelines.rlds_writer import write_dataset_info
-from pipelines.silver_writer import write_table
 from robolake import progress
 from robolake.errors import RobolakeError
-from robolake.lake import Lake, delete_tree, join, list_files, read_json, write_json
+from robolake.lake import Lake, delete_tree, join, read_json, write_json, write_table
 from robolake.publish import publish, refuse_existing, remove_stale_staging
 from robolake.spec import DatasetSpec, load_spec, parse_spec
 from schemas.rlds import RLDS_SCHEMA_VERSION, rlds_features
-from schemas.silver import QUARANTINE_SCHEMA, SILVER_SCHEMA_VERSION
+from schemas.tables import QUARANTINE_SCHEMA, SILVER_SCHEMA_VERSION
 
 MANIFEST_SCHEMA_VERSION = "1.0.0"
 DEFAULT_RUNNER = "--runner=FnApiRunner"  # Beam's DirectRunner would first try to download Prism
@@ -47,23 +47,26 @@ def _glob_base(pattern: str) -> str:
     return head.rsplit("/", 1)[0] if "/" in head else ""
 
 
-def discover_sources(spec: DatasetSpec) -> list[SourceFile]:
-    """Source files with episode-id prefixes: the path under the glob's base, no extension."""
+def discover_sources(spec: DatasetSpec, known: dict[str, dict]) -> list[SourceFile]:
+    """Source files with episode-id prefixes (the path under the glob's base, no
+    extension) and, from `known` (the raw manifest), hashes still valid."""
     found: dict[str, SourceFile] = {}
     for pattern in spec.source.paths:
-        paths = list_files(pattern) if glob.has_magic(pattern) or "://" in pattern else sorted(glob.glob(pattern))
-        if not paths:
+        matches = FileSystems.match([pattern])[0].metadata_list
+        if not matches:
             raise RobolakeError(f"source.paths: no file matches {pattern!r} (relative to the working directory)")
         base = _glob_base(pattern)
-        for path in paths:
-            relative = posixpath.relpath(path, base) if base else path.lstrip("/")
+        for match in sorted(matches, key=lambda m: m.path):
+            relative = posixpath.relpath(match.path, base) if base else match.path.lstrip("/")
             relative_id = posixpath.splitext(relative)[0]
-            if relative_id in found and found[relative_id].path != path:
+            if relative_id in found and found[relative_id].path != match.path:
                 raise RobolakeError(
-                    f"source.paths: {found[relative_id].path} and {path} give the same episode id prefix "
+                    f"source.paths: {found[relative_id].path} and {match.path} give the same episode id prefix "
                     f"{relative_id!r}; list them under one glob"
                 )
-            found[relative_id] = SourceFile(path, relative_id)
+            size, mtime = match.size_in_bytes, match.last_updated_in_seconds
+            sha256 = raw_manifest.known_sha256(known.get(match.path), size, mtime)
+            found[relative_id] = SourceFile(match.path, relative_id, size, mtime, sha256)
     return sorted(found.values(), key=lambda s: s.relative_id)
 
 
@@ -132,12 +135,14 @@ def _reconcile(sources: list[dict], silver: list[dict], gold: list[dict], quaran
     }
 
 
-def convert(spec: DatasetSpec, lake: Lake, beam_args: list[str], overwrite: bool = False) -> BuildOutcome:
+def convert(
+    spec: DatasetSpec, lake: Lake, beam_args: list[str], overwrite: bool = False, rehash: bool = False
+) -> BuildOutcome:
     """Build `spec`'s version into the lake; raises RobolakeError on bad input.
     Nothing is published unless the whole build succeeds."""
     started = time.time()
     refuse_existing(lake, spec.name, spec.version, overwrite)
-    sources = discover_sources(spec)
+    sources = discover_sources(spec, {} if rehash else raw_manifest.registered(lake))
     ctx = BuildContext(spec, resolve_keys(spec), infer_state_dim(spec, sources), lake.new_staging(spec.name, spec.version))
     for stale in remove_stale_staging(lake, spec.name, spec.version):
         progress.console.print(f"removed the leftovers of an interrupted build: {stale}")
@@ -160,6 +165,10 @@ def convert(spec: DatasetSpec, lake: Lake, beam_args: list[str], overwrite: bool
             (join(ctx.staging, "quarantine"), lake.quarantine(spec.name, spec.version)),
             (ctx.gold_dir, gold_dir),
         ],
+    )
+    raw_manifest.register(
+        lake,
+        [{k: s[k] for k in ("path", "sha256", "bytes", "mtime")} | {"format": spec.source.format} for s in manifest["sources"]],
     )
     return BuildOutcome(gold_dir, manifest)
 
@@ -218,6 +227,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--lake", default="lake", help="lake root: a folder, gs://... or s3://... (default: lake)")
     parser.add_argument("--version", help="dataset version to build (default: the spec's)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    parser.add_argument(
+        "--rehash", action="store_true", help="hash every source file again, even if registered unchanged in lake/raw"
+    )
     return parser.parse_known_args(argv)
 
 
@@ -226,7 +238,7 @@ def run(argv: list[str]) -> BuildOutcome:
     spec = load_spec(args.spec)
     if args.version:
         spec = parse_spec({**spec.model_dump(mode="json"), "version": args.version}, origin="--version")
-    outcome = convert(spec, Lake(args.lake), beam_args, overwrite=args.overwrite)
+    outcome = convert(spec, Lake(args.lake), beam_args, overwrite=args.overwrite, rehash=args.rehash)
     reasons = outcome.manifest["quarantine_reasons"]
     if reasons:
         progress.console.print(f"quarantined by reason: {reasons} (see {Lake(args.lake).quarantine(spec.name, spec.version)})")

@@ -16,12 +16,12 @@ from pipelines.episode import EpisodeRef, EpisodeRejected, QuarantineRecord, sta
 from pipelines.hdf5_source import SourceKeys, open_hdf5, plan_file, read_episode
 from pipelines.images import FramePreprocessor
 from pipelines.rlds_writer import EpisodeSerializer, shard_filename, silver_episodes
-from pipelines.silver_writer import ShardStepsWriter, episodes_table, part_name, partition_dir, write_table
+from pipelines.silver_writer import ShardStepsWriter, episodes_table, part_name, partition_dir
 from pipelines.splits import assign_shards, assign_split
 from pipelines.tfrecord import write_tfrecord
 from robolake import progress
 from robolake.hashing import sha256_file
-from robolake.lake import join, write_json
+from robolake.lake import join, write_json, write_table
 from robolake.spec import DatasetSpec
 from schemas.rlds import rlds_features
 
@@ -33,6 +33,9 @@ SOURCES = "sources"
 class SourceFile:
     path: str
     relative_id: str
+    bytes: int = 0
+    mtime: float = 0.0
+    known_sha256: str | None = None  # registered in lake/raw/manifest.parquet for this size and mtime
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class SourceRecord:
     relative_id: str
     sha256: str
     bytes: int
+    mtime: float
     episodes: int  # planned for ingest
     quarantined: int  # quarantined while planning (unreadable file, missing attribute)
 
@@ -97,7 +101,7 @@ class _PlanFile(beam.DoFn):
         self.ctx = ctx
 
     def process(self, source: SourceFile):
-        sha256, size = sha256_file(source.path)
+        sha256 = source.known_sha256 or sha256_file(source.path)
         episodes = quarantined = 0
         for item in plan_file(source.path, source.relative_id, sha256, self.ctx.spec, self.ctx.keys):
             if isinstance(item, QuarantineRecord):
@@ -110,7 +114,7 @@ class _PlanFile(beam.DoFn):
             self.ctx.progress_dir, f"plan-{stable_hash(source.path)[:16]}",
             planned=episodes + quarantined, quarantined=quarantined,
         )
-        record = SourceRecord(source.path, source.relative_id, sha256, size, episodes, quarantined)
+        record = SourceRecord(source.path, source.relative_id, sha256, source.bytes, source.mtime, episodes, quarantined)
         yield beam.pvalue.TaggedOutput(SOURCES, record)
 
 

@@ -11,7 +11,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.episode import Episode, EpisodeRef
 from robolake.lake import join, makedirs
 from robolake.spec import DatasetSpec
-from schemas.silver import episodes_schema, steps_schema
+from schemas.tables import episodes_schema, steps_schema
 
 
 def part_name(shard: int) -> str:
@@ -84,9 +84,3 @@ class ShardStepsWriter:
     def close(self) -> None:
         self._writer.close()
         self._file.close()
-
-
-def write_table(path: str, table: pa.Table) -> None:
-    makedirs(path.rsplit("/", 1)[0])
-    with FileSystems.create(path, mime_type="application/octet-stream") as f:
-        pq.write_table(table, f, compression="zstd")

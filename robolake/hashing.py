@@ -9,12 +9,10 @@ from apache_beam.io.filesystems import FileSystems
 CHUNK_BYTES = 4 << 20
 
 
-def sha256_file(path: str) -> tuple[str, int]:
-    """(hex sha256, size in bytes) of a file, read in chunks."""
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
-    size = 0
     with FileSystems.open(path, compression_type="uncompressed") as f:
         while chunk := f.read(CHUNK_BYTES):
             digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+    return digest.hexdigest()

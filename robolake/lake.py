@@ -9,6 +9,8 @@ import posixpath
 import uuid
 from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 
@@ -39,6 +41,18 @@ def read_json(path: str) -> object:
     return json.loads(read_bytes(path))
 
 
+def write_table(path: str, table: pa.Table) -> None:
+    """Write a Parquet file (zstd)."""
+    makedirs(posixpath.dirname(path))
+    with FileSystems.create(path, mime_type="application/octet-stream") as f:
+        pq.write_table(table, f, compression="zstd")
+
+
+def read_table(path: str) -> pa.Table:
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return pq.read_table(f)
+
+
 def makedirs(path: str) -> None:
     """Create a local folder and its parents; object stores have no folders."""
     if "://" not in path:
@@ -54,6 +68,15 @@ def list_files(pattern: str) -> list[str]:
     """Paths matching a glob, sorted; [] when nothing matches."""
     result = FileSystems.match([pattern])[0]
     return sorted(m.path for m in result.metadata_list)
+
+
+def rename_file(src: str, dst: str) -> None:
+    """Replace dst with src (atomic on local file systems)."""
+    if "://" not in src:
+        os.replace(src, dst)
+    else:
+        delete_tree(dst)
+        FileSystems.rename([src], [dst])
 
 
 def rename_dir(src: str, dst: str, last: str = "manifest.json") -> None:
@@ -73,6 +96,9 @@ class Lake:
     """Paths of one lake root."""
 
     root: str
+
+    def raw_manifest(self) -> str:
+        return join(self.root, "raw", "manifest.parquet")
 
     def gold_root(self) -> str:
         """The `data_dir` that `tfds.builder(name, data_dir=...)` takes."""

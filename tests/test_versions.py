@@ -100,3 +100,28 @@ def test_killed_build_publishes_nothing_and_rerun_succeeds(robomimic_raw, tmp_pa
     assert "10 episodes written" in rerun.stdout
     assert not list((lake / ".staging").iterdir())
     assert (lake / "gold/rlds/synthetic_tabletop/1.0.0/manifest.json").exists()
+
+
+def test_registered_hashes_are_reused_only_for_unchanged_files(robomimic_raw, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    raw = tmp_path / "raw"
+    shutil.copytree(robomimic_raw, raw)
+    spec = robomimic_spec(raw)
+    first = run_convert(spec, tmp_path / "lake")
+    registry_path = tmp_path / "lake/raw/manifest.parquet"
+    rows = pq.read_table(registry_path).to_pylist()
+    assert sorted(r["sha256"] for r in rows) == sorted(s["sha256"] for s in first.manifest["sources"])
+    assert {r["path"] for r in rows} == {str(p) for p in raw.glob("*.hdf5")}
+    # Mark the registered hashes, then touch one file: only the untouched ones keep the mark.
+    table = pa.Table.from_pylist([{**r, "sha256": "registered"} for r in rows], schema=pq.read_schema(registry_path))
+    pq.write_table(table, registry_path)
+    touched = raw / "tabletop_001.hdf5"
+    os.utime(touched, (time.time() + 10, time.time() + 10))
+    second = run_convert(spec, tmp_path / "lake", overwrite=True)
+    hashes = {s["relative_id"]: s["sha256"] for s in second.manifest["sources"]}
+    assert hashes["tabletop_000"] == hashes["tabletop_002"] == "registered"
+    assert hashes["tabletop_001"] == next(s["sha256"] for s in first.manifest["sources"] if s["relative_id"] == "tabletop_001")

@@ -1,4 +1,4 @@
-"""Arrow schemas of the lake tables (silver episodes and steps, quarantine).
+"""Arrow schemas of the lake tables (raw manifest, silver episodes and steps, quarantine).
 
 Each schema carries its table name and schema version in the Arrow metadata, so a
 reader can tell what it opened."""
@@ -12,6 +12,7 @@ from schemas.rlds import metadata_fields
 
 SILVER_SCHEMA_VERSION = "1.0.0"
 QUARANTINE_SCHEMA_VERSION = "1.0.0"
+RAW_MANIFEST_SCHEMA_VERSION = "1.0.0"
 
 
 def _tagged(fields: list[pa.Field], table: str, version: str) -> pa.Schema:
@@ -60,4 +61,17 @@ QUARANTINE_SCHEMA = _tagged(
     ],
     "quarantine",
     QUARANTINE_SCHEMA_VERSION,
+)
+
+
+RAW_MANIFEST_SCHEMA = _tagged(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("bytes", pa.int64(), nullable=False),
+        pa.field("mtime", pa.float64(), nullable=False),
+        pa.field("format", pa.string(), nullable=False),
+    ],
+    "raw_manifest",
+    RAW_MANIFEST_SCHEMA_VERSION,
 )
