@@ -152,7 +152,23 @@ def convert(
         with progress.ProgressBar(ctx.progress_dir, f"convert {spec.name} {spec.version}"):
             with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
                 build_pipeline(pipeline, ctx, sources)
-        manifest = _finish_staging(ctx, beam_args, started)
+        summary = {name: read_json(ctx.summary_path(name)) for name in (SOURCES, "silver_shards", "gold_shards", QUARANTINE)}
+        counts = _reconcile(summary[SOURCES], summary["silver_shards"], summary["gold_shards"], summary[QUARANTINE])
+        quarantine_dir = join(ctx.staging, "quarantine")
+        write_table(
+            join(quarantine_dir, "quarantine.parquet"),
+            pa.Table.from_pylist(sorted(summary[QUARANTINE], key=lambda q: q["episode_id"]), schema=QUARANTINE_SCHEMA),
+        )
+        if not counts["episodes_written"]:
+            publish(ctx.staging, [(quarantine_dir, lake.quarantine(spec.name, spec.version))])
+            raise RobolakeError(
+                f"{spec.name} {spec.version}: every episode was quarantined, nothing published; "
+                f"reasons in {lake.quarantine(spec.name, spec.version)}/quarantine.parquet, "
+                f"first: {summary[QUARANTINE][0]['episode_id']}: {summary[QUARANTINE][0]['reason']}"
+            )
+        manifest = _write_gold_metadata(ctx, summary, counts, beam_args, time.time() - started)
+        manifest["timings"]["total_s"] = round(time.time() - started, 3)
+        write_json(join(ctx.gold_dir, "manifest.json"), manifest)
     except BaseException:
         delete_tree(ctx.staging)
         raise
@@ -173,31 +189,17 @@ def convert(
     return BuildOutcome(gold_dir, manifest)
 
 
-def _finish_staging(ctx: BuildContext, beam_args: list[str], started: float) -> dict:
-    """After the pipeline: reconcile counts, write TFDS metadata, quarantine table and manifest."""
+def _write_gold_metadata(ctx: BuildContext, summary: dict, counts: dict, beam_args: list[str], pipeline_s: float) -> dict:
+    """Write TFDS metadata for the staged shards; return the manifest."""
     spec = ctx.spec
-    pipeline_s = time.time() - started
-    summary = {name: read_json(ctx.summary_path(name)) for name in (SOURCES, "silver_shards", "gold_shards", QUARANTINE)}
-    quarantine = sorted(summary[QUARANTINE], key=lambda q: q["episode_id"])
-    counts = _reconcile(summary[SOURCES], summary["silver_shards"], summary["gold_shards"], quarantine)
-    reasons = dict(sorted(Counter(q["reason_code"] for q in quarantine).items()))
-    if not counts["episodes_written"]:
-        first = quarantine[0]
-        raise RobolakeError(
-            f"{spec.name}: every episode was quarantined {reasons}; first: {first['episode_id']}: {first['reason']}"
-        )
     shard_lengths: dict[str, list[int]] = {}
     split_bytes: Counter = Counter()
     for g in sorted(summary["gold_shards"], key=lambda g: (g["split"], g["index"])):
         shard_lengths.setdefault(g["split"], []).append(g["episodes"])
         split_bytes[g["split"]] += g["bytes"]
     write_dataset_info(ctx.gold_dir, spec, rlds_features(spec, ctx.state_dim), shard_lengths, split_bytes)
-    write_table(
-        join(ctx.staging, "quarantine", "quarantine.parquet"),
-        pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA),
-    )
     sources = sorted(summary[SOURCES], key=lambda s: s["relative_id"])
-    manifest = {
+    return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "dataset": spec.name,
         "version": spec.version,
@@ -208,13 +210,11 @@ def _finish_staging(ctx: BuildContext, beam_args: list[str], started: float) -> 
         "state_dim": ctx.state_dim,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "counts": counts,
-        "quarantine_reasons": reasons,
+        "quarantine_reasons": dict(sorted(Counter(q["reason_code"] for q in summary[QUARANTINE]).items())),
         "sources": sources,
         "beam_options": beam_args,
-        "timings": {"pipeline_s": round(pipeline_s, 3), "total_s": round(time.time() - started, 3)},
+        "timings": {"pipeline_s": round(pipeline_s, 3)},
     }
-    write_json(join(ctx.gold_dir, "manifest.json"), manifest)
-    return manifest
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

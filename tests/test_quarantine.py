@@ -94,3 +94,16 @@ def test_counts_reconcile(faulty_build):
     assert len(quarantined) == counts["episodes_quarantined"] == len(FAULTS)
     assert counts["episodes_found"] == good + len(FAULTS)
     assert sum(outcome.manifest["quarantine_reasons"].values()) == len(FAULTS)
+
+
+def test_all_quarantined_publishes_no_version_but_keeps_the_reasons(tmp_path):
+    from robolake.errors import RobolakeError
+
+    raw = tmp_path / "raw"
+    write_robomimic_dataset(str(raw), episodes=2, steps=STEPS, seed=5, per_file=2, cameras=CAMERAS)
+    spec = robomimic_spec(raw, episode_length={"min_steps": 100})
+    with pytest.raises(RobolakeError, match="every episode was quarantined, nothing published"):
+        run_convert(spec, tmp_path / "lake")
+    assert not (tmp_path / "lake/gold/rlds/synthetic_tabletop/1.0.0").exists()
+    table = pq.read_table(tmp_path / "lake/quarantine/synthetic_tabletop/1.0.0/quarantine.parquet")
+    assert table.column("reason_code").to_pylist() == ["too_short", "too_short"]
