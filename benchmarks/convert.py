@@ -167,7 +167,10 @@ class PlainRldsBuilder(tfds.core.GeneratorBasedBuilder):
         state = np.concatenate([demo[key][()] for key in STATE_KEYS], axis=1).astype(np.float32)
         rewards = demo["rewards"][()].astype(np.float32)
         instruction = str(demo.attrs["language_instruction"])
-        images = {cam.name: [self._resize(f, *cam.size) for f in demo[f"obs/{cam.name}_image"][()]] for cam in self.spec.cameras}
+        images = {
+            cam.name: [self._resize(frame, *cam.size) for frame in demo[f"obs/{cam.name}_image"][()]]
+            for cam in self.spec.cameras
+        }
         last = len(actions) - 1
         self.steps_generated += len(actions)
         return [
@@ -192,6 +195,7 @@ class PlainRldsBuilder(tfds.core.GeneratorBasedBuilder):
 
 def child_plain_tfds(input_dir: str, out_dir: str, workers: int) -> dict:
     """PlainRldsBuilder.download_and_prepare into out_dir: no Beam, no download, no prompt."""
+    tempfile.tempdir = out_dir  # TFDS leaves an empty temporary folder per builder; keep it in the workdir
     builder = PlainRldsBuilder(spec=tabletop_spec(input_dir), paths=input_files(input_dir), data_dir=out_dir)
     builder.download_and_prepare(
         download_dir=os.path.join(out_dir, "downloads"),
@@ -330,7 +334,10 @@ def plan(episodes: int, growth: int) -> list[Config]:
 
 
 def print_table(measurements: list[Measurement]) -> None:
-    print(f"\n{'configuration':<42} {'episodes':>8} {'steps':>6} {'seconds':>8} {'steps/s':>8} {'MB/s':>6} {'cores':>5} {'peak RSS':>9}")
+    print(
+        f"\n{'configuration':<42} {'episodes':>8} {'steps':>6} {'seconds':>8} {'steps/s':>8} "
+        f"{'MB/s':>6} {'cores':>5} {'peak RSS':>9}"
+    )
     for m in measurements:
         print(
             f"{m.config.label:<42} {m.episodes:>8} {m.steps:>6} {m.seconds:>8.1f} {m.steps_per_s:>8.1f} "
@@ -445,7 +452,10 @@ def main(argv: list[str]) -> None:
     for i, config in enumerate(configs, 1):
         print(f"[{i}/{len(configs)}] {config.label}, {config.episodes} episodes ...", flush=True)
         m = results[config.key] = measure(config, inputs[config.episodes], workdir)
-        print(f"      {m.steps} steps in {m.seconds:.1f} s: {m.steps_per_s:.1f} steps/s, peak RSS {m.peak_rss / MB:.0f} MB", flush=True)
+        print(
+            f"      {m.steps} steps in {m.seconds:.1f} s: {m.steps_per_s:.1f} steps/s, peak RSS {m.peak_rss / MB:.0f} MB",
+            flush=True,
+        )
     print_table(list(results.values()))
     targets = evaluate(results)
     print_targets(targets)
