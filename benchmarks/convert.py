@@ -5,6 +5,8 @@ Converts N synthetic robomimic episodes (two cameras: front 480x640 and wrist
 figures from one run of each configuration:
 
 1. robolake in-process (Beam's FnApiRunner, the default): steps/s, MB/s written, peak RSS;
+   once as a first conversion (sha256 of every raw file included) and once with the
+   hashes already registered in lake/raw/manifest.parquet (a re-conversion);
 2. robolake on Beam's multi_processing runner with 1 and with 2 workers, and the speedup;
 3. the ceiling: the same frames read from HDF5, cropped, resized and JPEG-encoded
    with robolake's own FramePreprocessor.encode in a tight one-process loop (steps/s
@@ -50,9 +52,13 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
+
+from pipelines import raw_manifest  # noqa: E402
 from pipelines.build import convert  # noqa: E402
 from pipelines.hdf5_source import FRAMES_PER_READ  # noqa: E402
 from pipelines.images import FramePreprocessor, center_crop  # noqa: E402
+from robolake.hashing import sha256_file  # noqa: E402
 from robolake.lake import Lake  # noqa: E402
 from robolake.spec import DatasetSpec, parse_spec  # noqa: E402
 from robolake.synthetic import write_robomimic_dataset  # noqa: E402
@@ -205,7 +211,24 @@ def child_plain_tfds(input_dir: str, out_dir: str, workers: int) -> dict:
     return {"episodes": split.num_examples, "steps": builder.steps_generated, "bytes": split.num_bytes}
 
 
-CHILD_MODES = {"robolake": child_robolake, "ceiling": child_ceiling, "plain-tfds": child_plain_tfds}
+def register_inputs(input_dir: str, out_dir: str) -> None:
+    """Register the inputs' sha256 in the lake's raw manifest, as an earlier conversion
+    of the same files would have (done before the clock starts)."""
+    rows = [
+        {"path": m.path, "sha256": sha256_file(m.path), "bytes": m.size_in_bytes,
+         "mtime": m.last_updated_in_seconds, "format": "hdf5"}
+        for m in FileSystems.match([os.path.join(input_dir, "*.hdf5")])[0].metadata_list
+    ]
+    raw_manifest.register(Lake(out_dir), rows)
+
+
+CHILD_MODES = {
+    "robolake": child_robolake,
+    "robolake-registered": child_robolake,
+    "ceiling": child_ceiling,
+    "plain-tfds": child_plain_tfds,
+}
+CHILD_PREPARE = {"robolake-registered": register_inputs}
 
 
 def cpu_seconds() -> float:
@@ -216,6 +239,8 @@ def cpu_seconds() -> float:
 
 def run_child(mode: str, input_dir: str, out_dir: str, workers: int) -> None:
     """Time one configuration and print its result as one JSON line for the parent."""
+    if mode in CHILD_PREPARE:
+        CHILD_PREPARE[mode](input_dir, out_dir)
     cpu_before, started = cpu_seconds(), time.perf_counter()
     result = CHILD_MODES[mode](input_dir, out_dir, workers)
     result.update(seconds=time.perf_counter() - started, cpu_seconds=cpu_seconds() - cpu_before)
@@ -323,6 +348,7 @@ def plan(episodes: int, growth: int) -> list[Config]:
         Config("ceiling", "ceiling: HDF5 + crop + resize + JPEG loop", "ceiling", episodes),
         Config("ceiling2", "ceiling, files split over 2 processes", "ceiling", episodes, workers=2),
         Config("robolake", "robolake, in-process FnApiRunner", "robolake", episodes),
+        Config("registered", "robolake, in-process, hashes registered", "robolake-registered", episodes),
         Config("mp1", "robolake, multi_processing, 1 worker", "robolake", episodes, workers=1),
         Config("mp2", "robolake, multi_processing, 2 workers", "robolake", episodes, workers=2),
         Config("plain", "plain TFDS GeneratorBasedBuilder", "plain-tfds", episodes),
@@ -360,6 +386,8 @@ class Target:
 
 def evaluate(results: dict[str, Measurement]) -> list[Target]:
     robolake, ceiling, plain = results["robolake"], results["ceiling"], results["plain"]
+    registered = results["registered"]
+    of_ceiling_registered = registered.steps_per_s / ceiling.steps_per_s
     mp1, mp2 = results["mp1"], results["mp2"]
     small, large = results["growth_small"], results.get("growth_large", robolake)
     of_ceiling = robolake.steps_per_s / ceiling.steps_per_s
@@ -369,9 +397,14 @@ def evaluate(results: dict[str, Measurement]) -> list[Target]:
     growth = large.peak_rss / small.peak_rss - 1
     return [
         Target(
-            "robolake per worker vs ceiling (1 core)",
-            f"{robolake.steps_per_s:.0f} / {ceiling.steps_per_s:.0f} steps/s = {of_ceiling:.0%}",
-            ">= 70%", of_ceiling >= 0.7, f"{of_ceiling:.0%} of ceiling",
+            "per worker vs ceiling, first conversion",
+            f"{robolake.steps_per_s:.0f} / {ceiling.steps_per_s:.0f} steps/s = {of_ceiling:.0%} (sha256 of the raw files included)",
+            ">= 70%", of_ceiling >= 0.7, f"{of_ceiling:.0%} of ceiling (first conversion)",
+        ),
+        Target(
+            "per worker vs ceiling, hashes registered",
+            f"{registered.steps_per_s:.0f} / {ceiling.steps_per_s:.0f} steps/s = {of_ceiling_registered:.0%}",
+            ">= 70%", of_ceiling_registered >= 0.7, f"{of_ceiling_registered:.0%} (hashes registered)",
         ),
         Target(
             "robolake vs plain TFDS builder",

@@ -21,7 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import robolake
-from pipelines.convert import QUARANTINE, SOURCES, BuildContext, SourceFile, build_pipeline
+from pipelines.convert import GOLD_SHARDS, QUARANTINE, SILVER_SHARDS, SOURCES, BuildContext, SourceFile, build_pipeline
 from pipelines import raw_manifest
 from pipelines.hdf5_source import resolve_keys, state_width
 from pipelines.rlds_writer import write_dataset_info
@@ -152,8 +152,8 @@ def convert(
         with progress.ProgressBar(ctx.progress_dir, f"convert {spec.name} {spec.version}"):
             with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
                 build_pipeline(pipeline, ctx, sources)
-        summary = {name: read_json(ctx.summary_path(name)) for name in (SOURCES, "silver_shards", "gold_shards", QUARANTINE)}
-        counts = _reconcile(summary[SOURCES], summary["silver_shards"], summary["gold_shards"], summary[QUARANTINE])
+        summary = read_json(ctx.summary_path)
+        counts = _reconcile(summary[SOURCES], summary[SILVER_SHARDS], summary[GOLD_SHARDS], summary[QUARANTINE])
         quarantine_dir = join(ctx.staging, "quarantine")
         write_table(
             join(quarantine_dir, "quarantine.parquet"),
@@ -194,7 +194,7 @@ def _write_gold_metadata(ctx: BuildContext, summary: dict, counts: dict, beam_ar
     spec = ctx.spec
     shard_lengths: dict[str, list[int]] = {}
     split_bytes: Counter = Counter()
-    for g in sorted(summary["gold_shards"], key=lambda g: (g["split"], g["index"])):
+    for g in sorted(summary[GOLD_SHARDS], key=lambda g: (g["split"], g["index"])):
         shard_lengths.setdefault(g["split"], []).append(g["episodes"])
         split_bytes[g["split"]] += g["bytes"]
     write_dataset_info(ctx.gold_dir, spec, rlds_features(spec, ctx.state_dim), shard_lengths, split_bytes)

@@ -27,6 +27,8 @@ from schemas.rlds import rlds_features
 
 QUARANTINE = "quarantine"
 SOURCES = "sources"
+SILVER_SHARDS = "silver_shards"
+GOLD_SHARDS = "gold_shards"
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,9 @@ class BuildContext:
     def gold_dir(self) -> str:
         return join(self.staging, "gold")
 
-    def summary_path(self, name: str) -> str:
-        return join(self.staging, f"_{name}.json")
+    @property
+    def summary_path(self) -> str:
+        return join(self.staging, "_summary.json")
 
 
 class _PlanFile(beam.DoFn):
@@ -240,18 +243,30 @@ class WriteRlds(beam.PTransform):
 
 
 class WriteSummary(beam.PTransform):
-    """Collect a small PCollection of dataclasses into one JSON file for the driver."""
+    """Collect small PCollections of dataclasses, by name, into one JSON file for the driver."""
 
     def __init__(self, path: str):
         super().__init__()
         self.path = path
 
-    def expand(self, items):
+    def expand(self, named: dict):
+        tagged = [
+            rows | f"Tag{name}" >> beam.Map(lambda row, name: (name, dataclasses.asdict(row)), name)
+            for name, rows in named.items()
+        ]
         return (
-            items
+            tagged
+            | "Merge" >> beam.Flatten()
             | "Collect" >> beam.combiners.ToList()
-            | "Write" >> beam.Map(lambda rows, path: write_json(path, [dataclasses.asdict(r) for r in rows]), self.path)
+            | "Write" >> beam.Map(_write_summary, self.path, list(named))
         )
+
+
+def _write_summary(tagged_rows: list[tuple[str, dict]], path: str, names: list[str]) -> None:
+    summary: dict[str, list] = {name: [] for name in names}
+    for name, row in tagged_rows:
+        summary[name].append(row)
+    write_json(path, summary)
 
 
 def build_pipeline(pipeline: beam.Pipeline, ctx: BuildContext, sources: list[SourceFile]) -> None:
@@ -264,7 +279,5 @@ def build_pipeline(pipeline: beam.Pipeline, ctx: BuildContext, sources: list[Sou
     ingested = planned["placed"] | "Ingest" >> IngestShards(ctx)
     gold = ingested.shards | "WriteRLDS" >> WriteRlds(ctx)
     quarantine = (planned[QUARANTINE], ingested[QUARANTINE]) | "AllQuarantined" >> beam.Flatten()
-    quarantine | "SummarizeQuarantine" >> WriteSummary(ctx.summary_path(QUARANTINE))
-    planned[SOURCES] | "SummarizeSources" >> WriteSummary(ctx.summary_path(SOURCES))
-    ingested.shards | "SummarizeSilver" >> WriteSummary(ctx.summary_path("silver_shards"))
-    gold | "SummarizeGold" >> WriteSummary(ctx.summary_path("gold_shards"))
+    summary = {QUARANTINE: quarantine, SOURCES: planned[SOURCES], SILVER_SHARDS: ingested.shards, GOLD_SHARDS: gold}
+    summary | "Summarize" >> WriteSummary(ctx.summary_path)

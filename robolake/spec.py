@@ -128,7 +128,7 @@ class SourceSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    steps_per_shard: int = Field(default=2000, ge=1, description="target steps per shard (TFRecord and Parquet)")
+    steps_per_shard: int = Field(default=1000, ge=1, description="target steps per shard (TFRecord and Parquet)")
 
 
 class DatasetSpec(_Strict):
