@@ -59,3 +59,17 @@ def test_columnwise_encoding_matches_tfds(tmp_path):
     assert ours == theirs
     decoded = features.deserialize_example_np(ours)
     np.testing.assert_array_equal(np.stack([s["action"] for s in decoded["steps"]]), episode.actions)
+
+
+def test_tfrecord_framing_matches_tensorflow(tmp_path):
+    import tensorflow as tf
+
+    from pipelines.tfrecord import write_tfrecord
+
+    records = [b"", b"episode", bytes(range(256)) * 1000]
+    ours = tmp_path / "ours.tfrecord"
+    assert write_tfrecord(str(ours), records) == (3, ours.stat().st_size)
+    with tf.io.TFRecordWriter(str(tmp_path / "tf.tfrecord")) as writer:
+        for record in records:
+            writer.write(record)
+    assert ours.read_bytes() == (tmp_path / "tf.tfrecord").read_bytes()
