@@ -149,8 +149,12 @@ def convert(
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = [DEFAULT_RUNNER, *beam_args]
     try:
+        pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+    except ValueError as exc:  # e.g. an unknown --runner
+        raise RobolakeError(f"Beam pipeline options {beam_args}: {exc}") from None
+    try:
         with progress.ProgressBar(ctx.progress_dir, f"convert {spec.name} {spec.version}"):
-            with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
+            with pipeline:
                 build_pipeline(pipeline, ctx, sources)
         summary = read_json(ctx.summary_path)
         counts = _reconcile(summary[SOURCES], summary[SILVER_SHARDS], summary[GOLD_SHARDS], summary[QUARANTINE])

@@ -77,3 +77,12 @@ def test_cli_reports_missing_sources(tmp_path, capsys):
     path.write_text(yaml.safe_dump(spec))
     assert main(["convert", str(path), "--lake", str(tmp_path / "lake")]) == 2
     assert "source.paths: no file matches" in capsys.readouterr().err
+
+
+def test_cli_reports_unknown_runner_in_one_line(robomimic_raw, tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(robomimic_spec(robomimic_raw)))
+    assert main(["convert", str(path), "--lake", str(tmp_path / "lake"), "--runner=NoSuchRunner"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Unexpected pipeline runner: NoSuchRunner" in err[0]
+    assert not (tmp_path / "lake/gold").exists()
