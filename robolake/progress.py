@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 from apache_beam.io.filesystems import FileSystems
 from rich.console import Console
