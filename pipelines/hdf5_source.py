@@ -261,10 +261,8 @@ def state_width(path: str, spec: DatasetSpec, keys: SourceKeys) -> int | None:
             for group in episode_groups(h5, keys.episodes):
                 node = _node(h5, group)
                 try:
-                    return sum(
-                        1 if _dataset(node, k).ndim == 1 else int(np.prod(_dataset(node, k).shape[1:]))
-                        for k in keys.state_keys
-                    )
+                    shapes = [_dataset(node, key).shape for key in keys.state_keys]
+                    return sum(int(np.prod(shape[1:])) for shape in shapes)  # (T,) has width 1
                 except EpisodeRejected:
                     continue
     except (OSError, ValueError, KeyError):
