@@ -25,11 +25,12 @@ from pipelines.convert import GOLD_SHARDS, QUARANTINE, SILVER_SHARDS, SOURCES, B
 from pipelines import raw_manifest
 from pipelines.hdf5_source import resolve_keys, state_width
 from pipelines.rlds_writer import write_dataset_info
-from robolake import progress
+from robolake import progress, provenance
 from robolake.errors import RobolakeError
 from robolake.lake import Lake, delete_tree, join, read_json, write_json, write_table
 from robolake.publish import publish, refuse_existing, remove_stale_staging
 from robolake.spec import DatasetSpec, load_spec, parse_spec
+from schemas.documents import check
 from schemas.rlds import RLDS_SCHEMA_VERSION, rlds_features
 from schemas.tables import QUARANTINE_SCHEMA, SILVER_SCHEMA_VERSION
 
@@ -140,7 +141,7 @@ def convert(
 ) -> BuildOutcome:
     """Build `spec`'s version into the lake; raises RobolakeError on bad input.
     Nothing is published unless the whole build succeeds."""
-    started = time.time()
+    started, started_at = time.time(), provenance.utc_now()
     refuse_existing(lake, spec.name, spec.version, overwrite)
     sources = discover_sources(spec, {} if rehash else raw_manifest.registered(lake))
     ctx = BuildContext(spec, resolve_keys(spec), infer_state_dim(spec, sources), lake.new_staging(spec.name, spec.version))
@@ -172,6 +173,7 @@ def convert(
             )
         manifest = _write_gold_metadata(ctx, summary, counts, beam_args, time.time() - started)
         manifest["timings"]["total_s"] = round(time.time() - started, 3)
+        write_json(join(ctx.gold_dir, "provenance.json"), _dataset_provenance(lake, manifest, started_at))
         write_json(join(ctx.gold_dir, "manifest.json"), manifest)
     except BaseException:
         delete_tree(ctx.staging)
@@ -190,7 +192,45 @@ def convert(
         lake,
         [{k: s[k] for k in ("path", "sha256", "bytes", "mtime")} | {"format": spec.source.format} for s in manifest["sources"]],
     )
+    write_json(join(lake.reports(spec.name, spec.version), "convert.json"), _metrics(manifest))
     return BuildOutcome(gold_dir, manifest)
+
+
+def _dataset_provenance(lake: Lake, manifest: dict, started_at: str) -> dict:
+    """provenance.json of a gold version: its raw inputs and everything upstream of them."""
+    document = provenance.collect(
+        artifact={"kind": "dataset", "path": lake.gold(manifest["dataset"], manifest["version"])},
+        dataset={
+            "name": manifest["dataset"],
+            "version": manifest["version"],
+            "fingerprint": manifest["fingerprint"],
+            "gold_dir": lake.gold(manifest["dataset"], manifest["version"]),
+            "statistics_sha256": None,
+        },
+        inputs=[
+            {"path": s["path"], "sha256": s["sha256"], "bytes": s["bytes"], "episodes": s["episodes"]}
+            for s in manifest["sources"]
+        ],
+        started_at=started_at,
+    )
+    check(document, "provenance", "provenance.json")
+    return document
+
+
+def _metrics(manifest: dict) -> dict:
+    """The build's figures as DVC metrics (lake/reports/<dataset>/<version>/convert.json)."""
+    counts, seconds = manifest["counts"], manifest["timings"]["total_s"]
+    return {
+        "episodes_found": counts["episodes_found"],
+        "episodes_written": counts["episodes_written"],
+        "episodes_quarantined": counts["episodes_quarantined"],
+        "steps_written": counts["steps_written"],
+        "megabytes_written": round(counts["bytes_written"] / 1e6, 3),
+        "episodes_by_split": {split: v["episodes"] for split, v in counts["by_split"].items()},
+        "quarantined_by_reason": manifest["quarantine_reasons"],
+        "seconds": seconds,
+        "steps_per_second": round(counts["steps_written"] / seconds, 1),
+    }
 
 
 def _write_gold_metadata(ctx: BuildContext, summary: dict, counts: dict, beam_args: list[str], pipeline_s: float) -> dict:
@@ -230,6 +270,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("spec", help="dataset spec YAML, e.g. datasets/synthetic_tabletop.yaml")
     parser.add_argument("--lake", default="lake", help="lake root: a folder, gs://... or s3://... (default: lake)")
     parser.add_argument("--version", help="dataset version to build (default: the spec's)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one spec field (dotted path, YAML value), e.g. --set splits.fractions.train=0.7; repeatable",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
     parser.add_argument(
         "--rehash", action="store_true", help="hash every source file again, even if registered unchanged in lake/raw"
@@ -239,8 +283,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def run(argv: list[str]) -> BuildOutcome:
     args, beam_args = parse_args(argv)
-    spec = load_spec(args.spec)
-    if args.version:
+    spec = load_spec(args.spec, args.overrides)
+    if args.version:  # taken as a string, not YAML (1.10 stays "1.10")
         spec = parse_spec({**spec.model_dump(mode="json"), "version": args.version}, origin="--version")
     outcome = convert(spec, Lake(args.lake), beam_args, overwrite=args.overwrite, rehash=args.rehash)
     reasons = outcome.manifest["quarantine_reasons"]

@@ -5,33 +5,62 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from robolake.errors import RobolakeError
 
 COMMANDS = {
+    "sample": "write the built-in sample dataset: HDF5 files and ROS 2 mcap bags, with seeded faults",
     "convert": "convert raw demonstrations into a versioned RLDS dataset (Beam flags pass through)",
-    "synth": "write synthetic HDF5 demonstrations (robomimic layout) for demos and benchmarks",
+    "lineage": "print the chain from a checkpoint or dataset version back to each raw file's sha256",
 }
 
 
-def _synth(argv: list[str]) -> None:
-    from robolake.synthetic import write_robomimic_dataset
+def _sample(argv: list[str]) -> None:
+    from rich.progress import Progress
 
-    parser = argparse.ArgumentParser(prog="robolake synth", description=COMMANDS["synth"])
+    from robolake.progress import console
+    from robolake.sample import write_sample
+
+    parser = argparse.ArgumentParser(prog="robolake sample", description=COMMANDS["sample"])
     parser.add_argument("out_dir")
-    parser.add_argument("--episodes", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--per-file", type=int, default=4, help="episodes per HDF5 file")
+    parser.add_argument("--episodes", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bag-fraction", type=float, default=0.5, help="share of episodes written as mcap bags")
+    parser.add_argument("--steps", type=int, help="exact steps per episode (default: 30 to 60, by task)")
+    parser.add_argument("--no-faults", dest="faults", action="store_false", help="leave out the seeded faults")
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering episodes")
     args = parser.parse_args(argv)
-    paths = write_robomimic_dataset(args.out_dir, args.episodes, args.steps, args.seed, args.per_file)
-    print(f"wrote {args.episodes} episodes of {args.steps} steps in {len(paths)} files to {args.out_dir}")
+    if args.episodes < 1 or not 0 <= args.bag_fraction <= 1 or args.workers < 1:
+        raise RobolakeError("--episodes and --workers must be >= 1 and --bag-fraction within [0, 1]")
+    started = time.time()
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"sample {args.out_dir}", total=args.episodes)
+        manifest = write_sample(
+            args.out_dir, episodes=args.episodes, seed=args.seed, bag_fraction=args.bag_fraction, steps=args.steps,
+            faults=args.faults, workers=args.workers, progress=lambda done, total: bar.update(task, completed=done),
+        )
+    containers = [e["container"] for e in manifest["episodes"]]
+    faults = ", ".join(f"{f['kind']} in {f['episode_id']}" for f in manifest["faults"]) or "none"
+    print(
+        f"wrote {len(containers)} episodes ({containers.count('hdf5')} HDF5, {containers.count('mcap')} mcap) "
+        f"to {args.out_dir} in {time.time() - started:.1f} s; seeded faults: {faults}"
+    )
 
 
 def _convert(argv: list[str]) -> None:
     from pipelines.build import run
 
     run(argv)
+
+
+def _lineage(argv: list[str]) -> int:
+    from robolake.lineage import run
+
+    return run(argv)
+
+
+HANDLERS = {"sample": _sample, "convert": _convert, "lineage": _lineage}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,11 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        {"convert": _convert, "synth": _synth}[argv[0]](argv[1:])
+        return HANDLERS[argv[0]](argv[1:]) or 0
     except RobolakeError as exc:
         print(f"robolake {argv[0]}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

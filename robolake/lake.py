@@ -116,6 +116,9 @@ class Lake:
     def quarantine(self, dataset: str, version: str) -> str:
         return join(self.root, "quarantine", dataset, version)
 
+    def reports(self, dataset: str, version: str) -> str:
+        return join(self.root, "reports", dataset, version)
+
     def staging_root(self) -> str:
         return join(self.root, ".staging")
 

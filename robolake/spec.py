@@ -203,7 +203,35 @@ def parse_spec(data: object, origin: str = "<spec>") -> DatasetSpec:
         raise SpecError(f"{origin}: invalid dataset spec: {problems}") from None
 
 
-def load_spec(path: str) -> DatasetSpec:
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one `dotted.key=value` override (value parsed as YAML) to a spec mapping,
+    e.g. `splits.fractions.train=0.7` or `cameras.0.size=[128,128]`."""
+    key, sep, raw_value = assignment.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--set {assignment!r}: expected KEY=VALUE, e.g. splits.fractions.train=0.7")
+    try:
+        value = yaml.safe_load(raw_value)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"--set {assignment!r}: value is not valid YAML: {exc}") from None
+    *parents, last = key.split(".")
+    node: object = data
+    for part in parents:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            raise SpecError(f"--set {assignment!r}: {part!r} is not a section of the spec")
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise SpecError(f"--set {assignment!r}: cannot set {last!r} there")
+
+
+def load_spec(path: str, overrides: list[str] = ()) -> DatasetSpec:
+    """Read a spec YAML file, apply `--set` overrides, validate."""
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
@@ -211,4 +239,8 @@ def load_spec(path: str) -> DatasetSpec:
         raise SpecError(f"{path}: dataset spec not found") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    if overrides and isinstance(data, dict):
+        for assignment in overrides:
+            apply_override(data, assignment)
+        path = f"{path} (with --set {' '.join(overrides)})"
     return parse_spec(data, origin=path)

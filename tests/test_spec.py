@@ -86,3 +86,30 @@ def test_cli_reports_unknown_runner_in_one_line(robomimic_raw, tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Unexpected pipeline runner: NoSuchRunner" in err[0]
     assert not (tmp_path / "lake/gold").exists()
+
+
+def test_set_overrides_nested_fields_and_list_items(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(robomimic_spec(Path("raw"))))
+    spec = load_spec(str(path), ["splits.fractions.train=0.7", "splits.fractions.val=0.2", "splits.fractions.test=0.1",
+                                 "cameras.1.size=[48, 48]",
+                                 "name=renamed", "output.steps_per_shard=7"])
+    assert spec.splits.fractions == {"train": 0.7, "val": 0.2, "test": 0.1}
+    assert spec.cameras[1].size == (48, 48) and spec.name == "renamed" and spec.output.steps_per_shard == 7
+
+
+@pytest.mark.parametrize(
+    "assignment, expected",
+    [
+        ("splits.fractions.train", "expected KEY=VALUE"),
+        ("name.first=x", "'first'"),
+        ("colour=red", "colour: unknown field"),
+        ("splits.fractions.train=0.9", "fractions must be >= 0 and sum to 1"),
+    ],
+)
+def test_bad_set_override_is_one_clear_error(tmp_path, capsys, assignment, expected):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(robomimic_spec(Path("raw"))))
+    assert main(["convert", str(path), "--set", assignment]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err

@@ -117,11 +117,12 @@ def test_registered_hashes_are_reused_only_for_unchanged_files(robomimic_raw, tm
     assert sorted(r["sha256"] for r in rows) == sorted(s["sha256"] for s in first.manifest["sources"])
     assert {r["path"] for r in rows} == {str(p) for p in raw.glob("*.hdf5")}
     # Mark the registered hashes, then touch one file: only the untouched ones keep the mark.
-    table = pa.Table.from_pylist([{**r, "sha256": "registered"} for r in rows], schema=pq.read_schema(registry_path))
+    marker = "0" * 64  # a well-formed sha256 that no file has
+    table = pa.Table.from_pylist([{**r, "sha256": marker} for r in rows], schema=pq.read_schema(registry_path))
     pq.write_table(table, registry_path)
     touched = raw / "tabletop_001.hdf5"
     os.utime(touched, (time.time() + 10, time.time() + 10))
     second = run_convert(spec, tmp_path / "lake", overwrite=True)
     hashes = {s["relative_id"]: s["sha256"] for s in second.manifest["sources"]}
-    assert hashes["tabletop_000"] == hashes["tabletop_002"] == "registered"
+    assert hashes["tabletop_000"] == hashes["tabletop_002"] == marker
     assert hashes["tabletop_001"] == next(s["sha256"] for s in first.manifest["sources"] if s["relative_id"] == "tabletop_001")
