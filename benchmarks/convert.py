@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads; the children inherit it
 
@@ -60,10 +61,11 @@ from pipelines.hdf5_source import FRAMES_PER_READ  # noqa: E402
 from pipelines.images import FramePreprocessor, center_crop  # noqa: E402
 from robolake.hashing import sha256_file  # noqa: E402
 from robolake.lake import Lake  # noqa: E402
-from robolake.spec import DatasetSpec, parse_spec  # noqa: E402
-from robolake.synthetic import write_robomimic_dataset  # noqa: E402
+from robolake.spec import DatasetSpec, load_spec  # noqa: E402
+from robolake.sample import write_robomimic_dataset  # noqa: E402
 from schemas.rlds import rlds_features  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 CAMERAS = {"front": (480, 640), "wrist": (240, 320)}
 STATE_KEYS = ["obs/robot0_eef_pos", "obs/robot0_eef_quat", "obs/robot0_gripper_qpos"]
 STATE_DIM = 9  # 3 + 4 + 2
@@ -75,23 +77,8 @@ MB = 1e6
 
 
 def tabletop_spec(input_dir: str) -> DatasetSpec:
-    """datasets/synthetic_tabletop.yaml, reading the files generated in input_dir."""
-    return parse_spec(
-        {
-            "name": "synthetic_tabletop",
-            "version": "1.0.0",
-            "source": {"format": "hdf5", "layout": "robomimic", "paths": [os.path.join(input_dir, "*.hdf5")]},
-            "control_rate_hz": 10,
-            "cameras": [{"name": name, "size": [256, 256], "encoding": "jpeg", "jpeg_quality": 95} for name in CAMERAS],
-            "state": {"keys": STATE_KEYS},
-            "action": {"keys": ["actions"], "names": ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]},
-            "instruction": {"episode_attr": "language_instruction"},
-            "metadata": {**{attr: {"episode_attr": attr} for attr in EPISODE_ATTRS}, "env": {"file_attr": "data/env_args"}},
-            "splits": {"by": "episode_hash", "fractions": {"train": 0.8, "val": 0.1, "test": 0.1}},
-            "output": {"steps_per_shard": 200},
-        },
-        origin="benchmarks/convert.py",
-    )
+    """datasets/sample_tabletop.yaml, reading the files generated in input_dir."""
+    return load_spec(str(REPO / "datasets/sample_tabletop.yaml"), [f"source.paths=['{input_dir}/*.hdf5']"])
 
 
 def input_files(input_dir: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: robolake <command> [options]\n\ncommands:\n{listing}", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Beam logs this on import when the optional GCP client is absent; it concerns only gs:// lakes
+    logging.getLogger().addFilter(lambda record: "apitools not found" not in record.getMessage())
     try:
         return HANDLERS[argv[0]](argv[1:]) or 0
     except RobolakeError as exc:

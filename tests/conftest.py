@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 from pipelines.build import BuildOutcome, convert  # noqa: E402
 from robolake.lake import Lake  # noqa: E402
 from robolake.spec import parse_spec  # noqa: E402
-from robolake.synthetic import write_robomimic_dataset  # noqa: E402
+from robolake.sample import write_robomimic_dataset  # noqa: E402
 
 SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 CAMERAS = {"front": (96, 128), "wrist": (60, 80)}  # two sizes, small enough to be quick

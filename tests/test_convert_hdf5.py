@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from robolake.lake import Lake
-from robolake.synthetic import write_aloha_file
+from robolake.sample import write_aloha_file
 from tests.conftest import load_split, robomimic_spec, run_convert, shared_data
 
 

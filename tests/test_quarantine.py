@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from robolake.synthetic import write_robomimic_dataset, write_robomimic_file
+from robolake.sample import write_robomimic_dataset, write_robomimic_file
 from tests.conftest import CAMERAS, load_split, robomimic_spec, run_convert
 
 STEPS = 24

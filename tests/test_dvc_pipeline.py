@@ -1,0 +1,98 @@
+"""`dvc repro` of the sample pipeline in a temporary clone: every stage's outputs,
+provenance tied to dvc.lock, a no-op second run, and a param change that re-runs
+only the stages downstream of it (through `dvc exp run -S`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"]
+PROJECT_DIRS = ["datasets", "robolake", "pipelines", "schemas"]
+SMALL = {"sample": {"episodes": 6, "seed": 3, "bag_fraction": 0.34, "workers": 1}, "convert": {"beam_workers": 1}}
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A git + DVC project holding robolake's pipeline files, with small params, after one `dvc repro`."""
+    root = tmp_path_factory.mktemp("clone")
+    for name in PROJECT_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, root / name)
+    for name in PROJECT_DIRS:
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in SMALL.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "pipeline"], root)
+    run(["dvc", "repro"], root)
+    return root
+
+
+def gold_dir(root: Path, version: str = "1.0.0") -> Path:
+    return root / "lake/gold/rlds/sample_tabletop" / version
+
+
+def test_repro_produces_every_stage_output(project):
+    manifest = json.loads((project / "lake/raw/sample_tabletop/sample_manifest.json").read_text())
+    assert len(manifest["episodes"]) == 6
+    gold = json.loads((gold_dir(project) / "manifest.json").read_text())
+    hdf5_episodes = [e for e in manifest["episodes"] if e["container"] == "hdf5"]
+    assert gold["counts"]["episodes_found"] == len(hdf5_episodes)
+    assert gold["counts"]["episodes_written"] + gold["counts"]["episodes_quarantined"] == len(hdf5_episodes)
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    shown = next(iter(metrics.values()))["data"]["lake/reports/sample_tabletop/1.0.0/convert.json"]["data"]
+    assert shown["episodes_written"] == gold["counts"]["episodes_written"]
+
+
+def test_provenance_ties_the_dataset_to_dvc_lock_and_git(project):
+    provenance = json.loads((gold_dir(project) / "provenance.json").read_text())
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert list(provenance["dvc"]["stages"]) == ["sample"]
+    assert provenance["dvc"]["stages"]["sample"]["outs"][0]["md5"] == lock["sample"]["outs"][0]["md5"]
+    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    assert provenance["git"] == {"commit": head, "dirty": False, "changed_files": []}
+    assert provenance["params"]["sample"]["episodes"] == 6
+    lineage = run(["robolake", "lineage", "lake/gold/rlds/sample_tabletop/1.0.0"], project).stdout
+    assert f"dvc stage   sample: lake/raw/sample_tabletop md5 {lock['sample']['outs'][0]['md5']}" in lineage
+    assert lineage.count("sha256 ") == len(provenance["inputs"])
+
+
+def test_second_repro_is_a_no_op(project):
+    before = (project / "dvc.lock").read_text()
+    second = run(["dvc", "repro"], project)
+    assert "Running stage" not in second.stdout
+    assert "didn't change, skipping" in second.stdout
+    assert (project / "dvc.lock").read_text() == before
+    assert "up to date" in run(["dvc", "status"], project).stdout
+
+
+def test_changed_param_reruns_only_downstream_stages(project):
+    before = json.loads((gold_dir(project) / "manifest.json").read_text())["fingerprint"]
+    experiment = run(["dvc", "exp", "run", "-S", "dataset.version=1.0.1"], project)
+    assert "Running stage 'convert'" in experiment.stdout
+    assert "Running stage 'sample'" not in experiment.stdout
+    assert (gold_dir(project, "1.0.1") / "provenance.json").exists()
+    assert json.loads((gold_dir(project, "1.0.1") / "manifest.json").read_text())["fingerprint"] != before
