@@ -21,13 +21,15 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import robolake
-from pipelines.convert import GOLD_SHARDS, QUARANTINE, SILVER_SHARDS, SOURCES, BuildContext, SourceFile, build_pipeline
+from pipelines.convert import (
+    FILTER_TOTALS, GOLD_SHARDS, QUARANTINE, SILVER_SHARDS, SOURCES, STATISTICS, BuildContext, SourceFile, build_pipeline,
+)
 from pipelines import raw_manifest
 from pipelines.hdf5_source import resolve_keys, state_width
 from pipelines.rlds_writer import write_dataset_info
 from robolake import progress, provenance
 from robolake.errors import RobolakeError
-from robolake.lake import Lake, delete_tree, join, read_json, write_json, write_table
+from robolake.lake import Lake, delete_tree, join, read_json, write_bytes, write_json, write_table
 from robolake.publish import publish, refuse_existing, remove_stale_staging
 from robolake.spec import DatasetSpec, load_spec, parse_spec
 from schemas.documents import check
@@ -105,32 +107,38 @@ class BuildOutcome:
         return (
             f"{m['dataset']} {m['version']}: {c['episodes_written']} episodes written ({splits}), "
             f"{c['episodes_quarantined']} quarantined, {c['steps_written']} steps, "
+            f"{m['filter']['items_clipped']} action values clipped, {m['filter']['steps_dropped']} steps dropped, "
             f"{c['bytes_written'] / 1e6:.1f} MB in {seconds:.1f} s "
             f"({c['steps_written'] / seconds:.0f} steps/s, {c['bytes_written'] / 1e6 / seconds:.1f} MB/s) "
             f"-> {self.gold_dir}"
         )
 
 
-def _reconcile(sources: list[dict], silver: list[dict], gold: list[dict], quarantine: list[dict]) -> dict:
+def _reconcile(sources: list[dict], silver: list[dict], gold: list[dict], quarantine: list[dict], filtered: dict) -> dict:
+    """Every episode found is written or quarantined: planning, ingest and filtering together."""
     seen = sum(s["episodes"] + s["quarantined"] for s in sources)
-    written = sum(s["episodes"] for s in silver)
+    ingested = sum(s["episodes"] for s in silver)
+    written = sum(g["episodes"] for g in gold)
     if written + len(quarantine) != seen:
         raise RuntimeError(f"accounting mismatch: {seen} episodes found, {written} written + {len(quarantine)} quarantined")
-    if sum(g["episodes"] for g in gold) != written:
-        raise RuntimeError(f"accounting mismatch: {written} episodes in silver, {sum(g['episodes'] for g in gold)} in gold")
+    if ingested - filtered["episodes_quarantined"] != written:
+        raise RuntimeError(
+            f"accounting mismatch: {ingested} episodes in silver, {filtered['episodes_quarantined']} quarantined "
+            f"by the action filter, {written} in gold"
+        )
     by_split: dict[str, dict] = {}
-    for s in silver:
-        entry = by_split.setdefault(s["split"], {"episodes": 0, "steps": 0, "shards": 0})
-        entry["episodes"] += s["episodes"]
-        entry["steps"] += s["steps"]
     for g in gold:
-        by_split[g["split"]]["shards"] += 1
+        entry = by_split.setdefault(g["split"], {"episodes": 0, "steps": 0, "shards": 0})
+        entry["episodes"] += g["episodes"]
+        entry["steps"] += g["steps"]
+        entry["shards"] += 1
     return {
         "source_files": len(sources),
         "episodes_found": seen,
+        "episodes_ingested": ingested,
         "episodes_written": written,
         "episodes_quarantined": len(quarantine),
-        "steps_written": sum(s["steps"] for s in silver),
+        "steps_written": sum(g["steps"] for g in gold),
         "bytes_written": sum(g["bytes"] for g in gold),
         "by_split": {k: v for k, v in by_split.items() if v["episodes"]},
     }
@@ -158,7 +166,8 @@ def convert(
             with pipeline:
                 build_pipeline(pipeline, ctx, sources)
         summary = read_json(ctx.summary_path)
-        counts = _reconcile(summary[SOURCES], summary[SILVER_SHARDS], summary[GOLD_SHARDS], summary[QUARANTINE])
+        filtered = summary[FILTER_TOTALS][0]["totals"]
+        counts = _reconcile(summary[SOURCES], summary[SILVER_SHARDS], summary[GOLD_SHARDS], summary[QUARANTINE], filtered)
         quarantine_dir = join(ctx.staging, "quarantine")
         write_table(
             join(quarantine_dir, "quarantine.parquet"),
@@ -171,7 +180,10 @@ def convert(
                 f"reasons in {lake.quarantine(spec.name, spec.version)}/quarantine.parquet, "
                 f"first: {summary[QUARANTINE][0]['episode_id']}: {summary[QUARANTINE][0]['reason']}"
             )
+        statistics_sha256 = _write_statistics(ctx, summary[STATISTICS][0]["document"], filtered)
         manifest = _write_gold_metadata(ctx, summary, counts, beam_args, time.time() - started)
+        manifest["statistics_sha256"] = statistics_sha256
+        manifest["filter"] = filtered
         manifest["timings"]["total_s"] = round(time.time() - started, 3)
         write_json(join(ctx.gold_dir, "provenance.json"), _dataset_provenance(lake, manifest, started_at))
         write_json(join(ctx.gold_dir, "manifest.json"), manifest)
@@ -205,7 +217,7 @@ def _dataset_provenance(lake: Lake, manifest: dict, started_at: str) -> dict:
             "version": manifest["version"],
             "fingerprint": manifest["fingerprint"],
             "gold_dir": lake.gold(manifest["dataset"], manifest["version"]),
-            "statistics_sha256": None,
+            "statistics_sha256": manifest["statistics_sha256"],
         },
         inputs=[
             {"path": s["path"], "sha256": s["sha256"], "bytes": s["bytes"], "episodes": s["episodes"]}
@@ -215,6 +227,20 @@ def _dataset_provenance(lake: Lake, manifest: dict, started_at: str) -> dict:
     )
     check(document, "provenance", "provenance.json")
     return document
+
+
+def _write_statistics(ctx: BuildContext, document: dict, filtered: dict) -> str:
+    """dataset_statistics.json into the staged gold version; returns its sha256."""
+    if not document["num_transitions"]:
+        raise RobolakeError(
+            f"{ctx.spec.name} {ctx.spec.version}: no train episodes left to compute statistics from "
+            f"(statistics come from the train split only); check splits.fractions and the quarantine"
+        )
+    document["robolake"]["filter"]["summary"] = filtered
+    check(document, "dataset_statistics", "dataset_statistics.json")
+    data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+    write_bytes(join(ctx.gold_dir, "dataset_statistics.json"), data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _metrics(manifest: dict) -> dict:
@@ -228,6 +254,7 @@ def _metrics(manifest: dict) -> dict:
         "megabytes_written": round(counts["bytes_written"] / 1e6, 3),
         "episodes_by_split": {split: v["episodes"] for split, v in counts["by_split"].items()},
         "quarantined_by_reason": manifest["quarantine_reasons"],
+        "filter": {k: v for k, v in manifest["filter"].items()},
         "seconds": seconds,
         "steps_per_second": round(counts["steps_written"] / seconds, 1),
     }

@@ -1,5 +1,6 @@
 """The conversion pipeline: discover -> plan (hash, list, split, shard) -> ingest
-(read, preprocess, write silver Parquet) -> write gold RLDS shards.
+(read, preprocess, write silver Parquet) -> curate (statistics of the train split,
+outlier-action filtering) -> write gold RLDS shards (filtered, normalized).
 
 Every labelled step is a small composite PTransform. Only episode references and
 counters cross a shuffle; images stay inside the shard that reads them, so memory
@@ -12,11 +13,12 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
+from pipelines.curation import CurateActions, SilverShardFiles, curate_steps, robust_stats
 from pipelines.episode import EpisodeRef, EpisodeRejected, QuarantineRecord, stable_hash
 from pipelines.hdf5_source import SourceKeys, open_hdf5, plan_file, read_episode
 from pipelines.images import FramePreprocessor
 from pipelines.rlds_writer import EpisodeSerializer, shard_filename, silver_episodes
-from pipelines.silver_writer import ShardStepsWriter, episodes_table, part_name, partition_dir
+from pipelines.silver_writer import ShardStepsWriter, episode_row, episodes_table, part_name, partition_dir
 from pipelines.splits import assign_shards, assign_split
 from pipelines.tfrecord import write_tfrecord
 from robolake import progress
@@ -29,6 +31,8 @@ QUARANTINE = "quarantine"
 SOURCES = "sources"
 SILVER_SHARDS = "silver_shards"
 GOLD_SHARDS = "gold_shards"
+FILTER_TOTALS = "filter_totals"
+STATISTICS = "statistics"
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,13 @@ class GoldShard:
     split: str
     index: int
     episodes: int
+    steps: int
     bytes: int
+
+
+@dataclass(frozen=True)
+class Statistics:
+    document: dict
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,10 @@ class BuildContext:
     @property
     def gold_dir(self) -> str:
         return join(self.staging, "gold")
+
+    @property
+    def filtered_actions_dir(self) -> str:
+        return join(self.staging, "quarantine", "filtered_actions")
 
     @property
     def summary_path(self) -> str:
@@ -164,7 +178,7 @@ class _IngestShard(beam.DoFn):
         (split, shard), refs = keyed
         ctx = self.ctx
         steps_path = join(partition_dir(ctx.steps_root, split), part_name(shard))
-        writer, written, lengths, quarantined = None, [], [], 0
+        writer, written, quarantined = None, [], 0
         for ref in sorted(refs, key=lambda r: r.order_key):
             try:
                 with open_hdf5(ref.source_path) as h5:
@@ -178,21 +192,28 @@ class _IngestShard(beam.DoFn):
             else:
                 writer = writer or ShardStepsWriter(steps_path, ctx.spec, ctx.state_dim)
                 writer.write(episode)
-                written.append(ref)
-                lengths.append(episode.num_steps)
+                written.append(episode_row(episode))
                 record = None
             if record is not None:
                 quarantined += 1
                 yield beam.pvalue.TaggedOutput(QUARANTINE, record)
             progress.report(
                 ctx.progress_dir, f"ingest-{split}-{shard}",
-                written=len(written), quarantined=quarantined, steps=sum(lengths),
+                written=len(written), quarantined=quarantined, steps=sum(steps for _, steps, _ in written),
             )
         if writer is not None:
             writer.close()
-            table = episodes_table(written, lengths, ctx.spec)
+            table = episodes_table(written, ctx.spec)
             write_table(join(partition_dir(ctx.episodes_root, split), part_name(shard)), table)
-        yield ShardResult(split, shard, len(written), sum(lengths))
+        yield ShardResult(split, shard, len(written), sum(steps for _, steps, _ in written))
+
+
+def shard_files(ctx: BuildContext, result: ShardResult) -> SilverShardFiles:
+    return SilverShardFiles(
+        result.split,
+        join(partition_dir(ctx.steps_root, result.split), part_name(result.shard)),
+        join(partition_dir(ctx.episodes_root, result.split), part_name(result.shard)),
+    )
 
 
 class IngestShards(beam.PTransform):
@@ -209,7 +230,7 @@ class IngestShards(beam.PTransform):
 
 
 class _WriteGoldShard(beam.DoFn):
-    """Encode one silver shard's episodes as TFDS examples into one TFRecord shard."""
+    """Curate and encode one silver shard's episodes as TFDS examples into one TFRecord shard."""
 
     def __init__(self, ctx: BuildContext):
         self.ctx = ctx
@@ -217,29 +238,38 @@ class _WriteGoldShard(beam.DoFn):
     def setup(self):
         self.serializer = EpisodeSerializer(rlds_features(self.ctx.spec, self.ctx.state_dim))
 
-    def process(self, result: ShardResult, all_results: list[ShardResult]):
+    def process(self, result: ShardResult, all_results: list[ShardResult], raw, statistics: Statistics):
         if result.episodes == 0:
             return
         ctx = self.ctx
         filled = sorted(r.shard for r in all_results if r.split == result.split and r.episodes > 0)
         index = filled.index(result.shard)
-        episodes = silver_episodes(
-            join(partition_dir(ctx.steps_root, result.split), part_name(result.shard)),
-            join(partition_dir(ctx.episodes_root, result.split), part_name(result.shard)),
-            ctx.spec,
-        )
+        robust, steps = robust_stats(raw), []
+
+        def curate(table):
+            curated = curate_steps(table, ctx.spec, robust, statistics.document)
+            steps.append(curated.num_rows if curated is not None else 0)
+            return curated
+
+        files = shard_files(ctx, result)
+        episodes = silver_episodes(files.steps_path, files.episodes_path, ctx.spec, curate)
         path = join(ctx.gold_dir, shard_filename(ctx.spec.name, result.split, index, len(filled)))
         count, size = write_tfrecord(path, (self.serializer.serialize(e) for e in episodes))
-        yield GoldShard(result.split, index, count, size)
+        yield GoldShard(result.split, index, count, sum(steps), size)
 
 
 class WriteRlds(beam.PTransform):
-    def __init__(self, ctx: BuildContext):
+    def __init__(self, ctx: BuildContext, raw, statistics):
         super().__init__()
         self.ctx = ctx
+        self.raw = raw
+        self.statistics = statistics
 
     def expand(self, shards):
-        return shards | "EncodeAndWrite" >> beam.ParDo(_WriteGoldShard(self.ctx), beam.pvalue.AsList(shards))
+        return shards | "CurateEncodeWrite" >> beam.ParDo(
+            _WriteGoldShard(self.ctx), beam.pvalue.AsList(shards),
+            beam.pvalue.AsSingleton(self.raw), beam.pvalue.AsSingleton(self.statistics),
+        )
 
 
 class WriteSummary(beam.PTransform):
@@ -277,7 +307,17 @@ def build_pipeline(pipeline: beam.Pipeline, ctx: BuildContext, sources: list[Sou
         | "Plan" >> PlanEpisodes(ctx)
     )
     ingested = planned["placed"] | "Ingest" >> IngestShards(ctx)
-    gold = ingested.shards | "WriteRLDS" >> WriteRlds(ctx)
-    quarantine = (planned[QUARANTINE], ingested[QUARANTINE]) | "AllQuarantined" >> beam.Flatten()
-    summary = {QUARANTINE: quarantine, SOURCES: planned[SOURCES], SILVER_SHARDS: ingested.shards, GOLD_SHARDS: gold}
+    curated = (
+        ingested.shards
+        | "FilledShards" >> beam.Filter(lambda r: r.episodes > 0)
+        | "ShardFiles" >> beam.Map(lambda r, ctx: (r.shard, shard_files(ctx, r)), ctx)
+        | "Curate" >> CurateActions(ctx.spec, ctx.state_dim, ctx.filtered_actions_dir)
+    )
+    statistics = curated["statistics"] | "Wrap" >> beam.Map(Statistics)
+    gold = ingested.shards | "WriteRLDS" >> WriteRlds(ctx, curated["raw"], statistics)
+    quarantine = (planned[QUARANTINE], ingested[QUARANTINE], curated[QUARANTINE]) | "AllQuarantined" >> beam.Flatten()
+    summary = {
+        QUARANTINE: quarantine, SOURCES: planned[SOURCES], SILVER_SHARDS: ingested.shards, GOLD_SHARDS: gold,
+        FILTER_TOTALS: curated["totals"], STATISTICS: statistics,
+    }
     summary | "Summarize" >> WriteSummary(ctx.summary_path)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipelines.stats import CameraSummary
 from robolake.spec import DatasetSpec
 
 
@@ -60,13 +61,15 @@ class EpisodeRejected(Exception):
 
 @dataclass
 class Episode:
-    """A decoded episode: numeric arrays of T steps and T encoded frames per camera."""
+    """A decoded episode: numeric arrays of T steps, T encoded frames per camera and a
+    summary of each camera's pixels."""
 
     ref: EpisodeRef
     actions: np.ndarray  # (T, A) float32
     state: np.ndarray  # (T, S) float32
     rewards: np.ndarray  # (T,) float32
     images: dict[str, list[bytes]]
+    cameras: dict[str, CameraSummary]
 
     @property
     def num_steps(self) -> int:

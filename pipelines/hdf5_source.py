@@ -26,6 +26,7 @@ from pipelines.episode import (
     check_step_bounds,
 )
 from pipelines.images import FramePreprocessor
+from pipelines.stats import CameraSummary
 from robolake.errors import SpecError
 from robolake.spec import DatasetSpec, ValueSource
 
@@ -207,15 +208,18 @@ def _vectors(node: h5py.Group, keys_: list[str], name: str, num_steps: int | Non
     return np.concatenate(parts, axis=1)
 
 
-def _frames(dataset: h5py.Dataset, key: str, preprocessor: FramePreprocessor) -> list[bytes]:
+def _frames(dataset: h5py.Dataset, key: str, preprocessor: FramePreprocessor) -> tuple[list[bytes], CameraSummary]:
     if dataset.ndim != 4 or dataset.shape[-1] != 3 or dataset.dtype != np.uint8:
         raise EpisodeRejected(
             "bad_shape", f"camera dataset {key!r} is {dataset.dtype} {dataset.shape}, expected uint8 (T, H, W, 3)"
         )
-    encoded = []
+    encoded, summary = [], CameraSummary()
     for start in range(0, len(dataset), FRAMES_PER_READ):
-        encoded += [preprocessor.encode(frame) for frame in dataset[start : start + FRAMES_PER_READ]]
-    return encoded
+        for frame in dataset[start : start + FRAMES_PER_READ]:
+            resized = preprocessor.resize(frame)
+            encoded.append(preprocessor.encode_resized(resized))
+            summary.add_frame(preprocessor.rgb(resized))
+    return encoded, summary
 
 
 def read_episode(
@@ -250,8 +254,9 @@ def read_episode(
     check_finite("action", actions)
     check_finite("state", state)
     check_finite("reward", rewards)
-    images = {cam: _frames(_dataset(node, key), key, preprocessors[cam]) for cam, key in keys.camera_keys.items()}
-    return Episode(ref, actions, state, rewards, images)
+    frames = {cam: _frames(_dataset(node, key), key, preprocessors[cam]) for cam, key in keys.camera_keys.items()}
+    images = {cam: encoded for cam, (encoded, _) in frames.items()}
+    return Episode(ref, actions, state, rewards, images, {cam: summary for cam, (_, summary) in frames.items()})
 
 
 def state_width(path: str, spec: DatasetSpec, keys: SourceKeys) -> int | None:

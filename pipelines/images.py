@@ -39,8 +39,14 @@ class FramePreprocessor:
             return np.ascontiguousarray(cropped)
         return cv2.resize(cropped, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
 
+    def rgb(self, resized: np.ndarray) -> np.ndarray:
+        """A resized frame in RGB order."""
+        return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB) if self.source_is_bgr else resized
+
     def encode(self, frame: np.ndarray) -> bytes:
-        resized = self.resize(frame)
+        return self.encode_resized(self.resize(frame))
+
+    def encode_resized(self, resized: np.ndarray) -> bytes:
         bgr = resized if self.source_is_bgr else cv2.cvtColor(resized, cv2.COLOR_RGB2BGR)
         ok, buffer = cv2.imencode(self.extension, bgr, self.params)
         if not ok:

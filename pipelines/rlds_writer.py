@@ -4,7 +4,7 @@ then TFDS metadata (dataset_info.json, features.json) so that
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -60,8 +60,11 @@ class EpisodeSerializer:
         return self.serializer.get_tf_example(encoded).SerializeToString(deterministic=True)
 
 
-def silver_episodes(steps_path: str, episodes_path: str, spec: DatasetSpec) -> Iterator[dict]:
-    """Encoded episodes of one silver shard, one row group (episode) at a time."""
+def silver_episodes(
+    steps_path: str, episodes_path: str, spec: DatasetSpec, curate: Callable[[pa.Table], pa.Table | None]
+) -> Iterator[dict]:
+    """Encoded episodes of one silver shard, one row group (episode) at a time, each
+    passed through `curate` first (which returns None to leave an episode out)."""
     with FileSystems.open(episodes_path, compression_type="uncompressed") as f:
         episodes = pq.read_table(f)
     fields = metadata_fields(spec)
@@ -71,7 +74,9 @@ def silver_episodes(steps_path: str, episodes_path: str, spec: DatasetSpec) -> I
         for group in range(steps_file.num_row_groups):
             steps = steps_file.read_row_group(group)
             episode_id = steps.column("episode_id")[0].as_py()
-            yield encoded_episode(steps, rows[episode_id], spec)
+            curated = curate(steps)
+            if curated is not None:
+                yield encoded_episode(curated, rows[episode_id], spec)
 
 
 def write_dataset_info(

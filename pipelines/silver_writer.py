@@ -9,8 +9,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.episode import Episode, EpisodeRef
+from pipelines.stats import CameraSummary
 from robolake.lake import join, makedirs
 from robolake.spec import DatasetSpec
+from schemas.rlds import metadata_fields
 from schemas.tables import episodes_schema, steps_schema
 
 
@@ -22,7 +24,7 @@ def partition_dir(table_root: str, split: str) -> str:
     return join(table_root, f"split={split}")
 
 
-def _fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
+def fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), values.shape[1])
 
 
@@ -39,9 +41,9 @@ def steps_table(episode: Episode, spec: DatasetSpec, schema: pa.Schema) -> pa.Ta
         "is_terminal": pa.array(last),
         "reward": pa.array(episode.rewards, pa.float32()),
         "discount": pa.array(np.ones(n, np.float32)),
-        "action": _fixed_list(episode.actions),
-        "action_raw": _fixed_list(episode.actions),
-        "state": _fixed_list(episode.state),
+        "action": fixed_list(episode.actions),
+        "action_raw": fixed_list(episode.actions),
+        "state": fixed_list(episode.state),
         "language_instruction": pa.array([episode.ref.instruction] * n, pa.string()),
     }
     for cam, frames in episode.images.items():
@@ -49,18 +51,28 @@ def steps_table(episode: Episode, spec: DatasetSpec, schema: pa.Schema) -> pa.Ta
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-def episodes_table(refs: list[EpisodeRef], num_steps: list[int], spec: DatasetSpec) -> pa.Table:
-    schema = episodes_schema(spec)
+def episode_row(episode: Episode) -> tuple[EpisodeRef, int, dict[str, CameraSummary]]:
+    """What the episodes table keeps of an episode (no arrays, no images)."""
+    return episode.ref, episode.num_steps, episode.cameras
+
+
+def episodes_table(rows: list[tuple[EpisodeRef, int, dict[str, CameraSummary]]], spec: DatasetSpec) -> pa.Table:
+    """One row per written episode: metadata, length and camera pixel statistics."""
+    refs = [ref for ref, _, _ in rows]
     columns = {
         "episode_id": [r.episode_id for r in refs],
-        "num_steps": num_steps,
+        "num_steps": [steps for _, steps, _ in rows],
         "language_instruction": [r.instruction for r in refs],
         "source_path": [r.source_path for r in refs],
         "source_sha256": [r.source_sha256 for r in refs],
     }
-    for name in schema.names[len(columns) :]:
+    for name in metadata_fields(spec)[3:]:
         columns[name] = [r.metadata[name] for r in refs]
-    return pa.Table.from_pydict(columns, schema=schema)
+    for cam in spec.cameras:
+        summaries = [cameras[cam.name].row() for _, _, cameras in rows]
+        for key in ("mean", "std", "brightness", "contrast"):
+            columns[f"camera_{cam.name}_{key}"] = [summary[key] for summary in summaries]
+    return pa.Table.from_pydict(columns, schema=episodes_schema(spec))
 
 
 class ShardStepsWriter:

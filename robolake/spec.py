@@ -131,6 +131,51 @@ class OutputSpec(_Strict):
     steps_per_shard: int = Field(default=1000, ge=1, description="target steps per shard (TFRecord and Parquet)")
 
 
+Policy = Literal["clip", "drop_step", "quarantine"]
+
+
+class RobustZRule(_Strict):
+    """|x - median| / (1.4826 * MAD) above `threshold` (train-split median and MAD per dimension)."""
+
+    threshold: float = Field(default=8.0, gt=0)
+    policy: Policy = "clip"
+
+
+class BoundsRule(_Strict):
+    """Absolute per-dimension bounds, one value per action dimension (null: unbounded)."""
+
+    min: list[float | None] | None = None
+    max: list[float | None] | None = None
+    policy: Policy = "clip"
+
+
+class JumpRule(_Strict):
+    """A step whose value jumps away from and back to its neighbours by more than `ratio`
+    times the typical step-to-step change nearby (median over `window` steps each side)."""
+
+    ratio: float = Field(default=10.0, gt=1)
+    window: int = Field(default=5, ge=1)
+    policy: Policy = "drop_step"
+
+
+class FilterSpec(_Strict):
+    """Outlier-action rules; each may be null to turn it off."""
+
+    zscore: RobustZRule | None = Field(default_factory=RobustZRule)
+    bounds: BoundsRule | None = None
+    jump: JumpRule | None = Field(default_factory=JumpRule)
+    dims: list[str] | None = Field(
+        default=None, description="action names the zscore and jump rules look at (default: all but gripper)"
+    )
+
+
+class NormalizationSpec(_Strict):
+    mode: Literal["mean_std", "bounds_q99", "min_max"] = "mean_std"
+    clip: float = Field(default=1.0, gt=0, description="normalized values are clipped to [-clip, clip]")
+    mask: list[bool] | None = Field(default=None, description="per action dimension; default: all but gripper")
+    state: bool = Field(default=False, description="also normalize observation/state")
+
+
 class DatasetSpec(_Strict):
     name: str = Field(pattern=IDENTIFIER)
     version: str = Field(pattern=SEMVER)
@@ -146,6 +191,8 @@ class DatasetSpec(_Strict):
     episode_length: EpisodeLength = Field(default_factory=EpisodeLength)
     splits: SplitPolicy = Field(default_factory=SplitPolicy)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    filters: FilterSpec = Field(default_factory=FilterSpec)
+    normalization: NormalizationSpec = Field(default_factory=NormalizationSpec)
 
     @model_validator(mode="after")
     def _unique_names(self) -> DatasetSpec:
@@ -155,7 +202,25 @@ class DatasetSpec(_Strict):
         for field in self.metadata:
             if not re.match(IDENTIFIER, field) or field in ("episode_id", "source_path", "source_sha256"):
                 raise ValueError(f"metadata field {field!r} must match {IDENTIFIER} and not be a reserved name")
+        width = len(self.action.names)
+        for name, values in (("normalization.mask", self.normalization.mask),
+                             ("filters.bounds.min", self.filters.bounds and self.filters.bounds.min),
+                             ("filters.bounds.max", self.filters.bounds and self.filters.bounds.max)):
+            if values is not None and len(values) != width:
+                raise ValueError(f"{name} needs one value per action dimension ({width}), got {len(values)}")
+        unknown = set(self.filters.dims or []) - set(self.action.names)
+        if unknown:
+            raise ValueError(f"filters.dims {sorted(unknown)} are not action names {self.action.names}")
         return self
+
+    def action_mask(self) -> list[bool]:
+        """Which action dimensions are normalized: the spec's mask, or all but gripper ones."""
+        return self.normalization.mask or ["gripper" not in name for name in self.action.names]
+
+    def filtered_dims(self) -> list[int]:
+        """Indices of the action dimensions the zscore and jump rules look at."""
+        names = self.filters.dims or [name for name in self.action.names if "gripper" not in name]
+        return [self.action.names.index(name) for name in names]
 
     def fingerprint(self) -> str:
         """sha256 of the spec's canonical JSON: equal specs give equal hashes."""

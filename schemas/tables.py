@@ -10,7 +10,7 @@ import pyarrow as pa
 from robolake.spec import DatasetSpec
 from schemas.rlds import metadata_fields
 
-SILVER_SCHEMA_VERSION = "1.0.0"
+SILVER_SCHEMA_VERSION = "1.1.0"
 QUARANTINE_SCHEMA_VERSION = "1.0.0"
 RAW_MANIFEST_SCHEMA_VERSION = "1.0.0"
 
@@ -27,6 +27,13 @@ def episodes_schema(spec: DatasetSpec) -> pa.Schema:
         pa.field("language_instruction", pa.string(), nullable=False),
     ]
     fields += [pa.field(name, pa.string(), nullable=False) for name in metadata_fields(spec)[1:]]
+    for cam in spec.cameras:  # pixel statistics of the stored (resized) frames, [0, 1] scale
+        fields += [
+            pa.field(f"camera_{cam.name}_mean", pa.list_(pa.float64(), 3), nullable=False),
+            pa.field(f"camera_{cam.name}_std", pa.list_(pa.float64(), 3), nullable=False),
+            pa.field(f"camera_{cam.name}_brightness", pa.float64(), nullable=False),
+            pa.field(f"camera_{cam.name}_contrast", pa.float64(), nullable=False),
+        ]
     return _tagged(fields, "episodes", SILVER_SCHEMA_VERSION)
 
 
@@ -49,6 +56,22 @@ def steps_schema(spec: DatasetSpec, state_dim: int) -> pa.Schema:
     ]
     fields += [pa.field(f"image_{cam.name}", pa.binary(), nullable=False) for cam in spec.cameras]
     return _tagged(fields, "steps", SILVER_SCHEMA_VERSION)
+
+
+FILTERED_ACTIONS_SCHEMA = _tagged(
+    [
+        pa.field("episode_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("step_index", pa.int32(), nullable=False),
+        pa.field("dimension", pa.string(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("rule", pa.string(), nullable=False),  # zscore / bounds / jump
+        pa.field("policy", pa.string(), nullable=False),  # clip / drop_step / quarantine
+        pa.field("replacement", pa.float64()),  # the clipped value; null unless clipped
+    ],
+    "filtered_actions",
+    QUARANTINE_SCHEMA_VERSION,
+)
 
 
 QUARANTINE_SCHEMA = _tagged(

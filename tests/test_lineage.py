@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -31,7 +32,8 @@ def test_gold_version_has_valid_provenance(raw_copy, tmp_path):
     check(document, "provenance", "provenance.json")
     assert document["artifact"] == {"kind": "dataset", "path": outcome.gold_dir}
     assert document["dataset"]["fingerprint"] == outcome.manifest["fingerprint"]
-    assert document["dataset"]["statistics_sha256"] is None
+    statistics = (Path(outcome.gold_dir) / "dataset_statistics.json").read_bytes()
+    assert document["dataset"]["statistics_sha256"] == hashlib.sha256(statistics).hexdigest()
     assert {i["path"]: i["sha256"] for i in document["inputs"]} == {
         str(p): sha256_file(str(p)) for p in raw_copy.glob("*.hdf5")
     }

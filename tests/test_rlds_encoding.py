@@ -50,6 +50,7 @@ def test_columnwise_encoding_matches_tfds(tmp_path):
         rng.normal(size=(steps, 9)).astype(np.float32),
         np.eye(1, steps, steps - 1, dtype=np.float32).reshape(-1),
         images,
+        cameras={},  # pixel summaries go to the episodes table, not the steps
     )
     table = steps_table(episode, spec, steps_schema(spec, 9))
     features = rlds_features(spec, state_dim=9)

@@ -1,0 +1,268 @@
+"""Statistics and outlier-action filtering on Beam, reading silver Parquet again
+instead of holding the dataset in memory.
+
+  train silver --RawStats--> robust median/MAD (before filtering)
+  all silver   --FilterActions (side input: raw stats)--> records, counts, quarantine
+  kept train   --FinalStats--> dataset_statistics.json (what normalization uses)
+
+The gold writer applies the same (deterministic) filter again per episode, so no
+filtered copy of the data is ever written or shuffled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.episode import QuarantineRecord
+from pipelines.filters import FilterResult, RobustStats, filter_episode
+from pipelines.silver_writer import fixed_list
+from pipelines.stats import ALPHA, DatasetStats, DatasetStatsFn, PixelStats, pixel_stats_from_row
+from robolake.lake import write_table
+from robolake.normalization import normalize
+from robolake.spec import DatasetSpec
+from schemas.tables import FILTERED_ACTIONS_SCHEMA
+
+STATISTICS_SCHEMA_VERSION = "1.0.0"
+TRAIN_KEPT = "train_kept"
+QUARANTINE = "quarantine"
+
+
+@dataclass(frozen=True)
+class SilverShardFiles:
+    split: str
+    steps_path: str
+    episodes_path: str
+
+
+@dataclass(frozen=True)
+class NumericEpisode:
+    """The numbers of one silver episode: raw actions, state and camera pixel statistics."""
+
+    split: str
+    episode_id: str
+    source_path: str
+    source_sha256: str
+    actions: np.ndarray
+    state: np.ndarray
+    cameras: dict[str, PixelStats]
+
+
+@dataclass(frozen=True)
+class FilterCounts:
+    """One episode's filtering outcome, for the manifest and the closing summary."""
+
+    split: str
+    episode_id: str
+    items_clipped: int
+    steps_dropped: int
+    quarantined: bool
+    by_rule: dict[str, int]
+
+
+def _vectors(table: pa.Table, column: str) -> np.ndarray:
+    values = table.column(column).combine_chunks()
+    return values.flatten().to_numpy().astype(np.float64).reshape(len(values), -1)
+
+
+def numeric_episodes(files: SilverShardFiles, spec: DatasetSpec) -> Iterator[NumericEpisode]:
+    """Each episode of one silver shard, reading only its numeric columns."""
+    with FileSystems.open(files.episodes_path, compression_type="uncompressed") as f:
+        rows = {row["episode_id"]: row for row in pq.read_table(f).to_pylist()}
+    with FileSystems.open(files.steps_path, compression_type="uncompressed") as f:
+        steps_file = pq.ParquetFile(f)
+        for group in range(steps_file.num_row_groups):
+            steps = steps_file.read_row_group(group, columns=["episode_id", "action_raw", "state"])
+            row = rows[steps.column("episode_id")[0].as_py()]
+            cameras = {
+                cam.name: pixel_stats_from_row(
+                    row[f"camera_{cam.name}_mean"], row[f"camera_{cam.name}_std"],
+                    steps.num_rows * cam.size[0] * cam.size[1],
+                )
+                for cam in spec.cameras
+            }
+            yield NumericEpisode(
+                files.split, row["episode_id"], row["source_path"], row["source_sha256"],
+                _vectors(steps, "action_raw"), _vectors(steps, "state"), cameras,
+            )
+
+
+def robust_stats(raw: DatasetStats) -> RobustStats:
+    median, mad = raw.action.robust()
+    result = raw.action.result()
+    return RobustStats(median, mad, np.asarray(result["q01"]), np.asarray(result["q99"]))
+
+
+def filter_records(episode: NumericEpisode, result: FilterResult, names: list[str]) -> list[dict]:
+    replacement = {}
+    if not result.quarantined:
+        kept_index = np.cumsum(result.keep) - 1
+        replacement = {
+            (f.step, f.dim): float(result.actions[kept_index[f.step], f.dim])
+            for f in result.flags if f.policy == "clip" and result.keep[f.step]
+        }
+    return [
+        {
+            "episode_id": episode.episode_id, "split": episode.split, "step_index": f.step,
+            "dimension": names[f.dim], "value": f.value, "rule": f.rule, "policy": f.policy,
+            "replacement": replacement.get((f.step, f.dim)),
+        }
+        for f in result.flags
+    ]
+
+
+class _FilterShard(beam.DoFn):
+    """Filter every episode of one silver shard; write its filtered-actions records."""
+
+    def __init__(self, spec: DatasetSpec, records_dir: str):
+        self.spec = spec
+        self.records_dir = records_dir
+
+    def process(self, item: tuple[int, SilverShardFiles], raw: DatasetStats):
+        shard, files = item
+        robust = robust_stats(raw)
+        records = []
+        for episode in numeric_episodes(files, self.spec):
+            result = filter_episode(episode.actions, self.spec, robust)
+            records += filter_records(episode, result, self.spec.action.names)
+            by_rule: dict[str, int] = {}
+            for flag in result.flags:
+                by_rule[flag.rule] = by_rule.get(flag.rule, 0) + 1
+            clipped = sum(f.policy == "clip" for f in result.flags) if not result.quarantined else 0
+            yield FilterCounts(
+                episode.split, episode.episode_id, clipped, int((~result.keep).sum()) if not result.quarantined else 0,
+                result.quarantined, by_rule,
+            )
+            if result.quarantined:
+                yield beam.pvalue.TaggedOutput(
+                    QUARANTINE,
+                    QuarantineRecord(episode.episode_id, episode.source_path, episode.source_sha256,
+                                     "outlier_action", result.rejected),
+                )
+            elif episode.split == "train":
+                yield beam.pvalue.TaggedOutput(TRAIN_KEPT, (result.actions, episode.state[result.keep], episode.cameras))
+        if records:
+            path = f"{self.records_dir}/part-{files.split}-{shard:05d}.parquet"
+            write_table(path, pa.Table.from_pylist(records, schema=FILTERED_ACTIONS_SCHEMA))
+
+
+@dataclass(frozen=True)
+class FilterTotals:
+    totals: dict
+
+
+class FilterTotalsFn(beam.CombineFn):
+    """Sums FilterCounts into the totals that the manifest and dataset_statistics.json report."""
+
+    def create_accumulator(self) -> dict:
+        return {"episodes_with_flags": 0, "items_flagged": 0, "items_clipped": 0, "steps_dropped": 0,
+                "episodes_quarantined": 0, "by_rule": {}}
+
+    def add_input(self, totals: dict, counts: FilterCounts) -> dict:
+        flagged = sum(counts.by_rule.values())
+        totals["episodes_with_flags"] += int(flagged > 0)
+        totals["items_flagged"] += flagged
+        totals["items_clipped"] += counts.items_clipped
+        totals["steps_dropped"] += counts.steps_dropped
+        totals["episodes_quarantined"] += int(counts.quarantined)
+        for rule, count in counts.by_rule.items():
+            totals["by_rule"][rule] = totals["by_rule"].get(rule, 0) + count
+        return totals
+
+    def merge_accumulators(self, accumulators) -> dict:
+        merged = self.create_accumulator()
+        for totals in accumulators:
+            for key, value in totals.items():
+                if key == "by_rule":
+                    for rule, count in value.items():
+                        merged["by_rule"][rule] = merged["by_rule"].get(rule, 0) + count
+                else:
+                    merged[key] += value
+        return merged
+
+    def extract_output(self, totals: dict) -> FilterTotals:
+        return FilterTotals(totals)
+
+
+def _as_stats_input(episode: NumericEpisode) -> tuple:
+    return episode.actions, episode.state, episode.cameras
+
+
+class CurateActions(beam.PTransform):
+    """Silver shard files -> raw train stats, final train stats, filter totals, quarantine."""
+
+    def __init__(self, spec: DatasetSpec, state_dim: int, records_dir: str):
+        super().__init__()
+        self.spec = spec
+        self.combine = DatasetStatsFn(len(spec.action.names), state_dim, [c.name for c in spec.cameras])
+        self.records_dir = records_dir
+
+    def expand(self, shard_files):
+        raw = (
+            shard_files
+            | "TrainOnly" >> beam.Filter(lambda item: item[1].split == "train")
+            | "ReadTrainNumbers" >> beam.FlatMap(lambda item, spec: numeric_episodes(item[1], spec), self.spec)
+            | "AsStatsInput" >> beam.Map(_as_stats_input)
+            | "RawStats" >> beam.CombineGlobally(self.combine)
+        )
+        filtered = shard_files | "FilterActions" >> beam.ParDo(
+            _FilterShard(self.spec, self.records_dir), beam.pvalue.AsSingleton(raw)
+        ).with_outputs(QUARANTINE, TRAIN_KEPT, main="counts")
+        final = filtered[TRAIN_KEPT] | "FinalStats" >> beam.CombineGlobally(self.combine)
+        statistics = final | "StatisticsDocument" >> beam.Map(
+            statistics_document, beam.pvalue.AsSingleton(raw), self.spec
+        )
+        totals = filtered.counts | "FilterTotals" >> beam.CombineGlobally(FilterTotalsFn())
+        return {"raw": raw, "statistics": statistics, "totals": totals, QUARANTINE: filtered[QUARANTINE]}
+
+
+def statistics_document(final: DatasetStats, raw: DatasetStats, spec: DatasetSpec) -> dict:
+    """dataset_statistics.json without its filter summary (the driver adds it):
+    OpenVLA/Octo keys first, robolake's own under `robolake`."""
+    mask = spec.action_mask()
+    return {
+        "action": {**final.action.result(), "mask": mask},
+        "proprio": final.state.result(),
+        "num_transitions": final.action.count,
+        "num_trajectories": final.trajectories,
+        "robolake": {
+            "schema_version": STATISTICS_SCHEMA_VERSION,
+            "split": "train",
+            "action_names": list(spec.action.names),
+            "normalization": {
+                "mode": spec.normalization.mode, "clip": spec.normalization.clip, "mask": mask,
+                "state": spec.normalization.state,
+            },
+            "quantile_relative_error": ALPHA,
+            "cameras": {name: pixels.result() for name, pixels in final.cameras.items()},
+            "action_before_filtering": raw.action.result(),
+            "filter": {"rules": spec.filters.model_dump(mode="json")},
+        },
+    }
+
+
+def curate_steps(steps: pa.Table, spec: DatasetSpec, robust: RobustStats, statistics: dict) -> pa.Table | None:
+    """One silver episode as gold stores it: filtered (None if quarantined), `action_raw`
+    the filtered raw actions, `action` normalized, step flags following the kept steps."""
+    result = filter_episode(_vectors(steps, "action_raw"), spec, robust)
+    if result.quarantined:
+        return None
+    kept = steps.filter(pa.array(result.keep))
+    last = np.arange(kept.num_rows) == kept.num_rows - 1
+    replacements = {
+        "action_raw": fixed_list(result.actions),
+        "action": fixed_list(normalize(result.actions, statistics, "action")),
+        "is_first": pa.array(np.arange(kept.num_rows) == 0),
+        "is_last": pa.array(last),
+        "is_terminal": pa.array(last),
+    }
+    if spec.normalization.state:
+        replacements["state"] = fixed_list(normalize(_vectors(kept, "state"), statistics, "state"))
+    for name, column in replacements.items():
+        kept = kept.set_column(kept.schema.get_field_index(name), kept.schema.field(name), column)
+    return kept

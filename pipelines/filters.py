@@ -1,0 +1,152 @@
+"""Outlier-action filtering of one episode, by the rules of the spec's `filters` section.
+
+Every rule looks at the raw actions and flags (step, dimension) items; each flag says
+what its rule's policy does. Then, strongest first: any `quarantine` flag rejects the
+episode; `drop_step` flags remove their steps (is_first / is_last follow the remaining
+steps); `clip` flags clamp the value into the range every clipping rule allows. Every
+flag becomes a record of the filtered-actions table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robolake.spec import DatasetSpec
+
+MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
+Q01_Q99_TO_STD = 4.6527  # q99 - q01 of a normal distribution, in standard deviations
+
+
+@dataclass(frozen=True)
+class RobustStats:
+    """Per-dimension train-split median, MAD, q01 and q99 of the raw actions (before filtering)."""
+
+    median: np.ndarray
+    mad: np.ndarray
+    q01: np.ndarray
+    q99: np.ndarray
+
+    def scale(self) -> np.ndarray:
+        """Robust standard deviation: 1.4826 MAD, floored by the central 98% spread so that a
+        dimension that is still most of the time (MAD near 0) does not flag its own motion.
+        Both equal the standard deviation on normal data."""
+        return np.maximum(MAD_TO_STD * self.mad, (self.q99 - self.q01) / Q01_Q99_TO_STD)
+
+
+@dataclass(frozen=True)
+class Flag:
+    step: int
+    dim: int
+    value: float
+    rule: str
+    policy: str
+    low: float = -np.inf  # the range a clip brings the value into
+    high: float = np.inf
+
+
+@dataclass
+class FilterResult:
+    actions: np.ndarray  # filtered raw actions of the kept steps
+    keep: np.ndarray  # bool per original step
+    flags: list[Flag] = field(default_factory=list)
+    rejected: str | None = None  # why the whole episode goes to quarantine
+
+    @property
+    def quarantined(self) -> bool:
+        return self.rejected is not None
+
+
+def _rejection(flags: list[Flag], names: list[str]) -> str:
+    first = next(f for f in flags if f.policy == "quarantine")
+    count = sum(f.policy == "quarantine" for f in flags)
+    return (
+        f"outlier action: {first.rule} rule flagged {names[first.dim]}={first.value:.6g} at step {first.step}"
+        + (f" and {count - 1} more item(s)" if count > 1 else "")
+    )
+
+
+def _bounds_flags(actions: np.ndarray, spec: DatasetSpec) -> list[Flag]:
+    rule = spec.filters.bounds
+    if rule is None:
+        return []
+    width = actions.shape[1]
+    low = np.array([-np.inf if v is None else v for v in (rule.min or [None] * width)], np.float64)
+    high = np.array([np.inf if v is None else v for v in (rule.max or [None] * width)], np.float64)
+    steps, dims = np.nonzero((actions < low) | (actions > high))
+    return [Flag(int(t), int(d), float(actions[t, d]), "bounds", rule.policy, low[d], high[d]) for t, d in zip(steps, dims)]
+
+
+def _zscore_flags(actions: np.ndarray, spec: DatasetSpec, robust: RobustStats) -> list[Flag]:
+    rule = spec.filters.zscore
+    if rule is None:
+        return []
+    flags = []
+    scales = robust.scale()
+    for d in spec.filtered_dims():
+        scale = scales[d]
+        if not np.isfinite(scale) or scale <= 0:
+            continue  # a constant dimension has no spread to measure outliers against
+        low, high = robust.median[d] - rule.threshold * scale, robust.median[d] + rule.threshold * scale
+        for t in np.nonzero((actions[:, d] < low) | (actions[:, d] > high))[0]:
+            flags.append(Flag(int(t), d, float(actions[t, d]), "zscore", rule.policy, low, high))
+    return flags
+
+
+def _local_change(deltas: np.ndarray, t: int, window: int) -> float:
+    """Median |step-to-step change| around step t, leaving out the two changes that touch t."""
+    around = np.concatenate([deltas[max(0, t - 1 - window) : max(0, t - 1)], deltas[t + 1 : t + 1 + window]])
+    return float(np.median(around)) if around.size else 0.0
+
+
+def _jump_flags(actions: np.ndarray, spec: DatasetSpec, robust: RobustStats) -> list[Flag]:
+    """Single-step spikes: the changes into and out of step t both exceed `ratio` times the
+    typical change nearby, the value comes back (steps t-1 and t+1 agree within that
+    limit), and the changes just outside (into t-1, out of t+1) are `ratio` times
+    smaller than those into and out of t; this tells
+    a spike from the ramp or peak of a fast motion. At an episode's ends the one change
+    there is used. The typical change is floored at 1/ratio of the dimension's robust
+    standard deviation, so a spike must also exceed one standard deviation, and the value
+    must lie outside the train split's [q01, q99]: a spike is an unusual value, not a
+    control style (sparse spacemouse blips and keyboard pulses of ordinary size are not
+    outliers)."""
+    rule = spec.filters.jump
+    if rule is None or len(actions) < 3:
+        return []
+    flags = []
+    scales = robust.scale()
+    for d in spec.filtered_dims():
+        column = actions[:, d]
+        deltas = np.abs(np.diff(column))  # deltas[i] is the change from step i to step i + 1
+        spread = scales[d] / rule.ratio if np.isfinite(scales[d]) else 0.0
+        floor = max(float(np.median(deltas)), spread)
+        for t in range(len(column)):
+            limit = rule.ratio * max(_local_change(deltas, t, rule.window), floor, 1e-12)
+            touching = deltas[max(0, t - 1) : t + 1]  # into t, out of t
+            flanking = deltas[max(0, t - 2) : max(0, t - 1)].tolist() + deltas[t + 1 : t + 2].tolist()
+            returns = t in (0, len(column) - 1) or abs(column[t + 1] - column[t - 1]) <= limit
+            unusual = not robust.q01[d] <= column[t] <= robust.q99[d]
+            if unusual and returns and (touching > limit).all() and all(x * rule.ratio <= touching.min() for x in flanking):
+                anchor = column[t - 1] if t > 0 else column[t + 1]
+                flags.append(Flag(t, d, float(column[t]), "jump", rule.policy, anchor - limit, anchor + limit))
+    return flags
+
+
+def filter_episode(actions: np.ndarray, spec: DatasetSpec, robust: RobustStats) -> FilterResult:
+    """Apply the spec's rules to one episode's raw actions (steps x dims)."""
+    actions = np.asarray(actions, np.float64)
+    flags = _bounds_flags(actions, spec) + _zscore_flags(actions, spec, robust) + _jump_flags(actions, spec, robust)
+    keep = np.ones(len(actions), bool)
+    if any(f.policy == "quarantine" for f in flags):
+        return FilterResult(actions, np.zeros(len(actions), bool), flags, _rejection(flags, spec.action.names))
+    for flag in flags:
+        if flag.policy == "drop_step":
+            keep[flag.step] = False
+    if keep.sum() < spec.episode_length.min_steps:
+        rejection = f"{int(keep.sum())} steps left after dropping outlier steps, fewer than min_steps"
+        return FilterResult(actions, np.zeros(len(actions), bool), flags, rejection)
+    filtered = actions.copy()
+    for flag in flags:
+        if flag.policy == "clip" and keep[flag.step]:
+            filtered[flag.step, flag.dim] = np.clip(filtered[flag.step, flag.dim], flag.low, flag.high)
+    return FilterResult(filtered[keep], keep, flags)
