@@ -29,6 +29,7 @@ test: venv
 
 bench: venv
 	$(BIN)/python benchmarks/convert.py
+	$(BIN)/python benchmarks/stats.py
 
 clean:
 	rm -rf lake .pytest_cache

@@ -204,7 +204,10 @@ def convert(
         lake,
         [{k: s[k] for k in ("path", "sha256", "bytes", "mtime")} | {"format": spec.source.format} for s in manifest["sources"]],
     )
-    write_json(join(lake.reports(spec.name, spec.version), "convert.json"), _metrics(manifest))
+    reports = lake.reports(spec.name, spec.version)
+    write_json(join(reports, "convert.json"), _metrics(manifest))
+    statistics = read_json(join(gold_dir, "dataset_statistics.json"))
+    write_bytes(join(reports, "action_histogram.csv"), _histogram_csv(statistics["robolake"]["action_histogram"]))
     return BuildOutcome(gold_dir, manifest)
 
 
@@ -241,6 +244,16 @@ def _write_statistics(ctx: BuildContext, document: dict, filtered: dict) -> str:
     data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
     write_bytes(join(ctx.gold_dir, "dataset_statistics.json"), data)
     return hashlib.sha256(data).hexdigest()
+
+
+def _histogram_csv(histogram: dict) -> bytes:
+    """The normalized action histogram as a DVC plot: one row per bin, one column per dimension."""
+    edges, counts = histogram["edges"], histogram["counts"]
+    lines = [",".join(["normalized_action", *counts])]
+    for i in range(len(edges) - 1):
+        center = (edges[i] + edges[i + 1]) / 2
+        lines.append(",".join([f"{center:.4f}", *(str(column[i]) for column in counts.values())]))
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _metrics(manifest: dict) -> dict:

@@ -221,9 +221,34 @@ class CurateActions(beam.PTransform):
         return {"raw": raw, "statistics": statistics, "totals": totals, QUARANTINE: filtered[QUARANTINE]}
 
 
+HISTOGRAM_BINS = 40
+
+
+def normalized_action_histogram(final: DatasetStats, document: dict, names: list[str]) -> dict:
+    """Counts of normalized train actions per dimension over shared bins of [-clip, clip],
+    from the quantile sketch (bucket values within ALPHA of the data)."""
+    clip = document["robolake"]["normalization"]["clip"]
+    edges = np.linspace(-clip, clip, HISTOGRAM_BINS + 1)
+    counts = {}
+    for d, name in enumerate(names):
+        values, weights = final.action.sketch.distribution(d)
+        vectors = np.zeros((len(values), len(names)))
+        vectors[:, d] = values
+        normalized = np.clip(normalize(vectors, document, "action")[:, d], -clip, clip)
+        counts[name] = np.histogram(normalized, bins=edges, weights=weights)[0].astype(int).tolist()
+    return {"edges": edges.tolist(), "counts": counts}
+
+
 def statistics_document(final: DatasetStats, raw: DatasetStats, spec: DatasetSpec) -> dict:
     """dataset_statistics.json without its filter summary (the driver adds it):
     OpenVLA/Octo keys first, robolake's own under `robolake`."""
+    document = _statistics(final, raw, spec)
+    if final.action.count:
+        document["robolake"]["action_histogram"] = normalized_action_histogram(final, document, spec.action.names)
+    return document
+
+
+def _statistics(final: DatasetStats, raw: DatasetStats, spec: DatasetSpec) -> dict:
     mask = spec.action_mask()
     return {
         "action": {**final.action.result(), "mask": mask},

@@ -1,0 +1,198 @@
+"""Statistics (train split only, streaming, mergeable), outlier-action filtering and
+normalization: known answers against numpy, filter policies, and the gold dataset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.filters import RobustStats, filter_episode
+from pipelines.stats import ALPHA, VectorStats
+from robolake.normalization import denormalize, load_statistics, normalize
+from robolake.spec import parse_spec
+from schemas.documents import check
+from tests.conftest import load_split, robomimic_spec, run_convert
+
+
+def stats_of(rows: np.ndarray) -> VectorStats:
+    stats = VectorStats(rows.shape[1])
+    stats.add(rows)
+    return stats
+
+
+def robust_of(rows: np.ndarray) -> RobustStats:
+    stats = stats_of(rows)
+    median, mad = stats.robust()
+    result = stats.result()
+    return RobustStats(median, mad, np.asarray(result["q01"]), np.asarray(result["q99"]))
+
+
+def test_known_answers_against_numpy():
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.normal(0.01, 0.02, (30_000, 3)), rng.exponential(0.5, (30_000, 2)) - 0.2,
+                           np.sign(rng.normal(size=(30_000, 1)))], axis=1)
+    result = stats_of(rows).result()
+    np.testing.assert_allclose(result["mean"], rows.mean(axis=0), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(result["std"], rows.std(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(result["min"], rows.min(axis=0))
+    np.testing.assert_array_equal(result["max"], rows.max(axis=0))
+    for name, q in (("q01", 0.01), ("median", 0.5), ("q99", 0.99)):
+        exact = np.quantile(rows, q, axis=0, method="lower")
+        assert np.all(np.abs(np.asarray(result[name]) - exact) <= ALPHA * np.abs(exact) * (1 + 1e-9) + 1e-9), name
+
+
+def test_merging_two_halves_equals_the_whole():
+    rows = np.random.default_rng(1).normal(3.0, 2.0, (10_001, 4))
+    whole = stats_of(rows)
+    first, second = stats_of(rows[:3_333]), stats_of(rows[3_333:])
+    first.merge(second)
+    merged, expected = first.result(), whole.result()
+    for key in ("mean", "std"):
+        np.testing.assert_allclose(merged[key], expected[key], rtol=1e-12)
+    for key in ("count", "min", "max", "q01", "median", "q99"):
+        assert merged[key] == expected[key], key
+
+
+def test_spike_is_caught_by_jump_and_zscore_rules():
+    spec = parse_spec(robomimic_spec(Path("raw")))
+    rng = np.random.default_rng(2)
+    episodes = [rng.normal(0, 0.01, (60, 7)) for _ in range(50)]
+    train = np.concatenate(episodes)
+    spiked = episodes[0].copy()
+    usual = np.median(np.abs(np.diff(spiked[:, 1])))
+    spiked[30, 1] = spiked[29, 1] + 10 * usual * 8  # far beyond 10x the usual change, both ways
+    result = filter_episode(spiked, spec, robust_of(train))
+    assert {(f.rule, f.step, f.dim) for f in result.flags} == {("jump", 30, 1), ("zscore", 30, 1)}
+
+
+def test_clean_gaussian_data_flags_at_most_a_tenth_of_a_percent():
+    spec = parse_spec(robomimic_spec(Path("raw")))
+    rng = np.random.default_rng(3)
+    episodes = [rng.normal(0, 1, (100, 7)) for _ in range(300)]
+    robust = robust_of(np.concatenate(episodes))
+    flagged = sum(len({f.step for f in filter_episode(e, spec, robust).flags}) for e in episodes)
+    assert flagged / (300 * 100) <= 0.001
+
+
+@pytest.mark.parametrize("policy", ["clip", "drop_step", "quarantine"])
+def test_each_policy(policy):
+    spec = parse_spec(robomimic_spec(Path("raw"), filters={"bounds": {"max": [0.5] * 6 + [None], "policy": policy},
+                                                          "zscore": None, "jump": None}))
+    actions = np.zeros((12, 7))
+    actions[0, 2] = 0.9
+    actions[5, 0] = 0.7
+    result = filter_episode(actions, spec, robust_of(actions))
+    assert [(f.step, f.dim, f.value, f.rule, f.policy) for f in result.flags] == [
+        (0, 2, 0.9, "bounds", policy), (5, 0, 0.7, "bounds", policy)
+    ]
+    if policy == "clip":
+        assert not result.quarantined and result.keep.all()
+        assert result.actions[0, 2] == result.actions[5, 0] == 0.5
+    elif policy == "drop_step":
+        assert result.keep.tolist() == [False] + [True] * 4 + [False] + [True] * 6
+        assert result.actions.shape == (10, 7) and np.abs(result.actions).max() == 0
+    else:
+        assert result.quarantined and "bounds rule flagged dz=0.9 at step 0 and 1 more item(s)" in result.rejected
+
+
+def _statistics(mode: str, mask: list[bool], clip: float = 1.0) -> dict:
+    stats = {"mean": [1.0, -2.0, 0.5], "std": [2.0, 0.0, 1.0], "min": [-3.0, -2.0, -1.0], "max": [5.0, -2.0, 2.0],
+             "q01": [-2.0, -2.0, -0.5], "q99": [4.0, -2.0, 1.5], "mask": mask}
+    return {"action": stats, "robolake": {"normalization": {"mode": mode, "clip": clip, "mask": mask}}}
+
+
+@pytest.mark.parametrize("mode", ["mean_std", "bounds_q99", "min_max"])
+def test_normalize_round_trip_zero_range_and_mask(mode):
+    statistics = _statistics(mode, [True, True, False])
+    values = np.array([[0.5, -2.0, 7.0], [1.5, -2.0, -3.0]])
+    normalized = normalize(values, statistics)
+    assert np.all(np.abs(normalized[:, 0]) <= 1)
+    assert np.all(normalized[:, 1] == 0)  # zero range: 0, no division by zero
+    np.testing.assert_array_equal(normalized[:, 2], values[:, 2])  # masked: as it is
+    np.testing.assert_allclose(denormalize(normalized, statistics), values, rtol=1e-12)
+
+
+def test_clipping_is_the_only_loss():
+    statistics = _statistics("bounds_q99", [True, True, True])
+    values = np.array([[10.0, -2.0, 0.5]])
+    assert normalize(values, statistics)[0, 0] == 1.0
+    assert denormalize(normalize(values, statistics), statistics)[0, 0] == 4.0  # q99, not 10
+
+
+@pytest.fixture(scope="module")
+def spiked_raw(robomimic_raw, tmp_path_factory) -> Path:
+    """The session's robomimic files with one spike in the first episode of tabletop_000."""
+    raw = tmp_path_factory.mktemp("spiked")
+    for path in robomimic_raw.glob("*.hdf5"):
+        shutil.copy(path, raw / path.name)
+    with h5py.File(raw / "tabletop_000.hdf5", "r+") as h5:
+        h5["data/demo_1/actions"][0, 0] = 5.0  # the first step, far outside the data
+    return raw
+
+
+@pytest.mark.parametrize("policy", ["clip", "drop_step", "quarantine"])
+def test_policies_in_the_gold_dataset(spiked_raw, tmp_path, policy):
+    rules = {"bounds": {"max": [1.0] * 6 + [None], "policy": policy}, "zscore": None, "jump": None}
+    spec = robomimic_spec(spiked_raw, filters=rules)
+    outcome = run_convert(spec, tmp_path)
+    quarantine_dir = Path(outcome.gold_dir.replace("/gold/rlds/", "/quarantine/"))
+    records = pq.read_table(quarantine_dir / "filtered_actions").to_pylist()
+    spike = records
+    assert [(r["episode_id"], r["step_index"], r["dimension"], r["value"], r["policy"]) for r in spike] == [
+        ("tabletop_000/data/demo_1", 0, "dx", 5.0, policy)
+    ]
+    episodes = {
+        e["episode_metadata"]["episode_id"]: e for split in outcome.manifest["counts"]["by_split"]
+        for e in load_split(outcome.gold_dir, split)
+    }
+    with h5py.File(spiked_raw / "tabletop_000.hdf5") as h5:
+        source = h5["data/demo_1/actions"][()]
+    if policy == "quarantine":
+        assert "tabletop_000/data/demo_1" not in episodes
+        rejected = pq.read_table(quarantine_dir / "quarantine.parquet").to_pylist()
+        assert [(r["episode_id"], r["reason_code"]) for r in rejected] == [("tabletop_000/data/demo_1", "outlier_action")]
+        assert outcome.manifest["counts"]["episodes_written"] == 9
+        return
+    steps = episodes["tabletop_000/data/demo_1"]["steps"]
+    if policy == "clip":
+        assert spike[0]["replacement"] == 1.0 and len(steps) == 24 and steps[0]["action_raw"][0] == 1.0
+    else:
+        assert spike[0]["replacement"] is None and len(steps) == 23
+        assert steps[0]["is_first"] and not any(s["is_first"] for s in steps[1:])  # is_first moved to step 1
+        np.testing.assert_allclose(steps[0]["action_raw"], source[1], rtol=1e-6)
+        assert steps[-1]["is_last"] and steps[-1]["is_terminal"]
+    assert outcome.manifest["filter"]["by_rule"]["bounds"] == 1
+
+
+def test_statistics_come_from_train_only_and_travel_with_the_dataset(robomimic_raw, tmp_path):
+    first = run_convert(robomimic_spec(robomimic_raw), tmp_path / "a")
+    statistics = load_statistics(first.gold_dir)
+    check(statistics, "dataset_statistics", "dataset_statistics.json")
+    train = load_split(first.gold_dir, "train")
+    raw_train = np.concatenate([[s["action_raw"] for s in e["steps"]] for e in train])
+    assert statistics["num_transitions"] == len(raw_train) and statistics["num_trajectories"] == len(train)
+    np.testing.assert_allclose(statistics["action"]["mean"], raw_train.mean(axis=0), rtol=1e-5, atol=1e-7)
+    assert statistics["action"]["mask"] == [True] * 6 + [False]
+    assert set(statistics["robolake"]["cameras"]) == {"front", "wrist"}
+
+    # Change every val/test episode: the statistics stay the same, the dataset does not.
+    changed = tmp_path / "raw"
+    shutil.copytree(robomimic_raw, changed)
+    held_out = [e["episode_metadata"]["episode_id"] for split in ("val", "test")
+                for e in (load_split(first.gold_dir, split) if split in first.manifest["counts"]["by_split"] else [])]
+    assert held_out, "the fixture should put some episodes outside train"
+    for episode_id in held_out:
+        file_id, group = episode_id.split("/", 1)
+        with h5py.File(changed / f"{file_id}.hdf5", "r+") as h5:
+            h5[f"{group}/actions"][:, :6] *= 1.5
+    second = run_convert(robomimic_spec(changed), tmp_path / "b")
+    assert second.manifest["fingerprint"] != first.manifest["fingerprint"]
+    again = load_statistics(second.gold_dir)
+    assert json.dumps(again["action"]) == json.dumps(statistics["action"])
+    assert json.dumps(again["proprio"]) == json.dumps(statistics["proprio"])
