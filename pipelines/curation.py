@@ -222,6 +222,19 @@ class CurateActions(beam.PTransform):
 
 
 HISTOGRAM_BINS = 40
+SIGNIFICANT_DIGITS = 10  # what dataset_statistics.json keeps of each float
+
+
+def _rounded(value):
+    """Floats to SIGNIFICANT_DIGITS: Chan merges in another order (more workers, other
+    bundles) differ in the last bits, and the published file must not."""
+    if isinstance(value, float):
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
 
 
 def normalized_action_histogram(final: DatasetStats, document: dict, names: list[str]) -> dict:
@@ -242,7 +255,7 @@ def normalized_action_histogram(final: DatasetStats, document: dict, names: list
 def statistics_document(final: DatasetStats, raw: DatasetStats, spec: DatasetSpec) -> dict:
     """dataset_statistics.json without its filter summary (the driver adds it):
     OpenVLA/Octo keys first, robolake's own under `robolake`."""
-    document = _statistics(final, raw, spec)
+    document = _rounded(_statistics(final, raw, spec))
     if final.action.count:
         document["robolake"]["action_histogram"] = normalized_action_histogram(final, document, spec.action.names)
     return document

@@ -180,6 +180,9 @@ def test_statistics_come_from_train_only_and_travel_with_the_dataset(robomimic_r
     np.testing.assert_allclose(statistics["action"]["mean"], raw_train.mean(axis=0), rtol=1e-5, atol=1e-7)
     assert statistics["action"]["mask"] == [True] * 6 + [False]
     assert set(statistics["robolake"]["cameras"]) == {"front", "wrist"}
+    front = np.concatenate([[s["observation"]["front"] for s in e["steps"]] for e in train]).reshape(-1, 3) / 255
+    np.testing.assert_allclose(statistics["robolake"]["cameras"]["front"]["mean"], front.mean(axis=0), atol=0.01)
+    np.testing.assert_allclose(statistics["robolake"]["cameras"]["front"]["std"], front.std(axis=0), atol=0.01)
 
     # Change every val/test episode: the statistics stay the same, the dataset does not.
     changed = tmp_path / "raw"
@@ -196,3 +199,23 @@ def test_statistics_come_from_train_only_and_travel_with_the_dataset(robomimic_r
     again = load_statistics(second.gold_dir)
     assert json.dumps(again["action"]) == json.dumps(statistics["action"])
     assert json.dumps(again["proprio"]) == json.dumps(statistics["proprio"])
+
+
+def test_bounds_q99_mode_normalizes_state_and_leaves_the_gripper(robomimic_raw, tmp_path):
+    spec = robomimic_spec(robomimic_raw, normalization={"mode": "bounds_q99", "state": True})
+    outcome = run_convert(spec, tmp_path)
+    statistics = load_statistics(outcome.gold_dir)
+    assert statistics["robolake"]["normalization"]["mode"] == "bounds_q99"
+    silver = pq.read_table(tmp_path / "silver/synthetic_tabletop/steps").to_pylist()
+    raw_state = {(r["episode_id"], r["step_index"]): r["state"] for r in silver}
+    for split in outcome.manifest["counts"]["by_split"]:
+        for episode in load_split(outcome.gold_dir, split):
+            episode_id = episode["episode_metadata"]["episode_id"]
+            actions = np.array([s["action"] for s in episode["steps"]])
+            raw = np.array([s["action_raw"] for s in episode["steps"]])
+            assert np.abs(actions).max() <= 1.0
+            np.testing.assert_array_equal(actions[:, 6], raw[:, 6])  # the gripper is masked
+            np.testing.assert_allclose(actions, normalize(raw, statistics).astype(np.float32), atol=1e-6)
+            state = np.array([raw_state[(episode_id, i)] for i in range(len(episode["steps"]))])
+            expected = normalize(state, statistics, "state").astype(np.float32)
+            np.testing.assert_allclose([s["observation"]["state"] for s in episode["steps"]], expected, atol=1e-6)

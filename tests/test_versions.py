@@ -70,6 +70,8 @@ def test_two_workers_match_one_worker(robomimic_raw, tmp_path):
     assert one.manifest["counts"] == two.manifest["counts"]
     assert shard_digests(one.gold_dir) == shard_digests(two.gold_dir)
     assert records(one.gold_dir, one.manifest) == records(two.gold_dir, two.manifest)
+    statistics = [(Path(d) / "dataset_statistics.json").read_bytes() for d in (one.gold_dir, two.gold_dir)]
+    assert statistics[0] == statistics[1]
 
 
 def _convert_command(spec_path: Path, lake: Path) -> list[str]:
