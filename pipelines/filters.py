@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from robolake.spec import DatasetSpec
 
@@ -93,42 +94,57 @@ def _zscore_flags(actions: np.ndarray, spec: DatasetSpec, robust: RobustStats) -
     return flags
 
 
-def _local_change(deltas: np.ndarray, t: int, window: int) -> float:
-    """Median |step-to-step change| around step t, leaving out the two changes that touch t."""
-    around = np.concatenate([deltas[max(0, t - 1 - window) : max(0, t - 1)], deltas[t + 1 : t + 1 + window]])
-    return float(np.median(around)) if around.size else 0.0
+def _local_changes(deltas: np.ndarray, length: int, window: int) -> np.ndarray:
+    """Per step t, the median |change| over `window` changes on each side, leaving out
+    the two changes that touch t (0 where there are none)."""
+    pad = np.full(window + 1, np.nan)
+    windows = sliding_window_view(np.concatenate([pad, deltas, pad]), window)
+    steps = np.arange(length)
+    around = np.sort(np.concatenate([windows[steps], windows[steps + window + 2]], axis=1), axis=1)  # NaNs last
+    valid = (~np.isnan(around)).sum(axis=1)
+    low = np.take_along_axis(around, np.maximum(valid - 1, 0)[:, None] // 2, axis=1)[:, 0]
+    high = np.take_along_axis(around, (valid // 2)[:, None], axis=1)[:, 0]
+    return np.where(valid > 0, (low + high) / 2, 0.0)
 
 
 def _jump_flags(actions: np.ndarray, spec: DatasetSpec, robust: RobustStats) -> list[Flag]:
     """Single-step spikes: the changes into and out of step t both exceed `ratio` times the
     typical change nearby, the value comes back (steps t-1 and t+1 agree within that
     limit), and the changes just outside (into t-1, out of t+1) are `ratio` times
-    smaller than those into and out of t; this tells
-    a spike from the ramp or peak of a fast motion. At an episode's ends the one change
-    there is used. The typical change is floored at 1/ratio of the dimension's robust
-    standard deviation, so a spike must also exceed one standard deviation, and the value
-    must lie outside the train split's [q01, q99]: a spike is an unusual value, not a
-    control style (sparse spacemouse blips and keyboard pulses of ordinary size are not
-    outliers)."""
+    smaller than those into and out of t; this tells a spike from the ramp or peak of a
+    fast motion. At an episode's ends the one change there is used. The typical change
+    is floored at 1/ratio of the dimension's robust standard deviation, so a spike must
+    also exceed one standard deviation, and the value must lie outside the train split's
+    [q01, q99]: a spike is an unusual value, not a control style (sparse spacemouse blips
+    and keyboard pulses of ordinary size are not outliers)."""
     rule = spec.filters.jump
-    if rule is None or len(actions) < 3:
+    length = len(actions)
+    if rule is None or length < 3:
         return []
     flags = []
     scales = robust.scale()
+    gap = np.full(2, np.nan)
     for d in spec.filtered_dims():
         column = actions[:, d]
         deltas = np.abs(np.diff(column))  # deltas[i] is the change from step i to step i + 1
         spread = scales[d] / rule.ratio if np.isfinite(scales[d]) else 0.0
-        floor = max(float(np.median(deltas)), spread)
-        for t in range(len(column)):
-            limit = rule.ratio * max(_local_change(deltas, t, rule.window), floor, 1e-12)
-            touching = deltas[max(0, t - 1) : t + 1]  # into t, out of t
-            flanking = deltas[max(0, t - 2) : max(0, t - 1)].tolist() + deltas[t + 1 : t + 2].tolist()
-            returns = t in (0, len(column) - 1) or abs(column[t + 1] - column[t - 1]) <= limit
-            unusual = not robust.q01[d] <= column[t] <= robust.q99[d]
-            if unusual and returns and (touching > limit).all() and all(x * rule.ratio <= touching.min() for x in flanking):
-                anchor = column[t - 1] if t > 0 else column[t + 1]
-                flags.append(Flag(t, d, float(column[t]), "jump", rule.policy, anchor - limit, anchor + limit))
+        typical = np.maximum(_local_changes(deltas, length, rule.window), max(float(np.median(deltas)), spread, 1e-12))
+        limit = rule.ratio * typical
+        into, out = np.concatenate([gap[:1], deltas]), np.concatenate([deltas, gap[:1]])
+        flank_in, flank_out = np.concatenate([gap, deltas])[:length], np.concatenate([deltas[1:], gap])[:length]
+        touching = np.fmin(into, out)  # the smaller of the one or two changes at t
+        with np.errstate(invalid="ignore"):
+            spikes = (
+                (np.isnan(into) | (into > limit)) & (np.isnan(out) | (out > limit))
+                & (np.isnan(flank_in) | (flank_in * rule.ratio <= touching))
+                & (np.isnan(flank_out) | (flank_out * rule.ratio <= touching))
+                & ~((robust.q01[d] <= column) & (column <= robust.q99[d]))
+            )
+        returns = np.ones(length, bool)
+        returns[1:-1] = np.abs(column[2:] - column[:-2]) <= limit[1:-1]
+        for t in np.nonzero(spikes & returns)[0]:
+            anchor = column[t - 1] if t > 0 else column[t + 1]
+            flags.append(Flag(int(t), d, float(column[t]), "jump", rule.policy, anchor - limit[t], anchor + limit[t]))
     return flags
 
 
