@@ -48,7 +48,7 @@ the work itself added. Rates use the child's own clock around the measured work 
 include generating the synthetic steps (shown apart). "cores" is the CPU time of that
 work over its wall time. MB are 10^6 bytes.
 
-    python benchmarks/stats.py      # 1M and 100k steps: about 7 minutes on 2 cores, most of it in filter_episode
+    python benchmarks/stats.py      # 1M and 100k steps: about 2 minutes on 2 cores
     python benchmarks/stats.py --steps 100000 --small-steps 10000 --merge-steps 20000   # quick check
 """
 
