@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 
 import apache_beam as beam
+import cv2
 import numpy as np
 
 ALPHA = 0.005  # relative accuracy of every quantile
@@ -193,14 +194,17 @@ class PixelStats(Moments):
     def __init__(self):
         super().__init__(3)
 
-    def add_frame(self, frame: np.ndarray) -> None:
-        self.add(np.asarray(frame, np.float64).reshape(-1, 3) / 255.0)
+    def add_frame(self, rgb: np.ndarray) -> None:
+        """One uint8 frame, from OpenCV's per-channel mean and std (no float copy of it)."""
+        mean, std = cv2.meanStdDev(rgb)
+        frame = Moments(3)
+        frame.count = rgb.shape[0] * rgb.shape[1]
+        frame.mean = mean.ravel() / 255.0
+        frame.m2 = (std.ravel() / 255.0) ** 2 * frame.count
+        self.merge(frame)
 
     def result(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std().tolist(), "pixels": self.count}
-
-
-LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
 
 
 class CameraSummary:
@@ -214,9 +218,9 @@ class CameraSummary:
 
     def add_frame(self, rgb: np.ndarray) -> None:
         self.pixels.add_frame(rgb)
-        luma = rgb.reshape(-1, 3) @ LUMA / 255.0
-        self.brightness.append(float(luma.mean()))
-        self.contrast.append(float(luma.std()))
+        mean, std = cv2.meanStdDev(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))  # luma, ITU-R BT.601
+        self.brightness.append(float(mean[0, 0]) / 255.0)
+        self.contrast.append(float(std[0, 0]) / 255.0)
 
     def row(self) -> dict:
         """Columns of the silver episodes table for this camera."""
