@@ -63,6 +63,7 @@ from robolake.hashing import sha256_file  # noqa: E402
 from robolake.lake import Lake  # noqa: E402
 from robolake.spec import DatasetSpec, load_spec  # noqa: E402
 from robolake.sample import write_robomimic_dataset  # noqa: E402
+from harness import MB, Target, wait_sampling_rss  # noqa: E402
 from schemas.rlds import rlds_features  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +74,6 @@ EPISODE_ATTRS = ["task", "object", "color", "scene", "lighting", "operator"]
 EPISODES_PER_FILE = 4
 RESULT_PREFIX = "BENCH_RESULT "
 SAMPLE_S = 0.1
-MB = 1e6
 
 
 def tabletop_spec(input_dir: str) -> DatasetSpec:
@@ -269,33 +269,6 @@ class Measurement:
         return self.cpu_seconds / self.seconds
 
 
-def tree_rss(root: psutil.Process) -> int:
-    """RSS of a process and all its descendants, summed (shared pages count once per process)."""
-    try:
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def wait_sampling_rss(child: subprocess.Popen) -> int:
-    """Wait for the child to exit; returns the peak RSS of its process tree."""
-    root, peak = psutil.Process(child.pid), 0
-    while True:
-        peak = max(peak, tree_rss(root))
-        try:
-            child.wait(timeout=SAMPLE_S)
-            return peak
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def measure(config: Config, input_dir: str, workdir: str) -> Measurement:
     """Run one configuration in a fresh child process; output and log stay in workdir."""
     out_dir = tempfile.mkdtemp(prefix=f"{config.key}-", dir=workdir)
@@ -306,7 +279,7 @@ def measure(config: Config, input_dir: str, workdir: str) -> Measurement:
     ]
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        peak = wait_sampling_rss(child)
+        peak = wait_sampling_rss(child, SAMPLE_S)
     with open(log_path) as log:
         lines = log.read().splitlines()
     results = [line[len(RESULT_PREFIX) :] for line in lines if line.startswith(RESULT_PREFIX)]
@@ -356,19 +329,6 @@ def print_table(measurements: list[Measurement]) -> None:
             f"{m.config.label:<42} {m.episodes:>8} {m.steps:>6} {m.seconds:>8.1f} {m.steps_per_s:>8.1f} "
             f"{m.mb_per_s:>6.1f} {m.cores:>5.2f} {m.peak_rss / MB:>6.0f} MB"
         )
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    measured: str
-    goal: str
-    met: bool
-    short: str  # for the summary line
-
-    @property
-    def verdict(self) -> str:
-        return "PASS" if self.met else "MISS"
 
 
 def evaluate(results: dict[str, Measurement]) -> list[Target]:

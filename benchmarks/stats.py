@@ -74,12 +74,13 @@ from pipelines.filters import filter_episode
 from pipelines.stats import ALPHA, ZERO_WIDTH, DatasetStats, DatasetStatsFn, VectorStats
 from robolake.spec import DatasetSpec, parse_spec
 
+from harness import MB, Target, wait_sampling_rss
+
 ACTION_DIM = 7  # six arm dimensions and the gripper (the spec's default action names)
 STATE_DIM = 9  # eef position 3, quaternion 4, finger positions 2
 ARM_DIMS = 6
 RESULT_PREFIX = "BENCH_RESULT "
 SAMPLE_S = 0.05
-MB = 1e6
 RSS_GROWTH_LIMIT = 1.20
 QUANTILES = {"q01": 0.01, "median": 0.5, "q99": 0.99}
 
@@ -400,32 +401,6 @@ class Measurement:
         return self.result["cpu_seconds"] / self.seconds
 
 
-def tree_rss(root: psutil.Process) -> int:
-    try:
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def wait_sampling_rss(child: subprocess.Popen) -> int:
-    """Wait for the child to exit; returns the peak sampled RSS of its process tree."""
-    root, peak = psutil.Process(child.pid), 0
-    while True:
-        peak = max(peak, tree_rss(root))
-        try:
-            child.wait(timeout=SAMPLE_S)
-            return peak
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def measure(config: Config, args: argparse.Namespace, workdir: str) -> Measurement:
     out_dir = tempfile.mkdtemp(prefix=f"{config.key}-", dir=workdir)
     log_path = f"{out_dir}.log"
@@ -436,7 +411,7 @@ def measure(config: Config, args: argparse.Namespace, workdir: str) -> Measureme
     ]
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        sampled = wait_sampling_rss(child)
+        sampled = wait_sampling_rss(child, SAMPLE_S)
     with open(log_path) as log:
         lines = log.read().splitlines()
     results = [line[len(RESULT_PREFIX):] for line in lines if line.startswith(RESULT_PREFIX)]
@@ -514,18 +489,6 @@ def print_exact(m: Measurement) -> None:
               f"mean max rel err {report[field]['mean_max_rel_err']:.1e}, "
               f"std max rel err {report[field]['std_max_rel_err']:.1e}")
     print(f"  arm MAD (robust scale of the filter; no documented bound) max rel err {report['mad_max_rel_err']:.2e}")
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    measured: str
-    goal: str
-    met: bool
-
-    @property
-    def verdict(self) -> str:
-        return "PASS" if self.met else "MISS"
 
 
 def evaluate(results: dict[str, Measurement]) -> list[Target]:
