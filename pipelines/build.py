@@ -180,7 +180,8 @@ def convert(
                 f"reasons in {lake.quarantine(spec.name, spec.version)}/quarantine.parquet, "
                 f"first: {summary[QUARANTINE][0]['episode_id']}: {summary[QUARANTINE][0]['reason']}"
             )
-        statistics_sha256 = _write_statistics(ctx, summary[STATISTICS][0]["document"], filtered)
+        statistics = summary[STATISTICS][0]["document"]
+        statistics_sha256 = _write_statistics(ctx, statistics, filtered)
         manifest = _write_gold_metadata(ctx, summary, counts, beam_args, time.time() - started)
         manifest["statistics_sha256"] = statistics_sha256
         manifest["filter"] = filtered
@@ -206,7 +207,6 @@ def convert(
     )
     reports = lake.reports(spec.name, spec.version)
     write_json(join(reports, "convert.json"), _metrics(manifest))
-    statistics = read_json(join(gold_dir, "dataset_statistics.json"))
     write_bytes(join(reports, "action_histogram.csv"), _histogram_csv(statistics["robolake"]["action_histogram"]))
     return BuildOutcome(gold_dir, manifest)
 
@@ -267,7 +267,7 @@ def _metrics(manifest: dict) -> dict:
         "megabytes_written": round(counts["bytes_written"] / 1e6, 3),
         "episodes_by_split": {split: v["episodes"] for split, v in counts["by_split"].items()},
         "quarantined_by_reason": manifest["quarantine_reasons"],
-        "filter": {k: v for k, v in manifest["filter"].items()},
+        "filter": manifest["filter"],
         "seconds": seconds,
         "steps_per_second": round(counts["steps_written"] / seconds, 1),
     }

@@ -21,7 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.episode import QuarantineRecord
 from pipelines.filters import FilterResult, RobustStats, filter_episode
-from pipelines.silver_writer import fixed_list
+from pipelines.silver_writer import fixed_list, vectors
 from pipelines.stats import ALPHA, DatasetStats, DatasetStatsFn, PixelStats, pixel_stats_from_row
 from robolake.lake import write_table
 from robolake.normalization import normalize
@@ -65,11 +65,6 @@ class FilterCounts:
     by_rule: dict[str, int]
 
 
-def _vectors(table: pa.Table, column: str) -> np.ndarray:
-    values = table.column(column).combine_chunks()
-    return values.flatten().to_numpy().astype(np.float64).reshape(len(values), -1)
-
-
 def numeric_episodes(files: SilverShardFiles, spec: DatasetSpec) -> Iterator[NumericEpisode]:
     """Each episode of one silver shard, reading only its numeric columns."""
     with FileSystems.open(files.episodes_path, compression_type="uncompressed") as f:
@@ -88,7 +83,7 @@ def numeric_episodes(files: SilverShardFiles, spec: DatasetSpec) -> Iterator[Num
             }
             yield NumericEpisode(
                 files.split, row["episode_id"], row["source_path"], row["source_sha256"],
-                _vectors(steps, "action_raw"), _vectors(steps, "state"), cameras,
+                vectors(steps, "action_raw"), vectors(steps, "state"), cameras,
             )
 
 
@@ -287,7 +282,7 @@ def _statistics(final: DatasetStats, raw: DatasetStats, spec: DatasetSpec) -> di
 def curate_steps(steps: pa.Table, spec: DatasetSpec, robust: RobustStats, statistics: dict) -> pa.Table | None:
     """One silver episode as gold stores it: filtered (None if quarantined), `action_raw`
     the filtered raw actions, `action` normalized, step flags following the kept steps."""
-    result = filter_episode(_vectors(steps, "action_raw"), spec, robust)
+    result = filter_episode(vectors(steps, "action_raw"), spec, robust)
     if result.quarantined:
         return None
     kept = steps.filter(pa.array(result.keep))
@@ -300,7 +295,7 @@ def curate_steps(steps: pa.Table, spec: DatasetSpec, robust: RobustStats, statis
         "is_terminal": pa.array(last),
     }
     if spec.normalization.state:
-        replacements["state"] = fixed_list(normalize(_vectors(kept, "state"), statistics, "state"))
+        replacements["state"] = fixed_list(normalize(vectors(kept, "state"), statistics, "state"))
     for name, column in replacements.items():
         kept = kept.set_column(kept.schema.get_field_index(name), kept.schema.field(name), column)
     return kept

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow_datasets as tfds
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_datasets.core import example_serializer, naming
 
+from pipelines.silver_writer import vectors
 from robolake.spec import DatasetSpec
 from schemas.rlds import metadata_fields
 
@@ -22,11 +22,6 @@ TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 
 def shard_filename(dataset: str, split: str, index: int, num_shards: int) -> str:
     return f"{dataset}-{split}.{FILE_FORMAT}-{index:05d}-of-{num_shards:05d}"
-
-
-def _vectors(table: pa.Table, column: str) -> np.ndarray:
-    col = table.column(column).combine_chunks()
-    return col.flatten().to_numpy().reshape(len(col), -1)
 
 
 def encoded_episode(steps: pa.Table, metadata: dict[str, str], spec: DatasetSpec) -> dict:
@@ -39,10 +34,10 @@ def encoded_episode(steps: pa.Table, metadata: dict[str, str], spec: DatasetSpec
         "steps": {
             "observation": {
                 **{cam.name: steps.column(f"image_{cam.name}").to_pylist() for cam in spec.cameras},
-                "state": _vectors(steps, "state"),
+                "state": vectors(steps, "state"),
             },
-            "action": _vectors(steps, "action"),
-            "action_raw": _vectors(steps, "action_raw"),
+            "action": vectors(steps, "action"),
+            "action_raw": vectors(steps, "action_raw"),
             **{c: steps.column(c).to_numpy() for c in ("reward", "discount", "is_first", "is_last", "is_terminal")},
             "language_instruction": text("language_instruction"),
         },

@@ -24,6 +24,12 @@ def partition_dir(table_root: str, split: str) -> str:
     return join(table_root, f"split={split}")
 
 
+def vectors(table: pa.Table, column: str) -> np.ndarray:
+    """A fixed-size list column as a (rows, width) array (the inverse of fixed_list)."""
+    values = table.column(column).combine_chunks()
+    return values.flatten().to_numpy().reshape(len(values), -1)
+
+
 def fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), values.shape[1])
 
