@@ -31,10 +31,6 @@ class Alignment:
     indices: dict[str, np.ndarray]  # stream -> message index (into its read order) per kept tick, -1: none
     dropped: dict[str, int] = field(default_factory=dict)  # stream -> ticks dropped because it was stale
 
-    @property
-    def dropped_total(self) -> int:
-        return sum(self.dropped.values())
-
 
 def ticks_at_rate(start_ns: int, end_ns: int, rate_hz: float) -> np.ndarray:
     """Ticks from start to end inclusive, 1/rate apart (ns, int64)."""
