@@ -25,7 +25,7 @@ from pipelines.convert import (
     FILTER_TOTALS, GOLD_SHARDS, QUARANTINE, SILVER_SHARDS, SOURCES, STATISTICS, BuildContext, SourceFile, build_pipeline,
 )
 from pipelines import raw_manifest
-from pipelines.hdf5_source import resolve_keys, state_width
+from pipelines.sources import SourceReader, source_reader
 from pipelines.rlds_writer import write_dataset_info
 from robolake import progress, provenance
 from robolake.errors import RobolakeError
@@ -50,36 +50,39 @@ def _glob_base(pattern: str) -> str:
     return head.rsplit("/", 1)[0] if "/" in head else ""
 
 
-def discover_sources(spec: DatasetSpec, known: dict[str, dict]) -> list[SourceFile]:
-    """Source files with episode-id prefixes (the path under the glob's base, no
-    extension) and, from `known` (the raw manifest), hashes still valid."""
+def discover_sources(spec: DatasetSpec, reader: SourceReader, known: dict[str, dict]) -> list[SourceFile]:
+    """Source files (or bag folders) with episode-id prefixes (the path under the glob's
+    base, no extension) and, from `known` (the raw manifest), hashes still valid. Size
+    and mtime cover the companion files too, so editing a bag's sidecar rehashes it."""
     found: dict[str, SourceFile] = {}
     for pattern in spec.source.paths:
-        matches = FileSystems.match([pattern])[0].metadata_list
+        matches = reader.find(pattern)
         if not matches:
-            raise RobolakeError(f"source.paths: no file matches {pattern!r} (relative to the working directory)")
+            raise RobolakeError(f"source.paths: no input matches {pattern!r} (relative to the working directory)")
         base = _glob_base(pattern)
-        for match in sorted(matches, key=lambda m: m.path):
-            relative = posixpath.relpath(match.path, base) if base else match.path.lstrip("/")
+        for path, size, mtime in sorted(matches):
+            relative = posixpath.relpath(path, base) if base else path.lstrip("/")
             relative_id = posixpath.splitext(relative)[0]
-            if relative_id in found and found[relative_id].path != match.path:
+            if relative_id in found and found[relative_id].path != path:
                 raise RobolakeError(
-                    f"source.paths: {found[relative_id].path} and {match.path} give the same episode id prefix "
+                    f"source.paths: {found[relative_id].path} and {path} give the same episode id prefix "
                     f"{relative_id!r}; list them under one glob"
                 )
-            size, mtime = match.size_in_bytes, match.last_updated_in_seconds
-            sha256 = raw_manifest.known_sha256(known.get(match.path), size, mtime)
-            found[relative_id] = SourceFile(match.path, relative_id, size, mtime, sha256)
+            companions = reader.companions(path)
+            for companion in FileSystems.match(list(companions)) if companions else []:
+                size += companion.metadata_list[0].size_in_bytes
+                mtime = max(mtime, companion.metadata_list[0].last_updated_in_seconds)
+            sha256 = raw_manifest.known_sha256(known.get(path), size, mtime)
+            found[relative_id] = SourceFile(path, relative_id, size, mtime, sha256, companions)
     return sorted(found.values(), key=lambda s: s.relative_id)
 
 
-def infer_state_dim(spec: DatasetSpec, sources: list[SourceFile]) -> int:
-    keys = resolve_keys(spec)
+def infer_state_dim(reader: SourceReader, sources: list[SourceFile]) -> int:
     for source in sources:
-        width = state_width(source.path, spec, keys)
+        width = reader.state_width(source.path)
         if width is not None:
             return width
-    raise RobolakeError(f"state.keys: none of {keys.state_keys} could be read from any source file")
+    raise RobolakeError(f"{reader.state_source()}: could not be read from any source")
 
 
 def fingerprint(spec: DatasetSpec, sources: list[dict]) -> str:
@@ -151,8 +154,9 @@ def convert(
     Nothing is published unless the whole build succeeds."""
     started, started_at = time.time(), provenance.utc_now()
     refuse_existing(lake, spec.name, spec.version, overwrite)
-    sources = discover_sources(spec, {} if rehash else raw_manifest.registered(lake))
-    ctx = BuildContext(spec, resolve_keys(spec), infer_state_dim(spec, sources), lake.new_staging(spec.name, spec.version))
+    reader = source_reader(spec)
+    sources = discover_sources(spec, reader, {} if rehash else raw_manifest.registered(lake))
+    ctx = BuildContext(spec, reader, infer_state_dim(reader, sources), lake.new_staging(spec.name, spec.version))
     for stale in remove_stale_staging(lake, spec.name, spec.version):
         progress.console.print(f"removed the leftovers of an interrupted build: {stale}")
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
@@ -224,6 +228,7 @@ def _dataset_provenance(lake: Lake, manifest: dict, started_at: str) -> dict:
         },
         inputs=[
             {"path": s["path"], "sha256": s["sha256"], "bytes": s["bytes"], "episodes": s["episodes"]}
+            | ({"companions": s["companions"]} if s["companions"] else {})
             for s in manifest["sources"]
         ],
         started_at=started_at,
@@ -267,10 +272,19 @@ def _metrics(manifest: dict) -> dict:
         "megabytes_written": round(counts["bytes_written"] / 1e6, 3),
         "episodes_by_split": {split: v["episodes"] for split, v in counts["by_split"].items()},
         "quarantined_by_reason": manifest["quarantine_reasons"],
+        "dropped_ticks": manifest["alignment"]["dropped_ticks"],
         "filter": manifest["filter"],
         "seconds": seconds,
         "steps_per_second": round(counts["steps_written"] / seconds, 1),
     }
+
+
+def _dropped_ticks(shards: list[dict]) -> dict[str, int]:
+    """Control ticks dropped as stale in alignment, by stream, over the written episodes."""
+    total: Counter = Counter()
+    for shard in shards:
+        total.update(shard["dropped_ticks"])
+    return dict(sorted(total.items()))
 
 
 def _write_gold_metadata(ctx: BuildContext, summary: dict, counts: dict, beam_args: list[str], pipeline_s: float) -> dict:
@@ -295,6 +309,7 @@ def _write_gold_metadata(ctx: BuildContext, summary: dict, counts: dict, beam_ar
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "counts": counts,
         "quarantine_reasons": dict(sorted(Counter(q["reason_code"] for q in summary[QUARANTINE]).items())),
+        "alignment": {"dropped_ticks": _dropped_ticks(summary[SILVER_SHARDS])},
         "sources": sources,
         "beam_options": beam_args,
         "timings": {"pipeline_s": round(pipeline_s, 3)},

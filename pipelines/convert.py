@@ -15,14 +15,14 @@ import apache_beam as beam
 
 from pipelines.curation import CurateActions, SilverShardFiles, curate_steps, robust_stats
 from pipelines.episode import EpisodeRef, EpisodeRejected, QuarantineRecord, stable_hash
-from pipelines.hdf5_source import SourceKeys, open_hdf5, plan_file, read_episode
 from pipelines.images import FramePreprocessor
 from pipelines.rlds_writer import EpisodeSerializer, shard_filename, silver_episodes
 from pipelines.silver_writer import ShardStepsWriter, episode_row, episodes_table, part_name, partition_dir
+from pipelines.sources import SourceReader
 from pipelines.splits import assign_shards, assign_split
 from pipelines.tfrecord import write_tfrecord
 from robolake import progress
-from robolake.hashing import sha256_file
+from robolake.hashing import sha256_source
 from robolake.lake import join, write_json, write_table
 from robolake.spec import DatasetSpec
 from schemas.rlds import rlds_features
@@ -42,6 +42,7 @@ class SourceFile:
     bytes: int = 0
     mtime: float = 0.0
     known_sha256: str | None = None  # registered in lake/raw/manifest.parquet for this size and mtime
+    companions: tuple[str, ...] = ()  # files hashed with it (a bag's sidecar YAML)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class SourceRecord:
     mtime: float
     episodes: int  # planned for ingest
     quarantined: int  # quarantined while planning (unreadable file, missing attribute)
+    companions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class ShardResult:
     shard: int
     episodes: int
     steps: int
+    dropped_ticks: dict[str, int] = dataclasses.field(default_factory=dict)  # rosbag alignment, by stream
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,10 @@ class Statistics:
 
 @dataclass(frozen=True)
 class BuildContext:
-    """Everything the workers need, picklable: spec, resolved keys and staging paths."""
+    """Everything the workers need, picklable: spec, source reader and staging paths."""
 
     spec: DatasetSpec
-    keys: SourceKeys
+    source: SourceReader
     state_dim: int
     staging: str
 
@@ -118,9 +121,9 @@ class _PlanFile(beam.DoFn):
         self.ctx = ctx
 
     def process(self, source: SourceFile):
-        sha256 = source.known_sha256 or sha256_file(source.path)
+        sha256 = source.known_sha256 or sha256_source(source.path, source.companions)
         episodes = quarantined = 0
-        for item in plan_file(source.path, source.relative_id, sha256, self.ctx.spec, self.ctx.keys):
+        for item in self.ctx.source.plan(source.path, source.relative_id, sha256):
             if isinstance(item, QuarantineRecord):
                 quarantined += 1
                 yield beam.pvalue.TaggedOutput(QUARANTINE, item)
@@ -131,7 +134,9 @@ class _PlanFile(beam.DoFn):
             self.ctx.progress_dir, f"plan-{stable_hash(source.path)[:16]}",
             planned=episodes + quarantined, quarantined=quarantined,
         )
-        record = SourceRecord(source.path, source.relative_id, sha256, source.bytes, source.mtime, episodes, quarantined)
+        record = SourceRecord(
+            source.path, source.relative_id, sha256, source.bytes, source.mtime, episodes, quarantined, source.companions
+        )
         yield beam.pvalue.TaggedOutput(SOURCES, record)
 
 
@@ -178,11 +183,10 @@ class _IngestShard(beam.DoFn):
         (split, shard), refs = keyed
         ctx = self.ctx
         steps_path = join(partition_dir(ctx.steps_root, split), part_name(shard))
-        writer, written, quarantined = None, [], 0
+        writer, written, quarantined, dropped_ticks = None, [], 0, {}
         for ref in sorted(refs, key=lambda r: r.order_key):
             try:
-                with open_hdf5(ref.source_path) as h5:
-                    episode = read_episode(h5, ref, ctx.spec, ctx.keys, ctx.state_dim, self.preprocessors)
+                episode = ctx.source.read(ref, ctx.state_dim, self.preprocessors)
             except EpisodeRejected as exc:
                 record = QuarantineRecord(ref.episode_id, ref.source_path, ref.source_sha256, exc.code, exc.reason)
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -193,19 +197,21 @@ class _IngestShard(beam.DoFn):
                 writer = writer or ShardStepsWriter(steps_path, ctx.spec, ctx.state_dim)
                 writer.write(episode)
                 written.append(episode_row(episode))
+                for stream, count in episode.dropped_ticks.items():
+                    dropped_ticks[stream] = dropped_ticks.get(stream, 0) + count
                 record = None
             if record is not None:
                 quarantined += 1
                 yield beam.pvalue.TaggedOutput(QUARANTINE, record)
             progress.report(
                 ctx.progress_dir, f"ingest-{split}-{shard}",
-                written=len(written), quarantined=quarantined, steps=sum(steps for _, steps, _ in written),
+                written=len(written), quarantined=quarantined, steps=sum(row.num_steps for row in written),
             )
         if writer is not None:
             writer.close()
             table = episodes_table(written, ctx.spec)
             write_table(join(partition_dir(ctx.episodes_root, split), part_name(shard)), table)
-        yield ShardResult(split, shard, len(written), sum(steps for _, steps, _ in written))
+        yield ShardResult(split, shard, len(written), sum(row.num_steps for row in written), dropped_ticks)
 
 
 def shard_files(ctx: BuildContext, result: ShardResult) -> SilverShardFiles:

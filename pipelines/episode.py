@@ -30,6 +30,7 @@ class EpisodeRef:
     metadata: dict[str, str] = field(hash=False)
     split: str = ""
     shard: int = -1
+    window: tuple[int, int] | None = None  # rosbag: receive-time span [start, stop) ns of a split bag
 
     @property
     def task(self) -> str:
@@ -70,10 +71,19 @@ class Episode:
     rewards: np.ndarray  # (T,) float32
     images: dict[str, list[bytes]]
     cameras: dict[str, CameraSummary]
+    dropped_ticks: dict[str, int] = field(default_factory=dict)  # rosbag: stream -> ticks dropped as stale
+    timestamps: np.ndarray | None = None  # seconds since the first step (default: step / control rate)
 
     @property
     def num_steps(self) -> int:
         return len(self.actions)
+
+
+def terminal_rewards(num_steps: int) -> np.ndarray:
+    """The default reward when a source records none: 1.0 on the last step, 0 elsewhere."""
+    rewards = np.zeros(num_steps, np.float32)
+    rewards[-1:] = 1.0
+    return rewards
 
 
 def check_length(name: str, length: int, expected: int) -> None:

@@ -24,8 +24,9 @@ from pipelines.episode import (
     check_finite,
     check_length,
     check_step_bounds,
+    terminal_rewards,
 )
-from pipelines.images import FramePreprocessor
+from pipelines.images import FramePreprocessor, preprocess_frames
 from pipelines.stats import CameraSummary
 from robolake.errors import SpecError
 from robolake.spec import DatasetSpec, ValueSource
@@ -213,13 +214,8 @@ def _frames(dataset: h5py.Dataset, key: str, preprocessor: FramePreprocessor) ->
         raise EpisodeRejected(
             "bad_shape", f"camera dataset {key!r} is {dataset.dtype} {dataset.shape}, expected uint8 (T, H, W, 3)"
         )
-    encoded, summary = [], CameraSummary()
-    for start in range(0, len(dataset), FRAMES_PER_READ):
-        for frame in dataset[start : start + FRAMES_PER_READ]:
-            resized = preprocessor.resize(frame)
-            encoded.append(preprocessor.encode_resized(resized))
-            summary.add_frame(preprocessor.rgb(resized))
-    return encoded, summary
+    chunks = (dataset[start : start + FRAMES_PER_READ] for start in range(0, len(dataset), FRAMES_PER_READ))
+    return preprocess_frames((frame for chunk in chunks for frame in chunk), preprocessor)
 
 
 def read_episode(
@@ -248,8 +244,7 @@ def read_episode(
         rewards = _dataset(node, keys.reward_key)[()].astype(np.float32).reshape(-1)
         check_length(f"rewards ({keys.reward_key})", len(rewards), num_steps)
     else:
-        rewards = np.zeros(num_steps, np.float32)
-        rewards[-1:] = 1.0
+        rewards = terminal_rewards(num_steps)
     check_step_bounds(num_steps, spec)
     check_finite("action", actions)
     check_finite("state", state)
@@ -273,3 +268,33 @@ def state_width(path: str, spec: DatasetSpec, keys: SourceKeys) -> int | None:
     except (OSError, ValueError, KeyError):
         return None
     return None
+
+
+class Hdf5Source:
+    """HDF5 files as the conversion pipeline sees any source: plan a file's episodes,
+    read one episode, tell the state width. Picklable (spec and resolved keys only)."""
+
+    def __init__(self, spec: DatasetSpec):
+        self.spec = spec
+        self.keys = resolve_keys(spec)
+
+    def find(self, pattern: str) -> list[tuple[str, int, float]]:
+        """(path, bytes, mtime) of the files a glob matches, local or remote."""
+        return [(m.path, m.size_in_bytes, m.last_updated_in_seconds)
+                for m in FileSystems.match([pattern])[0].metadata_list]
+
+    def companions(self, path: str) -> tuple[str, ...]:
+        return ()
+
+    def plan(self, path: str, relative_id: str, sha256: str) -> Iterator[EpisodeRef | QuarantineRecord]:
+        return plan_file(path, relative_id, sha256, self.spec, self.keys)
+
+    def read(self, ref: EpisodeRef, state_dim: int, preprocessors: dict[str, FramePreprocessor]) -> Episode:
+        with open_hdf5(ref.source_path) as h5:
+            return read_episode(h5, ref, self.spec, self.keys, state_dim, preprocessors)
+
+    def state_width(self, path: str) -> int | None:
+        return state_width(path, self.spec, self.keys)
+
+    def state_source(self) -> str:
+        return f"state.keys {self.keys.state_keys}"

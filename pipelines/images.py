@@ -6,6 +6,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from collections.abc import Iterable
+
+from pipelines.stats import CameraSummary
 from robolake.spec import CameraSpec
 
 cv2.setNumThreads(1)  # one frame per call; parallelism comes from Beam workers
@@ -52,3 +55,13 @@ class FramePreprocessor:
         if not ok:
             raise ValueError(f"OpenCV could not encode a {resized.shape} frame")
         return buffer.tobytes()
+
+
+def preprocess_frames(frames: Iterable[np.ndarray], preprocessor: FramePreprocessor) -> tuple[list[bytes], CameraSummary]:
+    """Each source frame resized and encoded, and the pixel summary of the camera."""
+    encoded, summary = [], CameraSummary()
+    for frame in frames:
+        resized = preprocessor.resize(frame)
+        encoded.append(preprocessor.encode_resized(resized))
+        summary.add_frame(preprocessor.rgb(resized))
+    return encoded, summary

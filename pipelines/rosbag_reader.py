@@ -66,13 +66,21 @@ def open_bag(path: str | Path, distro: str = "ros2_humble", msg_files: dict[str,
         raise BagError(f"{path}: cannot read the bag: {exc}") from None
 
 
-def messages(reader: AnyReader, topics: list[str], bag: str | Path) -> Iterator[tuple[str, int, object]]:
-    """(topic, receive time ns, deserialized message) of `topics`, in receive-time order."""
+def messages(
+    reader: AnyReader, topics: list[str], bag: str | Path, window: tuple[int, int] | None = None, decode: bool = True
+) -> Iterator[tuple[str, int, object]]:
+    """(topic, receive time ns, deserialized message) of `topics`, in receive-time order,
+    within the receive-time `window` [start, stop) when given. With `decode=False` the
+    message is left as its serialized bytes (enough for timing)."""
     connections = [c for c in reader.connections if c.topic in topics]
     if not connections:
         return  # rosbags reads every connection when given none
+    start, stop = window or (None, None)
     try:
-        for connection, receive_ns, raw in reader.messages(connections=connections):
+        for connection, receive_ns, raw in reader.messages(connections=connections, start=start, stop=stop):
+            if not decode:
+                yield connection.topic, receive_ns, raw
+                continue
             try:
                 message = reader.deserialize(raw, connection.msgtype)
             except (AnyReaderError, ValueError, KeyError, IndexError) as exc:

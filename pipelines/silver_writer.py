@@ -3,6 +3,8 @@ group per episode (so readers can stream an episode at a time)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,7 +43,8 @@ def steps_table(episode: Episode, spec: DatasetSpec, schema: pa.Schema) -> pa.Ta
     columns = {
         "episode_id": pa.array([episode.ref.episode_id] * n, pa.string()),
         "step_index": pa.array(index),
-        "timestamp": pa.array(index / spec.control_rate_hz, pa.float64()),
+        "timestamp": pa.array(episode.timestamps if episode.timestamps is not None else index / spec.control_rate_hz,
+                              pa.float64()),
         "is_first": pa.array(index == 0),
         "is_last": pa.array(last),
         "is_terminal": pa.array(last),
@@ -57,17 +60,27 @@ def steps_table(episode: Episode, spec: DatasetSpec, schema: pa.Schema) -> pa.Ta
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-def episode_row(episode: Episode) -> tuple[EpisodeRef, int, dict[str, CameraSummary]]:
+class EpisodeRow(NamedTuple):
     """What the episodes table keeps of an episode (no arrays, no images)."""
-    return episode.ref, episode.num_steps, episode.cameras
+
+    ref: EpisodeRef
+    num_steps: int
+    cameras: dict[str, CameraSummary]
+    dropped_ticks: int
 
 
-def episodes_table(rows: list[tuple[EpisodeRef, int, dict[str, CameraSummary]]], spec: DatasetSpec) -> pa.Table:
-    """One row per written episode: metadata, length and camera pixel statistics."""
-    refs = [ref for ref, _, _ in rows]
+def episode_row(episode: Episode) -> EpisodeRow:
+    return EpisodeRow(episode.ref, episode.num_steps, episode.cameras, sum(episode.dropped_ticks.values()))
+
+
+def episodes_table(rows: list[EpisodeRow], spec: DatasetSpec) -> pa.Table:
+    """One row per written episode: metadata, length, ticks dropped in alignment and
+    camera pixel statistics."""
+    refs = [row.ref for row in rows]
     columns = {
         "episode_id": [r.episode_id for r in refs],
-        "num_steps": [steps for _, steps, _ in rows],
+        "num_steps": [row.num_steps for row in rows],
+        "dropped_ticks": [row.dropped_ticks for row in rows],
         "language_instruction": [r.instruction for r in refs],
         "source_path": [r.source_path for r in refs],
         "source_sha256": [r.source_sha256 for r in refs],
@@ -75,7 +88,7 @@ def episodes_table(rows: list[tuple[EpisodeRef, int, dict[str, CameraSummary]]],
     for name in metadata_fields(spec)[3:]:
         columns[name] = [r.metadata[name] for r in refs]
     for cam in spec.cameras:
-        summaries = [cameras[cam.name].row() for _, _, cameras in rows]
+        summaries = [row.cameras[cam.name].row() for row in rows]
         for key in ("mean", "std", "brightness", "contrast"):
             columns[f"camera_{cam.name}_{key}"] = [summary[key] for summary in summaries]
     return pa.Table.from_pydict(columns, schema=episodes_schema(spec))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -16,3 +17,22 @@ def sha256_file(path: str) -> str:
         while chunk := f.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _files_under(path: str) -> list[str]:
+    if not os.path.isdir(path):
+        return [path]
+    return sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+
+
+def sha256_source(path: str, companions: list[str] | tuple[str, ...] = ()) -> str:
+    """Hex sha256 of one source: a file's own sha256; for a folder (a ROS 2 bag) or a
+    file read together with companion files (a bag's sidecar YAML), the sha256 of the
+    listing "name sha256" of every file, so that any changed byte changes the hash."""
+    if not companions and not os.path.isdir(path):
+        return sha256_file(path)
+    base = os.path.dirname(os.path.normpath(path))
+    listing = "".join(
+        f"{os.path.relpath(file, base)} {sha256_file(file)}\n" for p in (path, *companions) for file in _files_under(p)
+    )
+    return hashlib.sha256(listing.encode()).hexdigest()

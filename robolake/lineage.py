@@ -10,7 +10,7 @@ import argparse
 import json
 
 from robolake.errors import RobolakeError
-from robolake.hashing import sha256_file
+from robolake.hashing import sha256_source
 from robolake.lake import Lake, exists, join, read_json
 
 PROVENANCE_FILE = "provenance.json"
@@ -47,10 +47,11 @@ def verify_inputs(document: dict) -> list[dict]:
     """Each raw input with `status`: ok, changed (sha256 differs) or missing."""
     checked = []
     for item in document["inputs"]:
-        if not exists(item["path"]):
+        companions = item.get("companions", [])
+        if not all(exists(path) for path in (item["path"], *companions)):
             status = "missing"
         else:
-            status = "ok" if sha256_file(item["path"]) == item["sha256"] else "changed"
+            status = "ok" if sha256_source(item["path"], companions) == item["sha256"] else "changed"
         checked.append({**item, "status": status})
     return checked
 

@@ -10,10 +10,10 @@ import hashlib
 import json
 import re
 import typing
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from robolake.errors import SpecError
 
@@ -28,7 +28,8 @@ class _Strict(BaseModel):
 
 class ValueSource(_Strict):
     """Where a per-episode text value comes from: exactly one of a fixed value, an
-    attribute of the source file, or an attribute of the episode.
+    attribute of the source file or of the episode (HDF5), the first std_msgs/String
+    on a topic or a key of the bag's sidecar YAML (rosbag).
 
     Attribute paths are `attr` or `group/sub/attr`, relative to the file root
     (file_attr) or to the episode's group (episode_attr)."""
@@ -36,13 +37,39 @@ class ValueSource(_Strict):
     value: str | None = None
     file_attr: str | None = None
     episode_attr: str | None = None
+    topic: str | None = None
+    sidecar: str | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ValueSource:
-        given = [k for k in ("value", "file_attr", "episode_attr") if getattr(self, k) is not None]
+        given = [k for k in ("value", "file_attr", "episode_attr", "topic", "sidecar") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of: value, file_attr, episode_attr")
+            raise ValueError("give exactly one of: value, file_attr, episode_attr, topic, sidecar")
         return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("value", "file_attr", "episode_attr", "topic", "sidecar") if getattr(self, k) is not None)
+
+
+class TopicSpec(_Strict):
+    """One message stream of a bag, resampled onto the control ticks. Its vector is the
+    `fields` given (dotted paths, scalars or sequences) or the standard layout of its
+    type: JointState positions (ordered by `joints`), Pose(Stamped) [x y z qx qy qz qw],
+    Twist(Stamped) [vx vy vz wx wy wz], Odometry pose + twist, a scalar `data`."""
+
+    topic: str = Field(min_length=1)
+    fields: list[str] | None = Field(default=None, min_length=1)
+    joints: list[str] | None = Field(default=None, min_length=1, description="JointState joint names, in order")
+    max_age_s: float | None = Field(
+        default=None, gt=0, description="staleness limit at a tick (default: source.max_age_s; .inf: latched topic)"
+    )
+    delta: Literal["difference", "pose"] | None = Field(
+        default=None,
+        description="actions only: derive the value at a tick from this tick's and the next tick's message: "
+        "`difference` v[t+1] - v[t]; `pose` position difference + rotation change as roll/pitch/yaw "
+        "(from a Pose, PoseStamped or Odometry). The last tick of an episode then has no action and is cut.",
+    )
 
 
 class CameraSpec(_Strict):
@@ -52,6 +79,8 @@ class CameraSpec(_Strict):
     encoding: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = Field(default=95, ge=1, le=100)
     channel_order: Literal["rgb", "bgr"] = Field(default="rgb", description="channel order of the source frames")
+    topic: str | None = Field(default=None, description="rosbag: the Image or CompressedImage topic")
+    max_age_s: float | None = Field(default=None, gt=0, description="rosbag: staleness limit (default: source's)")
 
     @field_validator("size")
     @classmethod
@@ -62,11 +91,13 @@ class CameraSpec(_Strict):
 
 
 class StateSpec(_Strict):
-    keys: list[str] | None = Field(default=None, description="datasets concatenated into the state vector")
+    keys: list[str] | None = Field(default=None, description="HDF5: datasets concatenated into the state vector")
+    topics: list[TopicSpec] | None = Field(default=None, description="rosbag: streams concatenated into the state")
 
 
 class ActionSpec(_Strict):
-    keys: list[str] | None = Field(default=None, description="datasets concatenated into the action vector")
+    keys: list[str] | None = Field(default=None, description="HDF5: datasets concatenated into the action vector")
+    topics: list[TopicSpec] | None = Field(default=None, description="rosbag: streams concatenated into the action")
     names: list[str] = Field(default_factory=lambda: list(DEFAULT_ACTION_NAMES), min_length=1)
 
 
@@ -117,7 +148,7 @@ class SplitPolicy(_Strict):
         return self
 
 
-class SourceSpec(_Strict):
+class Hdf5SourceSpec(_Strict):
     format: Literal["hdf5"] = "hdf5"
     layout: Literal["robomimic", "robosuite", "aloha", "generic"] = "generic"
     paths: list[str] = Field(min_length=1, description="file globs, relative to the working directory or URLs")
@@ -125,6 +156,52 @@ class SourceSpec(_Strict):
         default=None,
         description="glob of episode groups inside a file ('data/demo_*'); '/' for one episode per file",
     )
+
+
+class EpisodeSplitSpec(_Strict):
+    """Where one bag is cut into several episodes (unset: one bag is one episode)."""
+
+    marker_topic: str | None = Field(default=None, description="every message on this topic starts an episode")
+    gap_s: float | None = Field(default=None, gt=0, description="a pause longer than this between messages")
+
+    @model_validator(mode="after")
+    def _one(self) -> EpisodeSplitSpec:
+        if (self.marker_topic is None) == (self.gap_s is None):
+            raise ValueError("give exactly one of: marker_topic, gap_s")
+        return self
+
+
+ROS_DISTROS = ("ros1_noetic", "ros2_foxy", "ros2_humble", "ros2_iron", "ros2_jazzy")
+
+
+class RosbagSourceSpec(_Strict):
+    """ROS 1 .bag files, ROS 2 bag folders, or ROS 2 .db3/.mcap storage files."""
+
+    format: Literal["rosbag"] = "rosbag"
+    paths: list[str] = Field(min_length=1, description="globs of bag files or ROS 2 bag folders")
+    distro: Literal[ROS_DISTROS] = Field(
+        default="ros2_humble", description="typestore for types the bag does not define itself"
+    )
+    msg_files: dict[str, str] = Field(default_factory=dict, description="custom types: {pkg/msg/Type: path to .msg}")
+    stamps: Literal["header", "receive"] = Field(
+        default="header", description="header stamps where a message has one, or the bag's receive times"
+    )
+    reference_topic: str | None = Field(
+        default=None, description="ticks at this topic's messages instead of at control_rate_hz"
+    )
+    max_age_s: float = Field(default=0.2, gt=0, description="default staleness limit of every stream at a tick")
+    split: EpisodeSplitSpec | None = None
+    sidecar: str = Field(default="{bag}.yaml", description="per-bag metadata YAML; {bag}: the bag path, no suffix")
+
+
+def _source_format(data: object) -> str:
+    return data.get("format", "hdf5") if isinstance(data, dict) else data.format
+
+
+SourceSpec = Annotated[
+    Annotated[Hdf5SourceSpec, Tag("hdf5")] | Annotated[RosbagSourceSpec, Tag("rosbag")],
+    Discriminator(_source_format),
+]
 
 
 class OutputSpec(_Strict):
@@ -211,7 +288,32 @@ class DatasetSpec(_Strict):
         unknown = set(self.filters.dims or []) - set(self.action.names)
         if unknown:
             raise ValueError(f"filters.dims {sorted(unknown)} are not action names {self.action.names}")
+        self._check_source_fields()
         return self
+
+    def _check_source_fields(self) -> None:
+        """HDF5 specs name datasets and attributes; rosbag specs name topics and sidecar keys."""
+        rosbag = self.source.format == "rosbag"
+        own, other = (("topic", "sidecar"), ("file_attr", "episode_attr")) if rosbag else (
+            ("file_attr", "episode_attr"), ("topic", "sidecar"))
+        values = {"instruction": self.instruction, **{f"metadata.{k}": v for k, v in self.metadata.items()}}
+        for where, source in values.items():
+            if source.kind in other:
+                raise ValueError(f"{where}: {source.kind} is not available for {self.source.format} sources "
+                                 f"(use value or one of {', '.join(own)})")
+        for i, cam in enumerate(self.cameras):
+            if rosbag and (cam.topic is None or cam.key is not None):
+                raise ValueError(f"cameras.{i}: a rosbag camera needs topic (and no key)")
+            if not rosbag and (cam.topic is not None or cam.max_age_s is not None):
+                raise ValueError(f"cameras.{i}: topic and max_age_s are for rosbag sources; HDF5 uses key")
+        for section in ("state", "action"):
+            part = getattr(self, section)
+            if rosbag and (not part.topics or part.keys):
+                raise ValueError(f"{section}: a rosbag source needs {section}.topics (and no keys)")
+            if not rosbag and part.topics:
+                raise ValueError(f"{section}.topics is for rosbag sources; HDF5 uses {section}.keys")
+        if rosbag and any(t.delta for t in self.state.topics):
+            raise ValueError("state.topics: delta derives actions; set it on action.topics")
 
     def action_mask(self) -> list[bool]:
         """Which action dimensions are normalized: the spec's mask, or all but gripper ones."""
@@ -245,15 +347,22 @@ def _allowed_fields(loc: tuple) -> list[str]:
             return []
         if isinstance(part, str) and part in model.model_fields:
             model = _model_in(model.model_fields[part].annotation)
+        elif part in SOURCE_MODELS:  # the tag of the source union in the error location
+            model = SOURCE_MODELS[part]
     return list(model.model_fields) if model else []
 
 
+SOURCE_MODELS = {"hdf5": Hdf5SourceSpec, "rosbag": RosbagSourceSpec}
+
+
 def _describe(error: dict) -> str:
-    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    where = ".".join(str(part) for part in error["loc"] if part not in SOURCE_MODELS) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown field (allowed: {', '.join(_allowed_fields(error['loc']))})"
     if error["type"] == "missing":
         return f"{where}: required field is missing"
+    if error["type"] == "union_tag_invalid":
+        return f"{where}.format: must be one of {error['ctx']['expected_tags']}, got {error['ctx']['tag']!r}"
     return f"{where}: {error['msg']}"
 
 

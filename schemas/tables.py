@@ -10,7 +10,7 @@ import pyarrow as pa
 from robolake.spec import DatasetSpec
 from schemas.rlds import metadata_fields
 
-SILVER_SCHEMA_VERSION = "1.1.0"
+SILVER_SCHEMA_VERSION = "1.2.0"
 QUARANTINE_SCHEMA_VERSION = "1.0.0"
 RAW_MANIFEST_SCHEMA_VERSION = "1.0.0"
 
@@ -24,6 +24,7 @@ def episodes_schema(spec: DatasetSpec) -> pa.Schema:
     fields = [
         pa.field("episode_id", pa.string(), nullable=False),
         pa.field("num_steps", pa.int32(), nullable=False),
+        pa.field("dropped_ticks", pa.int32(), nullable=False),  # control ticks dropped as stale (rosbag)
         pa.field("language_instruction", pa.string(), nullable=False),
     ]
     fields += [pa.field(name, pa.string(), nullable=False) for name in metadata_fields(spec)[1:]]

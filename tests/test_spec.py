@@ -32,7 +32,7 @@ def test_defaults_follow_rlds_practice():
     [
         ({"cameras": [{"name": "front", "encoding": "webp"}]}, "cameras.0.encoding: Input should be 'jpeg' or 'png'"),
         ({"cameras": [{"name": "front", "jpeg_quality": 101}]}, "cameras.0.jpeg_quality"),
-        ({"source": {"format": "csv"}}, "source.format: Input should be 'hdf5'"),
+        ({"source": {"format": "csv"}}, "source.format: must be one of 'hdf5', 'rosbag', got 'csv'"),
         ({"source": {"layout": "lerobot"}}, "source.layout: Input should be 'robomimic', 'robosuite', 'aloha' or 'generic'"),
         ({"splits": {"fractions": {"train": 0.8, "val": 0.3}}}, "fractions must be >= 0 and sum to 1"),
         ({"splits": {"by": "task"}}, "by: task needs held_out_tasks"),
@@ -76,7 +76,7 @@ def test_cli_reports_missing_sources(tmp_path, capsys):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert main(["convert", str(path), "--lake", str(tmp_path / "lake")]) == 2
-    assert "source.paths: no file matches" in capsys.readouterr().err
+    assert "source.paths: no input matches" in capsys.readouterr().err
 
 
 def test_cli_reports_unknown_runner_in_one_line(robomimic_raw, tmp_path, capsys):

@@ -14,7 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.convert import BuildContext, PlanEpisodes, SourceFile
 from pipelines.episode import EpisodeRef
-from pipelines.hdf5_source import resolve_keys
+from pipelines.hdf5_source import Hdf5Source, resolve_keys
 from pipelines.images import FramePreprocessor, center_crop
 from pipelines.splits import assign_shards, assign_split
 from robolake.errors import SpecError
@@ -81,7 +81,7 @@ def test_shards_are_balanced_contiguous_and_never_empty():
 
 def test_plan_episodes_transform(robomimic_raw, tmp_path):
     spec = parse_spec(robomimic_spec(robomimic_raw, output={"steps_per_shard": 1000}))
-    ctx = BuildContext(spec, resolve_keys(spec), state_dim=9, staging=str(tmp_path))
+    ctx = BuildContext(spec, Hdf5Source(spec), state_dim=9, staging=str(tmp_path))
     sources = [SourceFile(str(robomimic_raw / f"tabletop_00{i}.hdf5"), f"tabletop_00{i}") for i in range(3)]
     demos = [(0, 1), (0, 2), (0, 3), (0, 4), (1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2)]
     expected = [

@@ -25,7 +25,9 @@ EPOCH_NS = 1_700_000_000 * 10**9  # 2023-11-14, the first recording day
 JPEG_QUALITY = 90
 # Receive delay after capture, seconds (uniform range): JPEG compression takes a while.
 DELAYS = {"camera": (0.008, 0.020), "state": (0.0005, 0.002), "teleop": (0.0005, 0.0015)}
-TELEOP_JITTER_S = 0.003  # sigma of the teleop publisher's stamp around the 10 Hz tick
+# The teleop command of tick k is computed from observation k, so it is stamped 1-8 ms
+# after the tick (jittered: the publisher is not real-time).
+TELEOP_LAG_S = (0.001, 0.008)
 TOPICS = {
     "joint_states": ("/joint_states", "sensor_msgs/msg/JointState"),
     "ee_pose": ("/ee_pose", "geometry_msgs/msg/PoseStamped"),
@@ -104,7 +106,7 @@ class _Messages:
 def write_bag(path: str, episode: Episode) -> None:
     """The bag folder `path` (metadata.yaml + one .mcap) and its sidecar `path`.yaml."""
     rng = np.random.default_rng(episode_streams(episode.seed, episode.index)["transport"])
-    teleop = episode.ticks + np.clip(rng.normal(0.0, TELEOP_JITTER_S, episode.steps), -0.008, 0.008)
+    teleop = episode.ticks + rng.uniform(*TELEOP_LAG_S, episode.steps)
     messages = _Messages(episode, episode_start_ns(episode.seed, episode.index), teleop)
     # (stream, capture times, delay kind); the instruction goes out just before the first sample.
     streams = [(camera, times, "camera") for camera, times in episode.capture_times.items()]
