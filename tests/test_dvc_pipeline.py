@@ -19,7 +19,11 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"]
 PROJECT_DIRS = ["datasets", "robolake", "pipelines", "schemas"]
-SMALL = {"sample": {"episodes": 6, "seed": 3, "bag_fraction": 0.34, "workers": 1}, "convert": {"beam_workers": 1}}
+SMALL = {  # 3 HDF5 episodes and 3 bags, all in train so that each dataset has train statistics
+    "sample": {"episodes": 6, "seed": 3, "bag_fraction": 0.5, "workers": 1},
+    "build": {"train_fraction": 1.0, "val_fraction": 0.0, "test_fraction": 0.0},
+    "convert": {"beam_workers": 1},
+}
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -51,8 +55,8 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
-def gold_dir(root: Path, version: str = "1.0.0") -> Path:
-    return root / "lake/gold/rlds/sample_tabletop" / version
+def gold_dir(root: Path, version: str = "1.0.0", name: str = "sample_tabletop") -> Path:
+    return root / "lake/gold/rlds" / name / version
 
 
 def test_repro_produces_every_stage_output(project):
@@ -62,9 +66,14 @@ def test_repro_produces_every_stage_output(project):
     hdf5_episodes = [e for e in manifest["episodes"] if e["container"] == "hdf5"]
     assert gold["counts"]["episodes_found"] == len(hdf5_episodes)
     assert gold["counts"]["episodes_written"] + gold["counts"]["episodes_quarantined"] == len(hdf5_episodes)
+    bags = json.loads((gold_dir(project, name="sample_tabletop_ros") / "manifest.json").read_text())
+    assert bags["counts"]["episodes_written"] == len(manifest["episodes"]) - len(hdf5_episodes)
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
-    shown = next(iter(metrics.values()))["data"]["lake/reports/sample_tabletop/1.0.0/convert.json"]["data"]
-    assert shown["episodes_written"] == gold["counts"]["episodes_written"]
+    shown = next(iter(metrics.values()))["data"]
+    assert shown["lake/reports/sample_tabletop/1.0.0/convert.json"]["data"]["episodes_written"] == (
+        gold["counts"]["episodes_written"])
+    assert shown["lake/reports/sample_tabletop_ros/1.0.0/convert.json"]["data"]["episodes_written"] == (
+        bags["counts"]["episodes_written"])
 
 
 def test_provenance_ties_the_dataset_to_dvc_lock_and_git(project):
@@ -91,8 +100,9 @@ def test_second_repro_is_a_no_op(project):
 
 def test_changed_param_reruns_only_downstream_stages(project):
     before = json.loads((gold_dir(project) / "manifest.json").read_text())["fingerprint"]
-    experiment = run(["dvc", "exp", "run", "-S", "dataset.version=1.0.1"], project)
-    assert "Running stage 'convert'" in experiment.stdout
+    experiment = run(["dvc", "exp", "run", "-S", "datasets.sample_tabletop.version=1.0.1"], project)
+    assert "Running stage 'convert@sample_tabletop'" in experiment.stdout
+    assert "Running stage 'convert@sample_tabletop_ros'" not in experiment.stdout
     assert "Running stage 'sample'" not in experiment.stdout
     assert (gold_dir(project, "1.0.1") / "provenance.json").exists()
     assert json.loads((gold_dir(project, "1.0.1") / "manifest.json").read_text())["fingerprint"] != before
