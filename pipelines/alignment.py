@@ -2,8 +2,7 @@
 
 Every stream is resampled onto the ticks by taking its latest message at or before
 each tick, as long as that message is at most the stream's `max_age` old. A tick where
-a required stream has no fresh message is dropped and counted against that stream;
-an optional stream is simply absent there (index -1)."""
+a stream has no fresh message is dropped and counted against that stream."""
 
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ class StreamTimes:
 
     stamps: np.ndarray
     max_age_ns: int
-    required: bool = True
 
 
 @dataclass
@@ -28,7 +26,7 @@ class Alignment:
     """Which ticks survive and which message of each stream each surviving tick takes."""
 
     ticks: np.ndarray  # ns, the kept ticks
-    indices: dict[str, np.ndarray]  # stream -> message index (into its read order) per kept tick, -1: none
+    indices: dict[str, np.ndarray]  # stream -> message index (into its read order) per kept tick
     dropped: dict[str, int] = field(default_factory=dict)  # stream -> ticks dropped because it was stale
 
 
@@ -54,14 +52,13 @@ def latest_at_or_before(stamps: np.ndarray, ticks: np.ndarray, max_age_ns: int) 
 
 
 def align(ticks: np.ndarray, streams: dict[str, StreamTimes]) -> Alignment:
-    """Resample every stream onto `ticks`; drop the ticks where a required stream is stale.
+    """Resample every stream onto `ticks`; drop the ticks where a stream is stale.
     A tick dropped for several stale streams counts once, against the first in `streams`."""
     picked = {name: latest_at_or_before(s.stamps, ticks, s.max_age_ns) for name, s in streams.items()}
     keep = np.ones(len(ticks), bool)
     dropped: dict[str, int] = {}
-    for name, stream in streams.items():
-        if stream.required:
-            stale = keep & (picked[name] < 0)
-            dropped[name] = int(stale.sum())
-            keep &= ~stale
+    for name in streams:
+        stale = keep & (picked[name] < 0)
+        dropped[name] = int(stale.sum())
+        keep &= ~stale
     return Alignment(ticks[keep], {name: index[keep] for name, index in picked.items()}, dropped)

@@ -56,10 +56,12 @@ def test_a_dropped_frame_gap_drops_the_ticks_it_makes_stale():
     assert not set(expected) & set(alignment.ticks.tolist())
 
 
-def test_optional_streams_are_absent_where_stale_and_unsorted_stamps_work():
+def test_unsorted_stamps_and_drops_charged_to_the_first_stale_stream():
     stamps = np.array([300, 100, 200], np.int64) * MS  # read out of order
     ticks = np.array([50, 150, 250, 350, 600], np.int64) * MS
     assert latest_at_or_before(stamps, ticks, max_age_ns=100 * MS).tolist() == [-1, 1, 2, 0, -1]
-    alignment = align(ticks, {"state": StreamTimes(stamps, 1000 * MS), "instruction": StreamTimes(stamps[:1], 60 * MS, False)})
-    assert alignment.dropped == {"state": 1}
-    assert alignment.indices["instruction"].tolist() == [-1, -1, 0, -1]
+    alignment = align(ticks, {"state": StreamTimes(stamps, 1000 * MS), "gripper": StreamTimes(stamps[1:], 60 * MS)})
+    # tick 50 has no state yet; at 350 and 600 the last gripper message (200) is too old
+    assert alignment.dropped == {"state": 1, "gripper": 2}
+    assert alignment.ticks.tolist() == [150 * MS, 250 * MS]
+    assert alignment.indices["state"].tolist() == [1, 2] and alignment.indices["gripper"].tolist() == [0, 1]
