@@ -30,6 +30,7 @@ test: venv
 bench: venv
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/stats.py
+	$(BIN)/python benchmarks/convert_bag.py
 
 clean:
 	rm -rf lake .pytest_cache

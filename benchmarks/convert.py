@@ -33,12 +33,9 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
-import json
 import multiprocessing
 import os
 import resource
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,7 +60,7 @@ from robolake.hashing import sha256_file  # noqa: E402
 from robolake.lake import Lake  # noqa: E402
 from robolake.spec import DatasetSpec, load_spec  # noqa: E402
 from robolake.sample import write_robomimic_dataset  # noqa: E402
-from harness import MB, Target, wait_sampling_rss  # noqa: E402
+from harness import MB, Target, Throughput, keep_or_remove, print_result, print_targets, run_measured  # noqa: E402
 from schemas.rlds import rlds_features  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,8 +69,6 @@ STATE_KEYS = ["obs/robot0_eef_pos", "obs/robot0_eef_quat", "obs/robot0_gripper_q
 STATE_DIM = 9  # 3 + 4 + 2
 EPISODE_ATTRS = ["task", "object", "color", "scene", "lighting", "operator"]
 EPISODES_PER_FILE = 4
-RESULT_PREFIX = "BENCH_RESULT "
-SAMPLE_S = 0.1
 
 
 def tabletop_spec(input_dir: str) -> DatasetSpec:
@@ -231,7 +226,7 @@ def run_child(mode: str, input_dir: str, out_dir: str, workers: int) -> None:
     cpu_before, started = cpu_seconds(), time.perf_counter()
     result = CHILD_MODES[mode](input_dir, out_dir, workers)
     result.update(seconds=time.perf_counter() - started, cpu_seconds=cpu_seconds() - cpu_before)
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    print_result(result)
 
 
 # --- The parent: plan, measure, report ----------------------------------------------------
@@ -247,22 +242,11 @@ class Config:
 
 
 @dataclass(frozen=True)
-class Measurement:
+class Measurement(Throughput):
     config: Config
     episodes: int
-    steps: int
-    bytes: int
-    seconds: float
     cpu_seconds: float
     peak_rss: int
-
-    @property
-    def steps_per_s(self) -> float:
-        return self.steps / self.seconds
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.bytes / MB / self.seconds
 
     @property
     def cores(self) -> float:
@@ -277,16 +261,8 @@ def measure(config: Config, input_dir: str, workdir: str) -> Measurement:
         sys.executable, os.path.abspath(__file__), "--child", config.mode,
         "--input", input_dir, "--out", out_dir, "--workers", str(config.workers),
     ]
-    with open(log_path, "w") as log:
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        peak = wait_sampling_rss(child, SAMPLE_S)
-    with open(log_path) as log:
-        lines = log.read().splitlines()
-    results = [line[len(RESULT_PREFIX) :] for line in lines if line.startswith(RESULT_PREFIX)]
-    if child.returncode != 0 or not results:
-        tail = "\n".join(lines[-30:])
-        raise SystemExit(f"{config.label}: the child failed (exit {child.returncode}); end of {log_path}:\n{tail}")
-    return Measurement(config=config, peak_rss=peak, **json.loads(results[-1]))
+    result, peak = run_measured(command, log_path, config.label)
+    return Measurement(config=config, peak_rss=peak, **result)
 
 
 def generate_inputs(workdir: str, counts: list[int], steps: int) -> dict[int, str]:
@@ -375,12 +351,6 @@ def evaluate(results: dict[str, Measurement]) -> list[Target]:
     ]
 
 
-def print_targets(targets: list[Target]) -> None:
-    print(f"\n{'target':<42} {'measured':<46} {'goal':<10} result")
-    for t in targets:
-        print(f"{t.name:<42} {t.measured:<46} {t.goal:<10} {t.verdict}")
-
-
 def summary_line(robolake: Measurement, targets: list[Target], seconds: float) -> str:
     met = sum(t.met for t in targets)
     verdicts = ", ".join(f"{t.short} {t.verdict}" for t in targets)
@@ -439,10 +409,7 @@ def main(argv: list[str]) -> None:
     print_table(list(results.values()))
     targets = evaluate(results)
     print_targets(targets)
-    if args.keep:
-        print(f"\nkept {workdir}")
-    else:
-        shutil.rmtree(workdir)
+    keep_or_remove(workdir, args.keep)
     print("\n" + summary_line(results["robolake"], targets, time.perf_counter() - started))
 
 

@@ -1,9 +1,12 @@
-"""What every benchmark here shares: peak-RSS sampling of a child process tree and
-PASS/MISS targets. Benchmarks run as scripts (`python benchmarks/<name>.py`), so they
-import this module by its plain name."""
+"""What every benchmark here shares: running a configuration in a child process while
+sampling the peak RSS of its process tree, the child's result line, and PASS/MISS
+targets. Benchmarks run as scripts (`python benchmarks/<name>.py`), so they import this
+module by its plain name."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 from dataclasses import dataclass
 
@@ -39,6 +42,55 @@ def wait_sampling_rss(child: subprocess.Popen, interval_s: float) -> int:
             continue
 
 
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+def print_result(result: dict) -> None:
+    """What a child prints last: its measured figures as one JSON line (numpy scalars allowed)."""
+    print(RESULT_PREFIX + json.dumps(result, default=lambda x: x.item()), flush=True)
+
+
+def run_measured(command: list[str], log_path: str, label: str, interval_s: float = 0.1) -> tuple[dict, int]:
+    """Run `command` with its output in log_path, sampling its tree's RSS every interval_s;
+    returns the result the child printed last (print_result) and the peak RSS. Exits with
+    the log's tail if the child failed."""
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        peak = wait_sampling_rss(child, interval_s)
+    with open(log_path) as log:
+        lines = log.read().splitlines()
+    results = [line[len(RESULT_PREFIX):] for line in lines if line.startswith(RESULT_PREFIX)]
+    if child.returncode != 0 or not results:
+        tail = "\n".join(lines[-30:])
+        raise SystemExit(f"{label}: the child failed (exit {child.returncode}); end of {log_path}:\n{tail}")
+    return json.loads(results[-1]), peak
+
+
+def keep_or_remove(workdir: str, keep: bool) -> None:
+    """The scratch folder is deleted at the end unless --keep."""
+    if keep:
+        print(f"\nkept {workdir}")
+    else:
+        shutil.rmtree(workdir)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Steps and bytes written in `seconds` (base of a benchmark's measurement)."""
+
+    steps: int
+    bytes: int
+    seconds: float
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.seconds
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / MB / self.seconds
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -50,3 +102,12 @@ class Target:
     @property
     def verdict(self) -> str:
         return "PASS" if self.met else "MISS"
+
+
+def print_targets(targets: list[Target], heading: str = "target") -> None:
+    """One aligned row per target: name, measured, goal, PASS/MISS."""
+    widths = [max(len(heading), *(len(t.name) for t in targets)), max(8, *(len(t.measured) for t in targets)),
+              max(4, *(len(t.goal) for t in targets))]
+    print(f"\n{heading:<{widths[0]}} {'measured':<{widths[1]}} {'goal':<{widths[2]}} result")
+    for t in targets:
+        print(f"{t.name:<{widths[0]}} {t.measured:<{widths[1]}} {t.goal:<{widths[2]}} {t.verdict}")

@@ -59,8 +59,6 @@ import json
 import math
 import os
 import resource
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -74,12 +72,11 @@ from pipelines.filters import filter_episode
 from pipelines.stats import ALPHA, ZERO_WIDTH, DatasetStats, DatasetStatsFn, VectorStats
 from robolake.spec import DatasetSpec, parse_spec
 
-from harness import MB, Target, wait_sampling_rss
+from harness import MB, Target, keep_or_remove, print_result, print_targets, run_measured
 
 ACTION_DIM = 7  # six arm dimensions and the gripper (the spec's default action names)
 STATE_DIM = 9  # eef position 3, quaternion 4, finger positions 2
 ARM_DIMS = 6
-RESULT_PREFIX = "BENCH_RESULT "
 SAMPLE_S = 0.05
 RSS_GROWTH_LIMIT = 1.20
 QUANTILES = {"q01": 0.01, "median": 0.5, "q99": 0.99}
@@ -360,7 +357,7 @@ def run_child(args: argparse.Namespace) -> None:
     result = CHILD_MODES[args.child](args)
     result["cpu_seconds"] = cpu_seconds() - cpu_before
     result["max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(RESULT_PREFIX + json.dumps(result, default=lambda x: x.item()), flush=True)  # numpy scalars
+    print_result(result)
 
 
 # --- The parent: plan, measure, report ----------------------------------------------------
@@ -409,16 +406,8 @@ def measure(config: Config, args: argparse.Namespace, workdir: str) -> Measureme
         "--steps", str(config.steps), "--episode-steps", str(args.episode_steps),
         "--seed", str(args.seed), "--spike-rate", str(args.spike_rate),
     ]
-    with open(log_path, "w") as log:
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        sampled = wait_sampling_rss(child, SAMPLE_S)
-    with open(log_path) as log:
-        lines = log.read().splitlines()
-    results = [line[len(RESULT_PREFIX):] for line in lines if line.startswith(RESULT_PREFIX)]
-    if child.returncode != 0 or not results:
-        tail = "\n".join(lines[-30:])
-        raise SystemExit(f"{config.label}: the child failed (exit {child.returncode}); end of {log_path}:\n{tail}")
-    return Measurement(config, json.loads(results[-1]), sampled)
+    result, sampled = run_measured(command, log_path, config.label, SAMPLE_S)
+    return Measurement(config, result, sampled)
 
 
 def short(steps: int) -> str:
@@ -527,12 +516,6 @@ def evaluate(results: dict[str, Measurement]) -> list[Target]:
     return targets
 
 
-def print_targets(targets: list[Target]) -> None:
-    print(f"\n{'target / check':<44} {'measured':<78} {'goal':<18} result")
-    for t in targets:
-        print(f"{t.name:<44} {t.measured:<78} {t.goal:<18} {t.verdict}")
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1_000_000, help="the large step count (default: 1000000)")
@@ -603,11 +586,8 @@ def main(argv: list[str]) -> None:
     if "exact" in results:
         print_exact(results["exact"])
     targets = evaluate(results)
-    print_targets(targets)
-    if args.keep:
-        print(f"\nkept {workdir}")
-    else:
-        shutil.rmtree(workdir)
+    print_targets(targets, "target / check")
+    keep_or_remove(workdir, args.keep)
     large, small = results.get("stats_large"), results.get("stats_small")
     throughput = ", ".join(
         f"{m.config.key} {m.steps_per_s:,.0f} steps/s" for m in results.values() if m.config.mode in ("stats", "beam")

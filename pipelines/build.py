@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import posixpath
 import time
 from collections import Counter
@@ -62,7 +63,7 @@ def discover_sources(spec: DatasetSpec, reader: SourceReader, known: dict[str, d
         base = _glob_base(pattern)
         for path, size, mtime in sorted(matches):
             relative = posixpath.relpath(path, base) if base else path.lstrip("/")
-            relative_id = posixpath.splitext(relative)[0]
+            relative_id = relative if os.path.isdir(path) else posixpath.splitext(relative)[0]  # a bag folder
             if relative_id in found and found[relative_id].path != path:
                 raise RobolakeError(
                     f"source.paths: {found[relative_id].path} and {path} give the same episode id prefix "

@@ -29,6 +29,8 @@ from pipelines.episode import (
 )
 from pipelines.images import FramePreprocessor, preprocess_frames
 from pipelines.rosbag_reader import STORAGE_SUFFIXES, BagError, messages, open_bag
+from robolake.errors import RobolakeError
+from robolake.hashing import files_under
 from robolake.spec import DatasetSpec, TopicSpec, ValueSource
 
 BAG_SUFFIXES = (".bag", *STORAGE_SUFFIXES)
@@ -91,14 +93,17 @@ class RosbagSource:
     def find(self, pattern: str) -> list[tuple[str, int, float]]:
         """(path, bytes, mtime) of the bags a local glob matches: .bag/.db3/.mcap files and
         ROS 2 bag folders (counted whole); other files (sidecars) are not bags."""
+        if "://" in pattern:
+            raise RobolakeError(f"source.paths: {pattern!r}: bags are read from the local file system "
+                                f"(copy or mount them first)")
         found = []
         for path in sorted(glob.glob(pattern)):
             path = os.path.normpath(path)
             if os.path.isdir(path):
-                files = [os.path.join(path, name) for name in os.listdir(path)]
+                files = files_under(path)
                 if not any(f.endswith(STORAGE_SUFFIXES) for f in files):
                     continue
-                stats = [os.stat(f) for f in files if os.path.isfile(f)]
+                stats = [os.stat(f) for f in files]
                 found.append((path, sum(s.st_size for s in stats), max(s.st_mtime for s in stats)))
             elif path.endswith(BAG_SUFFIXES):
                 stat = os.stat(path)

@@ -19,7 +19,8 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def _files_under(path: str) -> list[str]:
+def files_under(path: str) -> list[str]:
+    """Every file in a folder and its subfolders, sorted; a file is itself."""
     if not os.path.isdir(path):
         return [path]
     return sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
@@ -27,12 +28,12 @@ def _files_under(path: str) -> list[str]:
 
 def sha256_source(path: str, companions: list[str] | tuple[str, ...] = ()) -> str:
     """Hex sha256 of one source: a file's own sha256; for a folder (a ROS 2 bag) or a
-    file read together with companion files (a bag's sidecar YAML), the sha256 of the
-    listing "name sha256" of every file, so that any changed byte changes the hash."""
+    file read together with companion files (a bag's sidecar YAML), the sha256 of a
+    listing of every file's sha256, named by its place in the folder (or `companion N`),
+    so that any changed byte changes the hash and renaming the bag does not."""
     if not companions and not os.path.isdir(path):
         return sha256_file(path)
-    base = os.path.dirname(os.path.normpath(path))
-    listing = "".join(
-        f"{os.path.relpath(file, base)} {sha256_file(file)}\n" for p in (path, *companions) for file in _files_under(p)
-    )
-    return hashlib.sha256(listing.encode()).hexdigest()
+    lines = [f"{os.path.relpath(file, path) if os.path.isdir(path) else 'file'} {sha256_file(file)}"
+             for file in files_under(path)]
+    lines += [f"companion {i} {sha256_file(companion)}" for i, companion in enumerate(companions)]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()

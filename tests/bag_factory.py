@@ -376,9 +376,7 @@ def _write(path: Path, storage: str, builder: _Builder, streams: dict[str, Strea
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {sorted(STORAGES)} or ros1, got {storage!r}")
     plugin, suffix = STORAGES[storage]
-    single_file = path.suffix == suffix
-    if path.suffix and not single_file:
-        raise ValueError(f"{path}: a {storage} storage file ends in {suffix} (or give a folder path)")
+    single_file = path.suffix == suffix  # anything else is a bag folder (its name may hold a dot)
     folder = path.with_name(f".{path.stem}.writing") if single_file else path
     for leftover in (folder, path):
         if leftover.is_dir():

@@ -16,6 +16,7 @@ computed here from the written streams with a plain loop over the alignment cont
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
+from robolake.cli import main
+from robolake.hashing import sha256_source
 from robolake.lake import Lake
 from tests import bag_factory as bf
 from tests.conftest import merged, run_convert
@@ -438,3 +441,26 @@ def test_receive_stamps(tmp_path):
     header = expected_episode(bag, bag_spec([], action=spec["action"]))
     assert expected.ticks != header.ticks  # the receive delay moves the ticks
     assert_episode_matches(build, "ep0", expected)
+
+
+# ---------------------------------------------------------------- hashes and lineage of bags
+
+
+def test_bag_hash_covers_folder_and_sidecar_and_lineage_verifies_both(tmp_path, capsys):
+    folder = tmp_path / "bags" / "take.1"  # a ROS 2 bag folder whose name has a dot
+    write_bag(folder, seed=12)
+    renamed = tmp_path / "copy" / "take.2"
+    shutil.copytree(folder, renamed)
+    shutil.copy(bf.sidecar_path(folder), bf.sidecar_path(renamed))
+    assert sha256_source(str(folder)) == sha256_source(str(renamed))  # content, not name
+    sidecar = str(bf.sidecar_path(folder))
+    build = convert_bags(tmp_path, {}, bag_spec([tmp_path / "bags" / "*"]))
+    (source,) = build.outcome.manifest["sources"]
+    assert source["relative_id"] == "take.1" and source["companions"] == [sidecar]
+    assert source["sha256"] == sha256_source(str(folder), [sidecar]) != sha256_source(str(folder))
+    assert list(build.episodes()) == ["take.1"]
+    gold = build.lake.gold(NAME, VERSION)
+    assert main(["lineage", gold, "--verify"]) == 0
+    bf.write_sidecar(folder, task="place", operator="op1")  # the metadata changed after the build
+    assert main(["lineage", gold, "--verify"]) == 1
+    assert f"{folder}" in capsys.readouterr().out

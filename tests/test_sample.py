@@ -180,8 +180,12 @@ def test_bags(sample):
     twists = np.array([[m.twist.linear.x, m.twist.linear.y, m.twist.linear.z, m.twist.angular.x, m.twist.angular.y,
                         m.twist.angular.z] for _, m in topics["/teleop/ee_delta"]])
     np.testing.assert_array_equal(twists, episode.actions[:, :6])
-    gripper = [m.data for _, m in topics["/teleop/gripper"]]
-    np.testing.assert_array_equal(gripper, episode.actions[:, 6].astype(np.float32))
+    gripper = [(*m.name, *m.position) for _, m in topics["/teleop/gripper"]]
+    assert gripper == [("gripper", value) for value in episode.actions[:, 6].astype(np.float64)]
+    # a command carries the stamp of the tick (the observation) it answers and goes out after it
+    for received, message in topics["/teleop/ee_delta"] + topics["/teleop/gripper"]:
+        stamp = message.header.stamp.sec * 10**9 + message.header.stamp.nanosec
+        assert 1_000_000 < received - stamp < 10_000_000
     sidecar = (out / f"{entry['path']}.yaml").read_text()
     assert f"task: {entry['metadata']['task']}" in sidecar
 

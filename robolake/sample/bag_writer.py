@@ -25,14 +25,14 @@ EPOCH_NS = 1_700_000_000 * 10**9  # 2023-11-14, the first recording day
 JPEG_QUALITY = 90
 # Receive delay after capture, seconds (uniform range): JPEG compression takes a while.
 DELAYS = {"camera": (0.008, 0.020), "state": (0.0005, 0.002), "teleop": (0.0005, 0.0015)}
-# The teleop command of tick k is computed from observation k, so it is stamped 1-8 ms
-# after the tick (jittered: the publisher is not real-time).
+# The teleop command of tick k answers observation k: it carries that observation's
+# stamp and goes out 1-8 ms later (jittered: the publisher is not real-time).
 TELEOP_LAG_S = (0.001, 0.008)
 TOPICS = {
     "joint_states": ("/joint_states", "sensor_msgs/msg/JointState"),
     "ee_pose": ("/ee_pose", "geometry_msgs/msg/PoseStamped"),
     "ee_delta": ("/teleop/ee_delta", "geometry_msgs/msg/TwistStamped"),
-    "gripper": ("/teleop/gripper", "std_msgs/msg/Float32"),
+    "gripper": ("/teleop/gripper", "sensor_msgs/msg/JointState"),  # one joint, "gripper": -1 open, +1 closed
     "instruction": ("/instruction", "std_msgs/msg/String"),
 }
 
@@ -58,8 +58,8 @@ def _vector(values) -> object:
 class _Messages:
     """Builds each message of an episode on demand, from (stream, sample number)."""
 
-    def __init__(self, episode: Episode, start_ns: int, teleop_stamps: np.ndarray):
-        self.episode, self.start, self.teleop_stamps = episode, start_ns, teleop_stamps
+    def __init__(self, episode: Episode, start_ns: int):
+        self.episode, self.start = episode, start_ns
 
     def build(self, stream: str, i: int):
         return self.camera(stream, i) if stream in self.episode.cameras else getattr(self, stream)(i)
@@ -93,11 +93,14 @@ class _Messages:
     def ee_delta(self, k: int):
         action = self.episode.actions[k]
         twist = T["geometry_msgs/msg/Twist"](linear=_vector(action[:3]), angular=_vector(action[3:6]))
-        header = _header(self.ns(self.teleop_stamps[k]), "base_link")
+        header = _header(self.ns(self.episode.ticks[k]), "base_link")
         return T["geometry_msgs/msg/TwistStamped"](header=header, twist=twist)
 
     def gripper(self, k: int):
-        return T["std_msgs/msg/Float32"](data=float(self.episode.actions[k, 6]))
+        return T["sensor_msgs/msg/JointState"](
+            header=_header(self.ns(self.episode.ticks[k]), ""), name=["gripper"],
+            position=self.episode.actions[k, 6:7].astype(np.float64), velocity=np.zeros(0, np.float64),
+            effort=np.zeros(0, np.float64))
 
     def instruction(self, _: int):
         return T["std_msgs/msg/String"](data=self.episode.meta.language_instruction)
@@ -106,9 +109,9 @@ class _Messages:
 def write_bag(path: str, episode: Episode) -> None:
     """The bag folder `path` (metadata.yaml + one .mcap) and its sidecar `path`.yaml."""
     rng = np.random.default_rng(episode_streams(episode.seed, episode.index)["transport"])
-    teleop = episode.ticks + rng.uniform(*TELEOP_LAG_S, episode.steps)
-    messages = _Messages(episode, episode_start_ns(episode.seed, episode.index), teleop)
-    # (stream, capture times, delay kind); the instruction goes out just before the first sample.
+    teleop = episode.ticks + rng.uniform(*TELEOP_LAG_S, episode.steps)  # when each command goes out
+    messages = _Messages(episode, episode_start_ns(episode.seed, episode.index))
+    # (stream, send times, delay kind); the instruction goes out just before the first sample.
     streams = [(camera, times, "camera") for camera, times in episode.capture_times.items()]
     streams += [("joint_states", episode.state_times, "state"), ("ee_pose", episode.state_times, "state"),
                 ("ee_delta", teleop, "teleop"), ("gripper", teleop, "teleop")]
