@@ -59,6 +59,14 @@ def steps_schema(spec: DatasetSpec, state_dim: int) -> pa.Schema:
     return _tagged(fields, "steps", SILVER_SCHEMA_VERSION)
 
 
+def curated_steps_schema(spec: DatasetSpec, state_dim: int) -> pa.Schema:
+    """The numeric steps exactly as gold RLDS stores them (filtered, `action` normalized,
+    step flags following the kept steps), without images: what the quality gate and
+    queries read instead of decoding TFRecords. `step_index` is the silver step's."""
+    fields = [field for field in steps_schema(spec, state_dim) if not field.name.startswith("image_")]
+    return _tagged(fields, "curated_steps", SILVER_SCHEMA_VERSION)
+
+
 FILTERED_ACTIONS_SCHEMA = _tagged(
     [
         pa.field("episode_id", pa.string(), nullable=False),

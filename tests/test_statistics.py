@@ -9,6 +9,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
@@ -168,6 +169,18 @@ def test_policies_in_the_gold_dataset(spiked_raw, tmp_path, policy):
         np.testing.assert_allclose(steps[0]["action_raw"], source[1], rtol=1e-6)
         assert steps[-1]["is_last"] and steps[-1]["is_terminal"]
     assert outcome.manifest["filter"]["by_rule"]["bounds"] == 1
+    # the curated steps table holds exactly gold's numeric steps
+    curated = pads.dataset(quarantine_dir.parents[2] / "silver" / outcome.manifest["dataset"] / "curated_steps",
+                           partitioning="hive").to_table().to_pylist()
+    by_episode = {}
+    for row in sorted(curated, key=lambda r: r["step_index"]):
+        by_episode.setdefault(row["episode_id"], []).append(row)
+    assert set(by_episode) == set(episodes)
+    for episode_id, rows in by_episode.items():
+        gold_steps = episodes[episode_id]["steps"]
+        for key in ("action", "action_raw", "state", "is_first", "is_last"):
+            gold = [s["observation"]["state"] if key == "state" else s[key] for s in gold_steps]
+            np.testing.assert_array_equal([r[key] for r in rows], gold)
 
 
 def test_statistics_come_from_train_only_and_travel_with_the_dataset(robomimic_raw, tmp_path):
