@@ -14,6 +14,9 @@ COMMANDS = {
     "sample": "write the built-in sample dataset: HDF5 files and ROS 2 mcap bags, with seeded faults",
     "convert": "convert raw demonstrations into a versioned RLDS dataset (Beam flags pass through)",
     "lineage": "print the chain from a checkpoint or dataset version back to each raw file's sha256",
+    "validate": "run the quality gate (Great Expectations) on a dataset version; exit 1 on an error",
+    "report": "write a dataset version's coverage report (DuckDB): HTML, coverage.json, Parquet tables",
+    "query": "run DuckDB SQL over the lake's views (episodes, steps, filtered, quarantine, versions, sources)",
 }
 
 
@@ -61,7 +64,13 @@ def _lineage(argv: list[str]) -> int:
     return run(argv)
 
 
-HANDLERS = {"sample": _sample, "convert": _convert, "lineage": _lineage}
+def _validate(argv: list[str]) -> int:
+    from validation.gate import run
+
+    return run(argv)
+
+
+HANDLERS = {"sample": _sample, "convert": _convert, "lineage": _lineage, "validate": _validate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,246 @@
+"""The quality gate's checks: each one a DuckDB query over the lake's views that gives a
+pandas table, and the Great Expectations expectations that table must meet.
+
+Tables hold one row per thing that can be wrong (an episode, a dimension, a split), with
+an id column, so a failed expectation names the offending ones."""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import cv2
+import duckdb
+import great_expectations as gx
+import jsonschema
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from robolake.spec import DatasetSpec
+from schemas.documents import schema
+
+
+@dataclass
+class GateInputs:
+    """What every check may read: the lake views of one version and its gold files."""
+
+    con: duckdb.DuckDBPyConnection
+    spec: DatasetSpec
+    manifest: dict
+    statistics: dict
+    gold_dir: str
+    config: dict
+
+
+@dataclass
+class Check:
+    name: str
+    description: str
+    table: pd.DataFrame
+    expectations: list = field(default_factory=list)
+    id_column: str = "episode_id"
+    skipped: str | None = None  # why the check does not apply to this dataset
+
+
+def _df(inputs: GateInputs, query: str) -> pd.DataFrame:
+    return inputs.con.execute(query).df()
+
+
+def episode_length(inputs: GateInputs) -> Check:
+    bounds = inputs.spec.episode_length
+    table = _df(inputs, "SELECT episode_id, count(*) AS num_steps FROM steps GROUP BY episode_id ORDER BY episode_id")
+    return Check(
+        "episode_length", f"steps per episode within [{bounds.min_steps}, {bounds.max_steps or 'inf'}]", table,
+        [gx.expectations.ExpectColumnValuesToBeBetween(
+            column="num_steps", min_value=bounds.min_steps, max_value=bounds.max_steps)],
+    )
+
+
+def _non_finite(column: str) -> str:
+    return f"len(list_filter({column}, lambda x: isnan(x) OR isinf(x)))"
+
+
+def finite_values(inputs: GateInputs) -> Check:
+    table = _df(inputs, f"""
+        SELECT episode_id, sum({_non_finite('action')} + {_non_finite('action_raw')} + {_non_finite('state')})
+               AS non_finite
+        FROM steps GROUP BY episode_id ORDER BY episode_id""")
+    return Check("finite_values", "no NaN or inf in action, action_raw or state", table,
+                 [gx.expectations.ExpectColumnValuesToBeBetween(column="non_finite", min_value=0, max_value=0)])
+
+
+def _normalized_dims(inputs: GateInputs) -> list[int]:
+    mask = inputs.statistics["action"].get("mask") or [True] * len(inputs.spec.action.names)
+    return [i for i, normalized in enumerate(mask) if normalized]
+
+
+def normalized_range(inputs: GateInputs) -> Check:
+    dims = _normalized_dims(inputs)
+    if not dims:
+        return Check("normalized_range", "normalized actions within [-1, 1]", pd.DataFrame(),
+                     skipped="no dimension is normalized")
+    largest = "greatest(" + ", ".join(f"abs(action[{i + 1}])" for i in dims) + ")"
+    table = _df(inputs, f"SELECT episode_id, max({largest}) AS max_abs FROM steps GROUP BY episode_id ORDER BY episode_id")
+    return Check("normalized_range", "normalized action dimensions within [-1, 1]", table,
+                 [gx.expectations.ExpectColumnValuesToBeBetween(column="max_abs", min_value=0, max_value=1.0 + 1e-6)])
+
+
+def normalized_moments(inputs: GateInputs) -> Check:
+    name, description = "normalized_moments", "train split: normalized mean near 0 and std near 1 per dimension"
+    if inputs.spec.normalization.mode != "mean_std":
+        return Check(name, description, pd.DataFrame(), skipped=f"normalization mode {inputs.spec.normalization.mode}")
+    dims = _normalized_dims(inputs)
+    if not dims:
+        return Check(name, description, pd.DataFrame(), skipped="no dimension is normalized")
+    moments = ", ".join(f"avg(action[{i + 1}]), stddev_pop(action[{i + 1}])" for i in dims)
+    values = inputs.con.execute(f"SELECT {moments} FROM steps WHERE split = 'train'").fetchone()
+    table = pd.DataFrame({
+        "dimension": [inputs.spec.action.names[i] for i in dims],
+        "mean": [values[2 * k] for k in range(len(dims))],
+        "std": [values[2 * k + 1] for k in range(len(dims))],
+    })
+    tolerance, (low, high) = inputs.config["mean_tolerance"], inputs.config["std_range"]
+    return Check(name, f"{description} (|mean| <= {tolerance}, std in [{low}, {high}])", table, [
+        gx.expectations.ExpectColumnValuesToBeBetween(column="mean", min_value=-tolerance, max_value=tolerance),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="std", min_value=low, max_value=high),
+    ], id_column="dimension")
+
+
+def step_flags(inputs: GateInputs) -> Check:
+    table = _df(inputs, """
+        SELECT episode_id, count_if(is_first) AS firsts, count_if(is_last) AS lasts,
+               count_if(is_first) = 1 AND count_if(is_last) = 1
+               AND bool_or(is_first AND step_index = first_index) AND bool_or(is_last AND step_index = last_index)
+               AS flags_ok
+        FROM (SELECT *, min(step_index) OVER w AS first_index, max(step_index) OVER w AS last_index
+              FROM steps WINDOW w AS (PARTITION BY episode_id))
+        GROUP BY episode_id ORDER BY episode_id""")
+    return Check("step_flags", "exactly one is_first, at the first step, and one is_last, at the last", table,
+                 [gx.expectations.ExpectColumnValuesToBeInSet(column="flags_ok", value_set=[True])])
+
+
+def _frame_size(data: bytes) -> tuple[int, int] | None:
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return None if frame is None else frame.shape[:2]
+
+
+def image_shape(inputs: GateInputs) -> Check:
+    """The shapes features.json declares, and the first frame of a sample of episodes per
+    camera (every frame was checked by TFDS when gold was written)."""
+    name, description = "image_shape", "camera frames have the spec's size"
+    if not inputs.spec.cameras:
+        return Check(name, description, pd.DataFrame(), skipped="the dataset has no camera")
+    declared = _declared_image_shapes(inputs.gold_dir)
+    rows = []
+    for cam in inputs.spec.cameras:
+        expected = f"{cam.size[0]}x{cam.size[1]}"
+        found = declared.get(cam.name, "missing")
+        rows.append({"episode_id": "(features.json)", "camera": cam.name, "expected": expected, "found": found,
+                     "shape_ok": found == expected})
+    files = _first_frames(inputs, [cam.name for cam in inputs.spec.cameras])
+    for episode_id, frames in files:
+        for cam in inputs.spec.cameras:
+            size = _frame_size(frames[cam.name])
+            found = "undecodable" if size is None else f"{size[0]}x{size[1]}"
+            expected = f"{cam.size[0]}x{cam.size[1]}"
+            rows.append({"episode_id": episode_id, "camera": cam.name, "expected": expected, "found": found,
+                         "shape_ok": found == expected})
+    return Check(name, f"{description} (features.json and the first frame of {len(files)} episodes)",
+                 pd.DataFrame(rows), [gx.expectations.ExpectColumnValuesToBeInSet(column="shape_ok", value_set=[True])])
+
+
+def _declared_image_shapes(gold_dir: str) -> dict[str, str]:
+    """Camera name -> "HxW" of every Image feature of the steps' observation in features.json."""
+    with open(os.path.join(gold_dir, "features.json"), encoding="utf-8") as f:
+        features = json.load(f)
+    observation = features["featuresDict"]["features"]["steps"]["sequence"]["feature"]["featuresDict"]["features"][
+        "observation"]["featuresDict"]["features"]
+    return {name: "x".join(feature["image"]["shape"]["dimensions"][:2])
+            for name, feature in observation.items() if "image" in feature}
+
+
+def _first_frames(inputs: GateInputs, cameras: list[str]) -> list[tuple[str, dict[str, bytes]]]:
+    """(episode id, {camera: encoded first frame}) of an evenly spaced sample of episodes,
+    read from the silver steps files (the same bytes gold stores; one row group per episode)."""
+    silver = inputs.gold_dir.split("/gold/rlds/")[0] + f"/silver/{inputs.spec.name}/steps"
+    files = sorted(glob.glob(f"{silver}/version={inputs.spec.version}/split=*/*.parquet"))
+    picked = [(path, group) for path in files for group in range(pq.ParquetFile(path).num_row_groups)]
+    step = max(1, math.ceil(len(picked) / inputs.config["image_sample_episodes"]))
+    frames = []
+    for path, group in picked[::step]:
+        table = pq.ParquetFile(path).read_row_group(group, columns=["episode_id", *(f"image_{c}" for c in cameras)])
+        frames.append((table.column("episode_id")[0].as_py(),
+                       {c: table.column(f"image_{c}")[0].as_py() for c in cameras}))
+    return frames
+
+
+def instructions(inputs: GateInputs) -> Check:
+    table = _df(inputs, "SELECT episode_id, language_instruction FROM episodes ORDER BY episode_id")
+    return Check("instructions", "instructions are not empty and not generic labels such as task_17", table, [
+        gx.expectations.ExpectColumnValuesToNotMatchRegex(
+            column="language_instruction", regex=inputs.config["generic_instruction"]),
+    ])
+
+
+def unique_episode_ids(inputs: GateInputs) -> Check:
+    table = _df(inputs, "SELECT episode_id FROM episodes ORDER BY episode_id")
+    return Check("unique_episode_ids", "every episode id appears once", table,
+                 [gx.expectations.ExpectColumnValuesToBeUnique(column="episode_id")])
+
+
+def split_fractions(inputs: GateInputs) -> Check:
+    name, description = "split_fractions", "split shares close to the spec's fractions"
+    policy = inputs.spec.splits
+    if policy.by != "episode_hash":
+        return Check(name, description, pd.DataFrame(), skipped="splits by task (held-out tasks set the shares)")
+    counts = dict(inputs.con.execute("SELECT split, count(*) FROM episodes GROUP BY split").fetchall())
+    total = sum(counts.values())
+    rows = []
+    for split, fraction in sorted(policy.fractions.items()):
+        observed = counts.get(split, 0) / total
+        allowed = inputs.config["split_tolerance"] + 3 * math.sqrt(fraction * (1 - fraction) / total)
+        rows.append({"split": split, "expected": fraction, "observed": round(observed, 4),
+                     "excess": round(max(0.0, abs(observed - fraction) - allowed), 4)})
+    return Check(name, f"{description} (within {inputs.config['split_tolerance']} + 3 binomial std)",
+                 pd.DataFrame(rows), [gx.expectations.ExpectColumnValuesToBeBetween(
+                     column="excess", min_value=0, max_value=0)], id_column="split")
+
+
+def split_leakage(inputs: GateInputs) -> Check:
+    query = "SELECT 'episode' AS kind, episode_id AS key, count(DISTINCT split) AS splits FROM episodes GROUP BY ALL"
+    held_out = [task for tasks in inputs.spec.splits.held_out_tasks.values() for task in tasks]
+    if inputs.spec.splits.by == "task" and held_out:
+        listed = ", ".join(f"'{task}'" for task in held_out)
+        query += (f" UNION ALL SELECT 'task', task, count(DISTINCT split) FROM episodes "
+                  f"WHERE task IN ({listed}) GROUP BY ALL")
+    table = _df(inputs, f"SELECT kind || ' ' || key AS item, splits FROM ({query}) ORDER BY item")
+    return Check("split_leakage", "no episode, and no held-out task, in two splits", table,
+                 [gx.expectations.ExpectColumnValuesToBeBetween(column="splits", min_value=1, max_value=1)],
+                 id_column="item")
+
+
+def statistics_schema(inputs: GateInputs) -> Check:
+    errors = sorted(jsonschema.Draft202012Validator(schema("dataset_statistics")).iter_errors(inputs.statistics), key=str)
+    table = pd.DataFrame([{"file": "dataset_statistics.json", "valid": not errors,
+                           "error": errors[0].message if errors else ""}])
+    return Check("statistics_schema", "dataset_statistics.json is valid against its JSON Schema", table,
+                 [gx.expectations.ExpectColumnValuesToBeInSet(column="valid", value_set=[True])], id_column="file")
+
+
+def quarantine_share(inputs: GateInputs) -> Check:
+    counts = inputs.manifest["counts"]
+    share = counts["episodes_quarantined"] / max(1, counts["episodes_found"])
+    limit = inputs.config["quarantine_share_max"]
+    table = pd.DataFrame([{"dataset": inputs.spec.name, "quarantined": counts["episodes_quarantined"],
+                           "found": counts["episodes_found"], "share": round(share, 4)}])
+    return Check("quarantine_share", f"quarantined episodes at most {limit:.0%} of those found", table,
+                 [gx.expectations.ExpectColumnValuesToBeBetween(column="share", min_value=0, max_value=limit)],
+                 id_column="dataset")
+
+
+CHECKS = [episode_length, finite_values, normalized_range, normalized_moments, step_flags, image_shape,
+          instructions, unique_episode_ids, split_fractions, split_leakage, statistics_schema, quarantine_share]

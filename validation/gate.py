@@ -1,0 +1,195 @@
+"""`robolake validate <dataset>[:<version>]`: the quality gate.
+
+Every check of validation/checks.py gives a table (DuckDB over the lake's views) and
+its expectations; Great Expectations validates each table as a pandas dataframe asset
+(GX has no DuckDB datasource), with each expectation's severity from validation/gate.yaml.
+Writes lake/reports/<dataset>/<version>/validate.json (DVC metrics) and GX Data Docs
+(data_docs/index.html beside it), prints each failed expectation with counts and a few
+offending ids, and exits 1 when an error-severity expectation fails."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from rich.progress import Progress
+
+from robolake import progress
+from robolake.errors import RobolakeError
+from robolake.lake import Lake, write_json
+from validation.checks import CHECKS, Check, GateInputs
+from validation.dataset_ref import DatasetVersion, resolve
+from validation.lake_views import connect
+
+CONFIG = Path(__file__).with_name("gate.yaml")
+GX_SEVERITY = {"error": "critical", "warning": "warning"}
+EXAMPLES = 5
+
+
+@dataclass
+class Outcome:
+    """One expectation's result, as the summary and validate.json report it."""
+
+    check: str
+    expectation: str
+    column: str
+    severity: str
+    success: bool
+    elements: int
+    unexpected: int
+    examples: list[str]
+    description: str
+
+
+def load_config(dataset: str, path: Path = CONFIG) -> dict:
+    """The gate settings for one dataset: the defaults with its overrides merged in."""
+    with open(path, encoding="utf-8") as f:
+        document = yaml.safe_load(f)
+    config = dict(document["defaults"])
+    overrides = (document.get("datasets") or {}).get(dataset) or {}
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise RobolakeError(f"{path}: datasets.{dataset}: unknown settings {sorted(unknown)} (allowed: {sorted(config)})")
+    for key, value in overrides.items():
+        config[key] = {**config[key], **value} if isinstance(config[key], dict) else value
+    bad = {name: s for name, s in config["severity"].items() if s not in GX_SEVERITY}
+    if bad or set(config["severity"]) != {check.__name__ for check in CHECKS}:
+        raise RobolakeError(f"{path}: severity must give error or warning for each check "
+                            f"{sorted(check.__name__ for check in CHECKS)}, got {config['severity']}")
+    return config
+
+
+class GxRunner:
+    """An ephemeral GX context with one pandas data source and a Data Docs site on disk."""
+
+    def __init__(self, docs_dir: str):
+        import great_expectations as gx
+        from great_expectations.checkpoint import UpdateDataDocsAction
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        for name in list(logging.root.manager.loggerDict):  # GX sets some of its loggers to INFO
+            if name.startswith("great_expectations"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+        self.gx, self.docs_action = gx, UpdateDataDocsAction
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self.context.add_data_docs_site(site_name="robolake", site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+        self.source = self.context.data_sources.add_pandas("lake")
+
+    def validate(self, check: Check, severity: str) -> list:
+        gx = self.gx
+        batch = self.source.add_dataframe_asset(check.name).add_batch_definition_whole_dataframe(check.name)
+        suite = self.context.suites.add(gx.ExpectationSuite(name=check.name, meta={"description": check.description}))
+        for expectation in check.expectations:
+            expectation.severity = GX_SEVERITY[severity]
+            suite.add_expectation(expectation)
+        definition = self.context.validation_definitions.add(
+            gx.ValidationDefinition(name=check.name, data=batch, suite=suite))
+        checkpoint = self.context.checkpoints.add(gx.Checkpoint(
+            name=check.name, validation_definitions=[definition],
+            actions=[self.docs_action(name="data_docs", site_names=["robolake"])],
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [check.id_column]},
+        ))
+        result = checkpoint.run(batch_parameters={"dataframe": check.table})
+        return [r for run in result.run_results.values() for r in run.results]
+
+
+def _outcome(check: Check, severity: str, result) -> Outcome:
+    details = result.result or {}
+    ids = [str(row.get(check.id_column)) for row in details.get("unexpected_index_list") or []]
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        ids = [f"GX raised: {result.exception_info.get('exception_message')}"]
+    return Outcome(
+        check.name, result.expectation_config.type, result.expectation_config.kwargs.get("column", ""), severity,
+        bool(result.success), int(details.get("element_count") or 0), int(details.get("unexpected_count") or 0),
+        list(dict.fromkeys(ids))[:EXAMPLES], check.description,
+    )
+
+
+def run_gate(lake: Lake, target: DatasetVersion, config: dict) -> tuple[list[Outcome], list[Check]]:
+    """Run every check of one dataset version; returns the outcomes and the skipped checks."""
+    inputs = GateInputs(connect(lake, target.dataset, target.version), target.spec, target.manifest,
+                        target.statistics, target.gold_dir, config)
+    runner = GxRunner(os.path.join(lake.reports(target.dataset, target.version), "data_docs"))
+    outcomes, skipped = [], []
+    with Progress(console=progress.console, transient=True) as bar:
+        task = bar.add_task(f"validate {target.dataset} {target.version}", total=len(CHECKS))
+        for build in CHECKS:
+            check = build(inputs)
+            if check.skipped:
+                skipped.append(check)
+            else:
+                severity = config["severity"][check.name]
+                outcomes += [_outcome(check, severity, r) for r in runner.validate(check, severity)]
+            bar.advance(task)
+    return outcomes, skipped
+
+
+def results_document(target: DatasetVersion, outcomes: list[Outcome], skipped: list[Check]) -> dict:
+    """validate.json: the gate's verdict and per-check figures (DVC metrics)."""
+    failed = [o for o in outcomes if not o.success]
+    return {
+        "dataset": target.dataset,
+        "version": target.version,
+        "passed": not any(o.severity == "error" for o in failed),
+        "expectations": len(outcomes),
+        "failed_errors": sum(o.severity == "error" for o in failed),
+        "failed_warnings": sum(o.severity == "warning" for o in failed),
+        "checks": {
+            f"{o.check}.{o.column}" if o.column else o.check: {
+                "severity": o.severity, "success": o.success, "elements": o.elements, "unexpected": o.unexpected,
+                "examples": o.examples,
+            }
+            for o in outcomes
+        },
+        "skipped": {check.name: check.skipped for check in skipped},
+    }
+
+
+def print_summary(outcomes: list[Outcome], skipped: list[Check]) -> None:
+    for o in outcomes:
+        if not o.success:
+            mark = "FAIL " if o.severity == "error" else "WARN "
+            what = f"{o.unexpected} of {o.elements}" if o.elements else "failed"
+            print(f"{mark}{o.check} ({o.expectation}, {o.column}): {what}: {o.description}")
+            if o.examples:
+                print(f"      e.g. {', '.join(o.examples)}")
+    for check in skipped:
+        print(f"skip {check.name}: {check.skipped}")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="robolake validate", description="Run the quality gate on a dataset version.")
+    parser.add_argument("dataset", help="NAME or NAME:VERSION (default: the latest version)")
+    parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
+    parser.add_argument("--config", default=str(CONFIG), help=f"gate settings YAML (default: {CONFIG.name} in validation/)")
+    return parser.parse_args(argv)
+
+
+def run(argv: list[str]) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    lake = Lake(args.lake)
+    target = resolve(lake, args.dataset)
+    config = load_config(target.dataset, Path(args.config))
+    outcomes, skipped = run_gate(lake, target, config)
+    document = results_document(target, outcomes, skipped)
+    reports = lake.reports(target.dataset, target.version)
+    write_json(os.path.join(reports, "validate.json"), document)
+    print_summary(outcomes, skipped)
+    verdict = "PASSED" if document["passed"] else "FAILED"
+    print(
+        f"gate {target.dataset} {target.version}: {verdict}: {len(outcomes)} expectations, "
+        f"{document['failed_errors']} errors, {document['failed_warnings']} warnings, {len(skipped)} checks skipped "
+        f"in {time.time() - started:.1f} s -> {reports}/validate.json, {reports}/data_docs/index.html"
+    )
+    return 0 if document["passed"] else 1

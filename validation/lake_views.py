@@ -1,0 +1,107 @@
+"""DuckDB views over the lake's tables, for the quality gate, the coverage report and
+`robolake query`.
+
+Views (each with `dataset` and `version` columns; `split` where the table has one):
+- episodes: silver episodes (metadata, num_steps, dropped_ticks, camera pixel summaries)
+- steps: the curated steps exactly as gold RLDS stores them (filtered, `action`
+  normalized), without images
+- raw_steps: the silver steps as ingested (before filtering), without images
+- filtered: every action value the outlier rules flagged
+- quarantine: every rejected episode with its reason
+- versions: one row per published gold version (from its manifest.json)
+- sources: every registered raw file (lake/raw/manifest.parquet)
+
+A view is left out when the lake has no file for it yet. The lake must be a local folder
+(DuckDB reads it directly)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import duckdb
+import pyarrow as pa
+
+from robolake.errors import RobolakeError
+from robolake.lake import Lake
+
+VIEWS = ("episodes", "steps", "raw_steps", "filtered", "quarantine", "versions", "sources")
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _parquet(pattern: str) -> str:
+    return (f"read_parquet({_sql_string(pattern)}, hive_partitioning = true, union_by_name = true, "
+            f"filename = true)")
+
+
+def _silver_view(root: str, table: str, dataset: str, version: str) -> str | None:
+    """A silver table without its image columns (encoded frames are no use in SQL)."""
+    pattern = f"{root}/silver/{dataset}/{table}/version={version}/split=*/*.parquet"
+    if not glob.glob(pattern):
+        return None
+    name = f"regexp_extract(filename, '/silver/([^/]+)/{table}/', 1)"
+    columns = "COLUMNS(lambda c: NOT starts_with(c, 'image_') AND c <> 'filename')"
+    return f"SELECT {name} AS dataset, {columns} FROM {_parquet(pattern)}"
+
+
+def _quarantine_view(root: str, pattern_tail: str, dataset: str, version: str) -> str | None:
+    pattern = f"{root}/quarantine/{dataset}/{version}/{pattern_tail}"
+    if not glob.glob(pattern):
+        return None
+    parts = "regexp_extract(filename, '/quarantine/([^/]+)/([^/]+)/', ['dataset', 'version'])"
+    return (f"SELECT parts.dataset, parts.version, * EXCLUDE (filename, parts) "
+            f"FROM (SELECT {parts} AS parts, * FROM {_parquet(pattern)})")
+
+
+def versions_table(lake: Lake, dataset: str = "*", version: str = "*") -> pa.Table:
+    """One row per published gold version, from its manifest.json."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(lake.gold_root(), dataset, version, "manifest.json"))):
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        counts = manifest["counts"]
+        rows.append({
+            "dataset": manifest["dataset"], "version": manifest["version"],
+            "created_at": manifest["created_at"], "fingerprint": manifest["fingerprint"],
+            "episodes_found": counts["episodes_found"], "episodes_written": counts["episodes_written"],
+            "episodes_quarantined": counts["episodes_quarantined"], "steps_written": counts["steps_written"],
+            "bytes_written": counts["bytes_written"], "statistics_sha256": manifest.get("statistics_sha256"),
+            "gold_dir": os.path.dirname(path),
+        })
+    return pa.Table.from_pylist(rows)
+
+
+def connect(lake: Lake, dataset: str = "*", version: str = "*") -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the lake's views, limited to one dataset and
+    version when given (the default `*` takes every one)."""
+    if "://" in lake.root:
+        raise RobolakeError(f"--lake {lake.root}: queries read a local lake folder (copy or mount it first)")
+    root = os.path.abspath(lake.root)
+    con = duckdb.connect()
+    views = {
+        "episodes": _silver_view(root, "episodes", dataset, version),
+        "steps": _silver_view(root, "curated_steps", dataset, version),
+        "raw_steps": _silver_view(root, "steps", dataset, version),
+        "filtered": _quarantine_view(root, "filtered_actions/*.parquet", dataset, version),
+        "quarantine": _quarantine_view(root, "quarantine.parquet", dataset, version),
+    }
+    for name, query in views.items():
+        if query is not None:
+            con.execute(f"CREATE VIEW {name} AS {query}")
+    versions = versions_table(lake, dataset, version)
+    if versions.num_rows:
+        con.register("versions", versions)
+    if os.path.exists(lake.raw_manifest()):
+        con.execute(f"CREATE VIEW sources AS SELECT * FROM read_parquet({_sql_string(lake.raw_manifest())})")
+    return con
+
+
+def available_views(con: duckdb.DuckDBPyConnection) -> list[str]:
+    names = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    names |= {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    registered = {row[0] for row in con.execute("SHOW TABLES").fetchall()}
+    return [name for name in VIEWS if name in names | registered]
