@@ -70,7 +70,22 @@ def _validate(argv: list[str]) -> int:
     return run(argv)
 
 
-HANDLERS = {"sample": _sample, "convert": _convert, "lineage": _lineage, "validate": _validate}
+def _report(argv: list[str]) -> int:
+    from validation.coverage import run
+
+    return run(argv)
+
+
+def _query(argv: list[str]) -> int:
+    from validation.query import run
+
+    return run(argv)
+
+
+HANDLERS = {
+    "sample": _sample, "convert": _convert, "lineage": _lineage, "validate": _validate, "report": _report,
+    "query": _query,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -290,7 +290,8 @@ def svg_bar_chart(
             f"<g><title>{_esc(label)}: {_esc(note)}</title>"
             f'<text x="{label_width - 6}" y="{text_y:.1f}" text-anchor="end"{weight}>'
             f"{_esc(_shorten(label, label_width // 7))}</text>"
-            f'<rect x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{row_height - 4}" fill="{fill}"/>'
+            f'<rect x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{row_height - 4}" '
+            f'fill="{fill}"/>'
             f'<text x="{label_width + length + 4:.1f}" y="{text_y:.1f}">{_esc(note)}</text></g>'
         )
     return "".join(parts) + "</svg>"
@@ -382,8 +383,8 @@ def _text(value: object, missing: str = "") -> str:
 
 
 def _fmt(value: float) -> str:
-    """Compact number: whole numbers in full with thousands separators, others to 3
-    significant digits (0.0123, 45.7, 1.23e+05)."""
+    """Compact number: integers (and whole floats below a million) in full with thousands
+    separators, others to 3 significant digits (0.0123, 45.7, 1.23e+05)."""
     if isinstance(value, numbers.Integral):
         return f"{int(value):,}"
     if math.isfinite(value) and float(value).is_integer() and abs(value) < 1e6:

@@ -1,0 +1,311 @@
+"""`robolake report <dataset>[:<version>]`: diversity coverage of a dataset version,
+from DuckDB queries over the lake's views.
+
+Writes into lake/reports/<dataset>/<version>/: coverage.html (self-contained, plots as
+inline SVG), coverage.json (DVC metrics) and coverage/*.parquet (every table in full)."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import itertools
+import math
+import os
+import re
+import time
+
+import duckdb
+import numpy as np
+import pandas as pd
+from rich.progress import Progress
+
+from robolake import progress
+from robolake.lake import Lake, write_bytes, write_json
+from robolake.provenance import utc_now
+from validation.coverage_model import CoverageReport, Histogram, UnderSampled
+from validation.dataset_ref import DatasetVersion, resolve
+from validation.lake_views import available_views, connect
+
+THRESHOLD = 0.5  # a value is under-sampled below this fraction of an even share (1 / number of values)
+GAP_RATIO = 0.25  # a pair of values is a gap below this fraction of its count under independence
+MAX_VALUES = 50  # metadata fields with more distinct values are not crossed (ids, file names)
+BINS = 20
+ARTICLES = {"a", "an", "the"}
+TYPO = 0.6  # two words this similar (difflib ratio) are one word misspelled or inflected
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def metadata_fields(con: duckdb.DuckDBPyConnection, target: DatasetVersion, notes: list[str]) -> list[str]:
+    """The spec's metadata fields (task first) with at most MAX_VALUES distinct values."""
+    names = list(dict.fromkeys(["task", *target.spec.metadata]))
+    fields = []
+    for name in names:
+        distinct = con.execute(f"SELECT count(DISTINCT {_quoted(name)}) FROM episodes").fetchone()[0]
+        if distinct > MAX_VALUES:
+            notes.append(f"metadata field {name!r} has {distinct} distinct values; not crossed (over {MAX_VALUES})")
+        else:
+            fields.append(name)
+    return fields
+
+
+def cube(con: duckdb.DuckDBPyConnection, fields: list[str]) -> pd.DataFrame:
+    """Episodes and steps for every combination of the fields and every subtotal (CUBE)."""
+    columns = ", ".join(_quoted(f) for f in fields)
+    return con.execute(f"""
+        SELECT {columns}, count(*) AS episodes, sum(num_steps)::BIGINT AS steps
+        FROM episodes GROUP BY CUBE ({columns}) ORDER BY ALL NULLS FIRST""").df()
+
+
+def marginals(con: duckdb.DuckDBPyConnection, fields: list[str]) -> pd.DataFrame:
+    parts = [f"""SELECT '{f}' AS field, {_quoted(f)}::VARCHAR AS value, count(*) AS episodes,
+                        sum(num_steps)::BIGINT AS steps FROM episodes GROUP BY ALL""" for f in fields]
+    table = con.execute(" UNION ALL ".join(parts) + " ORDER BY field, episodes DESC, value").df()
+    table["share"] = table["episodes"] / table.groupby("field")["episodes"].transform("sum")
+    return table
+
+
+def under_sampled(table: pd.DataFrame, threshold: float) -> list[UnderSampled]:
+    """Values whose share is below `threshold` of an even share, with how many episodes
+    would bring them up to it."""
+    flags = []
+    for field, rows in table.groupby("field", sort=False):
+        total, limit = int(rows["episodes"].sum()), threshold / len(rows)
+        for row in rows.itertuples():
+            if len(rows) > 1 and row.share < limit:
+                needed = math.ceil((limit * total - row.episodes) / (1 - limit))
+                flags.append(UnderSampled(
+                    field, str(row.value), int(row.episodes), total, float(row.share), needed,
+                    f"{field}={row.value}: {row.episodes} of {total} episodes ({row.share:.1%}); "
+                    f"collect ~{needed} more (an even share would be {1 / len(rows):.0%})",
+                ))
+    return flags
+
+
+def gaps(con: duckdb.DuckDBPyConnection, fields: list[str], ratio: float) -> pd.DataFrame:
+    """Pairs of observed values of two fields with fewer episodes than `ratio` times their
+    count under independence (empty ones included), where that count is at least 1."""
+    total = con.execute("SELECT count(*) FROM episodes").fetchone()[0]
+    frames = []
+    for a, b in itertools.combinations(fields, 2):
+        frames.append(con.execute(f"""
+            WITH va AS (SELECT {_quoted(a)}::VARCHAR AS value, count(*) AS n FROM episodes GROUP BY ALL),
+                 vb AS (SELECT {_quoted(b)}::VARCHAR AS value, count(*) AS n FROM episodes GROUP BY ALL),
+                 pairs AS (SELECT {_quoted(a)}::VARCHAR AS value_a, {_quoted(b)}::VARCHAR AS value_b, count(*) AS n
+                           FROM episodes GROUP BY ALL)
+            SELECT '{a}' AS field_a, va.value AS value_a, '{b}' AS field_b, vb.value AS value_b,
+                   coalesce(pairs.n, 0) AS episodes, round(va.n * vb.n / {total}, 1) AS expected
+            FROM va CROSS JOIN vb
+            LEFT JOIN pairs ON pairs.value_a = va.value AND pairs.value_b = vb.value
+            WHERE va.n * vb.n / {total} >= 1 AND coalesce(pairs.n, 0) < {ratio} * va.n * vb.n / {total}
+            """).df())
+    columns = ["field_a", "value_a", "field_b", "value_b", "episodes", "expected"]
+    found = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return found.sort_values(["episodes", "expected"], ascending=[True, False], ignore_index=True)
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words without punctuation."""
+    return re.sub(r"[^\w\s]", " ", text.lower()).split()
+
+
+def _one_typo_apart(a: list[str], b: list[str]) -> bool:
+    differing = [(u, v) for u, v in zip(a, b) if u != v] if len(a) == len(b) else []
+    return len(differing) == 1 and difflib.SequenceMatcher(None, *differing[0]).ratio() >= TYPO
+
+
+def is_near_duplicate(x: str, y: str) -> bool:
+    """Two different texts that say the same: equal once case, punctuation and articles
+    go, or equal but for one misspelled or inflected word ("teh", "cubes"). A different
+    content word ("red" / "blue") makes a different instruction."""
+    a, b = _words(x), _words(y)
+    core_a, core_b = [w for w in a if w not in ARTICLES], [w for w in b if w not in ARTICLES]
+    return core_a == core_b or _one_typo_apart(a, b) or _one_typo_apart(core_a, core_b)
+
+
+def instruction_diversity(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per task: episodes, distinct instructions, their ratio; and near-duplicate pairs."""
+    texts = con.execute("""
+        SELECT task, language_instruction AS instruction, count(*) AS episodes
+        FROM episodes GROUP BY ALL ORDER BY task, instruction""").df()
+    pairs, per_task = [], []
+    for task, rows in texts.groupby("task", sort=True):
+        instructions = rows["instruction"].tolist()[:200]  # pairs grow quadratically
+        near = 0
+        for x, y in itertools.combinations(instructions, 2):
+            if is_near_duplicate(x, y):
+                near += 1
+                similarity = difflib.SequenceMatcher(None, x.lower(), y.lower()).ratio()
+                pairs.append({"task": task, "instruction_a": x, "instruction_b": y, "similarity": round(similarity, 3)})
+        episodes = int(rows["episodes"].sum())
+        per_task.append({"task": task, "episodes": episodes, "distinct_instructions": len(rows),
+                         "paraphrase_ratio": round(len(rows) / episodes, 3), "near_duplicate_pairs": near})
+    near_duplicates = pd.DataFrame(pairs, columns=["task", "instruction_a", "instruction_b", "similarity"])
+    return pd.DataFrame(per_task), near_duplicates
+
+
+def instruction_flags(table: pd.DataFrame) -> list[UnderSampled]:
+    """Tasks taught with a single wording (a policy then learns the string, not the task)."""
+    flags = []
+    for row in table.itertuples():
+        if row.distinct_instructions == 1 and row.episodes > 1:
+            flags.append(UnderSampled(
+                "instructions", str(row.task), int(row.episodes), int(row.episodes), 1 / row.episodes, 2,
+                f"task={row.task}: 1 distinct instruction over {row.episodes} episodes; "
+                f"add paraphrases (at least 2-3 wordings)",
+            ))
+    return flags
+
+
+def histogram(values: np.ndarray, bins: int = BINS) -> Histogram:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return Histogram([], [])
+    counts, edges = np.histogram(values, bins=bins)
+    return Histogram([float(e) for e in edges], [int(c) for c in counts])
+
+
+def sql_histogram(con: duckdb.DuckDBPyConnection, expression: str, where: str, bins: int = BINS) -> Histogram:
+    """An equal-width histogram computed inside DuckDB (no column leaves the database)."""
+    low, high = con.execute(f"SELECT min({expression}), max({expression}) FROM steps WHERE {where}").fetchone()
+    if low is None:
+        return Histogram([], [])
+    width = (high - low) / bins or 1.0
+    counts = dict(con.execute(f"""
+        SELECT least(floor(({expression} - {low}) / {width}), {bins - 1})::INT AS bin, count(*)
+        FROM steps WHERE {where} GROUP BY bin""").fetchall())
+    return Histogram([low + i * width for i in range(bins + 1)], [counts.get(i, 0) for i in range(bins)])
+
+
+def action_histograms(con: duckdb.DuckDBPyConnection, names: list[str]) -> dict[str, dict[str, Histogram]]:
+    return {
+        name: {kind: sql_histogram(con, f"{column}[{i + 1}]", "split = 'train'")
+               for kind, column in (("raw", "action_raw"), ("normalized", "action"))}
+        for i, name in enumerate(names)
+    }
+
+
+def camera_histograms(con: duckdb.DuckDBPyConnection, cameras: list[str]) -> dict[str, dict[str, Histogram]]:
+    result = {}
+    for camera in cameras:
+        table = con.execute(
+            f"SELECT camera_{camera}_brightness AS brightness, camera_{camera}_contrast AS contrast FROM episodes").df()
+        result[camera] = {key: histogram(table[key].to_numpy(float)) for key in ("brightness", "contrast")}
+    return result
+
+
+def _table_or_empty(con: duckdb.DuckDBPyConnection, view: str, query: str, columns: list[str]) -> pd.DataFrame:
+    return con.execute(query).df() if view in available_views(con) else pd.DataFrame(columns=columns)
+
+
+def build_report(lake: Lake, target: DatasetVersion, threshold: float = THRESHOLD,
+                 gap_ratio: float = GAP_RATIO) -> CoverageReport:
+    con = connect(lake, target.dataset, target.version)
+    notes: list[str] = []
+    with Progress(console=progress.console, transient=True) as bar:
+        task = bar.add_task(f"report {target.dataset} {target.version}", total=7)
+        fields = metadata_fields(con, target, notes)
+        full_cube = cube(con, fields)
+        bar.advance(task)
+        values = marginals(con, fields)
+        found_gaps = gaps(con, fields, gap_ratio)
+        bar.advance(task)
+        instructions, near_duplicates = instruction_diversity(con)
+        bar.advance(task)
+        lengths = histogram(con.execute("SELECT num_steps FROM episodes").df()["num_steps"].to_numpy(float))
+        actions = action_histograms(con, target.spec.action.names)
+        bar.advance(task)
+        cameras = camera_histograms(con, [cam.name for cam in target.spec.cameras])
+        bar.advance(task)
+        filtered = _table_or_empty(
+            con, "filtered", "SELECT rule, policy, dimension, count(*) AS items FROM filtered GROUP BY ALL ORDER BY ALL",
+            ["rule", "policy", "dimension", "items"])
+        quarantined = _table_or_empty(
+            con, "quarantine", "SELECT reason_code, count(*) AS episodes FROM quarantine GROUP BY ALL ORDER BY ALL",
+            ["reason_code", "episodes"])
+        splits = con.execute("""
+            SELECT split, count(*) AS episodes, sum(num_steps)::BIGINT AS steps FROM episodes
+            GROUP BY split ORDER BY split""").df()
+        bar.advance(task)
+        totals = {
+            "episodes": int(splits["episodes"].sum()),
+            "steps": int(con.execute("SELECT count(*) FROM steps").fetchone()[0]),
+            "tasks": int(instructions["task"].nunique()) if len(instructions) else 0,
+            "instructions": int(instructions["distinct_instructions"].sum()) if len(instructions) else 0,
+            "quarantined": int(quarantined["episodes"].sum()) if len(quarantined) else 0,
+            "filtered_items": int(filtered["items"].sum()) if len(filtered) else 0,
+        }
+        bar.advance(task)
+    return CoverageReport(
+        target.dataset, target.version, utc_now(), threshold, fields, totals, full_cube, values, found_gaps,
+        under_sampled(values, threshold) + instruction_flags(instructions), instructions, near_duplicates,
+        lengths, actions, cameras, filtered, quarantined, splits, notes,
+    )
+
+
+def coverage_document(report: CoverageReport) -> dict:
+    """coverage.json: figures for DVC metrics and the flags with their recommendations."""
+    values = report.marginals
+    return {
+        "dataset": report.dataset,
+        "version": report.version,
+        "totals": report.totals,
+        "under_sampled": len(report.flags),
+        "gaps": len(report.gaps),
+        "empty_combinations": int((report.gaps["episodes"] == 0).sum()) if len(report.gaps) else 0,
+        "values_per_field": {f: int((values["field"] == f).sum()) for f in report.fields},
+        "min_share_per_field": {f: round(float(values.loc[values["field"] == f, "share"].min()), 4)
+                                for f in report.fields},
+        "near_duplicate_instruction_pairs": len(report.near_duplicates),
+        "flags": [flag.recommendation for flag in report.flags],
+        "threshold": report.threshold,
+        "notes": report.notes,
+    }
+
+
+def write_report(lake: Lake, report: CoverageReport) -> str:
+    from validation.html_report import render_html
+
+    reports = lake.reports(report.dataset, report.version)
+    write_bytes(os.path.join(reports, "coverage.html"), render_html(report).encode())
+    write_json(os.path.join(reports, "coverage.json"), coverage_document(report))
+    tables = {"cube": report.cube, "marginals": report.marginals, "gaps": report.gaps,
+              "instructions": report.instructions, "near_duplicates": report.near_duplicates,
+              "filtered": report.filtered_by_rule, "quarantined": report.quarantined_by_reason,
+              "splits": report.splits}
+    os.makedirs(os.path.join(reports, "coverage"), exist_ok=True)
+    for name, table in tables.items():
+        table.to_parquet(os.path.join(reports, "coverage", f"{name}.parquet"), index=False)
+    return reports
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="robolake report", description="Write a dataset version's coverage report.")
+    parser.add_argument("dataset", help="NAME or NAME:VERSION (default: the latest version)")
+    parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
+    parser.add_argument("--threshold", type=float, default=THRESHOLD,
+                        help=f"flag values below this fraction of an even share (default: {THRESHOLD})")
+    parser.add_argument("--gap-ratio", type=float, default=GAP_RATIO,
+                        help=f"list value pairs below this fraction of their count under independence "
+                             f"(default: {GAP_RATIO})")
+    return parser.parse_args(argv)
+
+
+def run(argv: list[str]) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    lake = Lake(args.lake)
+    target = resolve(lake, args.dataset)
+    report = build_report(lake, target, args.threshold, args.gap_ratio)
+    reports = write_report(lake, report)
+    for flag in report.flags:
+        print(f"under-sampled: {flag.recommendation}")
+    print(
+        f"report {target.dataset} {target.version}: {report.totals['episodes']} episodes, {report.totals['steps']} "
+        f"steps, {len(report.fields)} fields crossed, {len(report.flags)} under-sampled, {len(report.gaps)} gaps, "
+        f"{len(report.near_duplicates)} near-duplicate instruction pairs in {time.time() - started:.1f} s "
+        f"-> {reports}/coverage.html"
+    )
+    return 0
