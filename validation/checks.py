@@ -61,7 +61,7 @@ def episode_length(inputs: GateInputs) -> Check:
 
 
 def _non_finite(column: str) -> str:
-    return f"len(list_filter({column}, lambda x: isnan(x) OR isinf(x)))"
+    return f"len(list_filter({column}, lambda x: x IS NULL OR isnan(x) OR isinf(x)))"
 
 
 def finite_values(inputs: GateInputs) -> Check:
@@ -69,7 +69,7 @@ def finite_values(inputs: GateInputs) -> Check:
         SELECT episode_id, sum({_non_finite('action')} + {_non_finite('action_raw')} + {_non_finite('state')})
                AS non_finite
         FROM steps GROUP BY episode_id ORDER BY episode_id""")
-    return Check("finite_values", "no NaN or inf in action, action_raw or state", table,
+    return Check("finite_values", "no NaN, inf or null in action, action_raw or state", table,
                  [gx.expectations.ExpectColumnValuesToBeBetween(column="non_finite", min_value=0, max_value=0)])
 
 

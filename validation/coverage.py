@@ -249,13 +249,10 @@ def coverage_document(report: CoverageReport) -> dict:
     """coverage.json: figures for DVC metrics and the flags with their recommendations."""
     values = report.marginals
     return {
-        "dataset": report.dataset,
-        "version": report.version,
         "totals": report.totals,
         "under_sampled": len(report.flags),
         "gaps": len(report.gaps),
         "empty_combinations": int((report.gaps["episodes"] == 0).sum()) if len(report.gaps) else 0,
-        "values_per_field": {f: int((values["field"] == f).sum()) for f in report.fields},
         "min_share_per_field": {f: round(float(values.loc[values["field"] == f, "share"].min()), 4)
                                 for f in report.fields},
         "near_duplicate_instruction_pairs": len(report.near_duplicates),

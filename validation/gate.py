@@ -3,8 +3,9 @@
 Every check of validation/checks.py gives a table (DuckDB over the lake's views) and
 its expectations; Great Expectations validates each table as a pandas dataframe asset
 (GX has no DuckDB datasource), with each expectation's severity from validation/gate.yaml.
-Writes lake/reports/<dataset>/<version>/validate.json (DVC metrics) and GX Data Docs
-(data_docs/index.html beside it), prints each failed expectation with counts and a few
+Writes lake/reports/<dataset>/<version>/validate.json (DVC metrics),
+validate_details.json (every expectation, with examples) and GX Data Docs
+(data_docs/index.html beside them), prints each failed expectation with counts and a few
 offending ids, and exits 1 when an error-severity expectation fails."""
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class GxRunner:
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         self.context.add_data_docs_site(site_name="robolake", site_config={
             "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": os.path.abspath(docs_dir)},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         })
         self.source = self.context.data_sources.add_pandas("lake")
@@ -134,25 +135,33 @@ def run_gate(lake: Lake, target: DatasetVersion, config: dict) -> tuple[list[Out
     return outcomes, skipped
 
 
-def results_document(target: DatasetVersion, outcomes: list[Outcome], skipped: list[Check]) -> dict:
-    """validate.json: the gate's verdict and per-check figures (DVC metrics)."""
+def _key(outcome: Outcome) -> str:
+    return f"{outcome.check}.{outcome.column}" if outcome.column else outcome.check
+
+
+def results_documents(target: DatasetVersion, outcomes: list[Outcome], skipped: list[Check]) -> tuple[dict, dict]:
+    """validate.json (the verdict and unexpected counts: DVC metrics) and
+    validate_details.json (every expectation with severity, counts and examples)."""
     failed = [o for o in outcomes if not o.success]
-    return {
-        "dataset": target.dataset,
-        "version": target.version,
+    metrics = {
         "passed": not any(o.severity == "error" for o in failed),
         "expectations": len(outcomes),
         "failed_errors": sum(o.severity == "error" for o in failed),
         "failed_warnings": sum(o.severity == "warning" for o in failed),
+        "unexpected": {_key(o): o.unexpected for o in outcomes},
+    }
+    details = {
+        "dataset": target.dataset,
+        "version": target.version,
+        **metrics,
         "checks": {
-            f"{o.check}.{o.column}" if o.column else o.check: {
-                "severity": o.severity, "success": o.success, "elements": o.elements, "unexpected": o.unexpected,
-                "examples": o.examples,
-            }
+            _key(o): {"expectation": o.expectation, "description": o.description, "severity": o.severity,
+                      "success": o.success, "elements": o.elements, "unexpected": o.unexpected, "examples": o.examples}
             for o in outcomes
         },
         "skipped": {check.name: check.skipped for check in skipped},
     }
+    return metrics, details
 
 
 def print_summary(outcomes: list[Outcome], skipped: list[Check]) -> None:
@@ -182,9 +191,10 @@ def run(argv: list[str]) -> int:
     target = resolve(lake, args.dataset)
     config = load_config(target.dataset, Path(args.config))
     outcomes, skipped = run_gate(lake, target, config)
-    document = results_document(target, outcomes, skipped)
+    document, details = results_documents(target, outcomes, skipped)
     reports = lake.reports(target.dataset, target.version)
     write_json(os.path.join(reports, "validate.json"), document)
+    write_json(os.path.join(reports, "validate_details.json"), details)
     print_summary(outcomes, skipped)
     verdict = "PASSED" if document["passed"] else "FAILED"
     print(
