@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import duckdb
 import h5py
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from robolake.cli import main
 from robolake.sample import write_robomimic_dataset
 from tests.conftest import robomimic_spec, run_convert
+from validation.coverage import GAP_RATIO, gaps
 
 NAME, VERSION = "planted", "1.0.0"
 EPISODES = 50
@@ -119,3 +121,14 @@ def test_a_bad_query_gets_duckdbs_message_not_a_traceback(planted_lake, capsys):
     err = capsys.readouterr().err
     assert err.startswith("robolake query: error: Binder Error") and "Traceback" not in err
     assert "(views: episodes, steps, raw_steps, quarantine, versions, sources)" in err
+
+
+def test_gaps_list_empty_and_under_covered_pairs_against_independence():
+    con = duckdb.connect()
+    rows = [("pick", "bright")] * 20 + [("pick", "dim")] * 20 + [("push", "bright")] * 20 + [("push", "dim")] * 1
+    con.execute("CREATE TABLE episodes (task VARCHAR, lighting VARCHAR, num_steps INT)")
+    con.executemany("INSERT INTO episodes VALUES (?, ?, 10)", rows)
+    con.execute("INSERT INTO episodes VALUES ('stack', 'bright', 10)")  # too rare to judge its pairs
+    found = gaps(con, ["task", "lighting"], GAP_RATIO)
+    # push x dim: 1 episode where 21 x 21 / 62 = 7.1 would be independent; stack x dim expects 0.3
+    assert found[["value_a", "value_b", "episodes", "expected"]].values.tolist() == [["push", "dim", 1, 7.1]]
