@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"]
-PROJECT_DIRS = ["datasets", "robolake", "pipelines", "schemas"]
+PROJECT_DIRS = ["datasets", "robolake", "pipelines", "schemas", "validation"]
 SMALL = {  # 3 HDF5 episodes and 3 bags, all in train so that each dataset has train statistics
     "sample": {"episodes": 6, "seed": 3, "bag_fraction": 0.5, "workers": 1},
     "build": {"train_fraction": 1.0, "val_fraction": 0.0, "test_fraction": 0.0},
@@ -74,6 +74,10 @@ def test_repro_produces_every_stage_output(project):
         gold["counts"]["episodes_written"])
     assert shown["lake/reports/sample_tabletop_ros/1.0.0/convert.json"]["data"]["episodes_written"] == (
         bags["counts"]["episodes_written"])
+    for name in ("sample_tabletop", "sample_tabletop_ros"):  # the gate passed, the coverage report is there
+        assert shown[f"lake/reports/{name}/1.0.0/validate.json"]["data"]["passed"] is True
+        assert shown[f"lake/reports/{name}/1.0.0/coverage.json"]["data"]["totals"]["episodes"] == 3
+        assert (project / f"lake/reports/{name}/1.0.0/coverage.html").exists()
 
 
 def test_provenance_ties_the_dataset_to_dvc_lock_and_git(project):
@@ -103,6 +107,7 @@ def test_changed_param_reruns_only_downstream_stages(project):
     experiment = run(["dvc", "exp", "run", "-S", "datasets.sample_tabletop.version=1.0.1"], project)
     assert "Running stage 'convert@sample_tabletop'" in experiment.stdout
     assert "Running stage 'convert@sample_tabletop_ros'" not in experiment.stdout
+    assert "Running stage 'validate@sample_tabletop'" in experiment.stdout
     assert "Running stage 'sample'" not in experiment.stdout
     assert (gold_dir(project, "1.0.1") / "provenance.json").exists()
     assert json.loads((gold_dir(project, "1.0.1") / "manifest.json").read_text())["fingerprint"] != before
