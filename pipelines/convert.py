@@ -12,14 +12,13 @@ import dataclasses
 from dataclasses import dataclass
 
 import apache_beam as beam
+import pyarrow as pa
 
 from pipelines.curation import CurateActions, SilverShardFiles, curate_steps, robust_stats
 from pipelines.episode import EpisodeRef, EpisodeRejected, QuarantineRecord, stable_hash
 from pipelines.images import FramePreprocessor
 from pipelines.rlds_writer import EpisodeSerializer, shard_filename, silver_episodes
-from pipelines.silver_writer import (
-    ParquetShardWriter, ShardStepsWriter, episode_row, episodes_table, part_name, partition_dir,
-)
+from pipelines.silver_writer import ShardStepsWriter, episode_row, episodes_table, part_name, partition_dir
 from pipelines.sources import SourceReader
 from pipelines.splits import assign_shards, assign_split
 from pipelines.tfrecord import write_tfrecord
@@ -258,21 +257,22 @@ class _WriteGoldShard(beam.DoFn):
         filled = sorted(r.shard for r in all_results if r.split == result.split and r.episodes > 0)
         index = filled.index(result.shard)
         robust, steps = robust_stats(raw), []
-        curated_path = join(partition_dir(ctx.curated_root, result.split), part_name(result.shard))
-        curated_writer = ParquetShardWriter(curated_path, curated_steps_schema(ctx.spec, ctx.state_dim))
+        curated_schema, curated_tables = curated_steps_schema(ctx.spec, ctx.state_dim), []
 
         def curate(table):
             curated = curate_steps(table, ctx.spec, robust, statistics.document)
             steps.append(curated.num_rows if curated is not None else 0)
             if curated is not None:
-                curated_writer.write_table(curated.select(curated_writer.schema.names))
+                curated_tables.append(curated.select(curated_schema.names))
             return curated
 
         files = shard_files(ctx, result)
         episodes = silver_episodes(files.steps_path, files.episodes_path, ctx.spec, curate)
         path = join(ctx.gold_dir, shard_filename(ctx.spec.name, result.split, index, len(filled)))
         count, size = write_tfrecord(path, (self.serializer.serialize(e) for e in episodes))
-        curated_writer.close()
+        # the shard's numeric steps in one row group: readers scan them, never one episode
+        curated_path = join(partition_dir(ctx.curated_root, result.split), part_name(result.shard))
+        write_table(curated_path, pa.concat_tables(curated_tables) if curated_tables else curated_schema.empty_table())
         yield GoldShard(result.split, index, count, sum(steps), size)
 
 

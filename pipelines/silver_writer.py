@@ -94,12 +94,13 @@ def episodes_table(rows: list[EpisodeRow], spec: DatasetSpec) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=episodes_schema(spec))
 
 
-class ParquetShardWriter:
-    """Appends one table at a time (an episode: a row group each) to one Parquet file."""
+class ShardStepsWriter:
+    """Appends one decoded episode at a time (a row group each) to a silver shard's steps file."""
 
-    def __init__(self, path: str, schema: pa.Schema):
+    def __init__(self, path: str, spec: DatasetSpec, state_dim: int):
         makedirs(path.rsplit("/", 1)[0])
-        self.schema = schema
+        self.spec = spec
+        self.schema = steps_schema(spec, state_dim)
         self._file = FileSystems.create(path, mime_type="application/octet-stream")
         # Images are already JPEG/PNG: compressing them again, dictionary-encoding them or
         # keeping min/max statistics of them costs time (reads 2-3x slower) and saves nothing.
@@ -113,20 +114,9 @@ class ParquetShardWriter:
             write_statistics=others,
         )
 
-    def write_table(self, table: pa.Table) -> None:
-        self._writer.write_table(table, row_group_size=1 << 30)
+    def write(self, episode: Episode) -> None:
+        self._writer.write_table(steps_table(episode, self.spec, self.schema), row_group_size=1 << 30)
 
     def close(self) -> None:
         self._writer.close()
         self._file.close()
-
-
-class ShardStepsWriter(ParquetShardWriter):
-    """A silver shard's steps file, written one decoded episode at a time."""
-
-    def __init__(self, path: str, spec: DatasetSpec, state_dim: int):
-        super().__init__(path, steps_schema(spec, state_dim))
-        self.spec = spec
-
-    def write(self, episode: Episode) -> None:
-        self.write_table(steps_table(episode, self.spec, self.schema))

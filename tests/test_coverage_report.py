@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -15,7 +16,7 @@ import pytest
 from robolake.cli import main
 from robolake.sample import write_robomimic_dataset
 from tests.conftest import robomimic_spec, run_convert
-from validation.coverage import GAP_RATIO, gaps
+from validation.coverage import GAP_RATIO, _words, gaps, near_duplicate_pairs
 
 NAME, VERSION = "planted", "1.0.0"
 EPISODES = 50
@@ -132,3 +133,15 @@ def test_gaps_list_empty_and_under_covered_pairs_against_independence():
     found = gaps(con, ["task", "lighting"], GAP_RATIO)
     # push x dim: 1 episode where 21 x 21 / 62 = 7.1 would be independent; stack x dim expects 0.3
     assert found[["value_a", "value_b", "episodes", "expected"]].values.tolist() == [["push", "dim", 1, 7.1]]
+
+
+def test_near_duplicates_are_the_same_words_not_look_alike_ones():
+    texts = ["Pick up the cube.", "pick up cube", "pick up teh cube", "grab the red cube", "grab the blue cube",
+             "put the red tube in the box", "put the red cube in the box", "lift the tube", "stack the cubes",
+             "stack the cube"]
+    vocabulary = Counter(word for text in texts for word in set(_words(text)))
+    assert near_duplicate_pairs(texts, vocabulary) == {
+        ("Pick up the cube.", "pick up cube"),  # case, punctuation, an article
+        ("Pick up the cube.", "pick up teh cube"),  # "teh" is in one instruction, "the" in many
+        ("stack the cube", "stack the cubes"),  # an inflection
+    }  # red/blue and cube/tube are different objects: both words are in use

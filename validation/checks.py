@@ -11,6 +11,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import duckdb
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from robolake.lake import Lake
 from robolake.spec import DatasetSpec
 from schemas.documents import schema
 
@@ -29,11 +31,30 @@ class GateInputs:
     """What every check may read: the lake views of one version and its gold files."""
 
     con: duckdb.DuckDBPyConnection
+    lake: Lake
     spec: DatasetSpec
     manifest: dict
     statistics: dict
     gold_dir: str
     config: dict
+
+    @cached_property
+    def normalized_dims(self) -> list[int]:
+        mask = self.statistics["action"].get("mask") or [True] * len(self.spec.action.names)
+        return [i for i, normalized in enumerate(mask) if normalized]
+
+    @cached_property
+    def per_episode(self) -> pd.DataFrame:
+        """Everything the per-episode checks need, from one scan of the curated steps."""
+        dims = self.normalized_dims
+        largest = "greatest(" + ", ".join(f"abs(action[{i + 1}])" for i in dims) + ")" if dims else "NULL"
+        return self.con.execute(f"""
+            SELECT episode_id, count(*) AS num_steps,
+                   sum({_non_finite('action')} + {_non_finite('action_raw')} + {_non_finite('state')}) AS non_finite,
+                   max({largest}) AS max_abs, count_if(is_first) AS firsts, count_if(is_last) AS lasts,
+                   count_if(is_first) = 1 AND count_if(is_last) = 1
+                   AND arg_min(is_first, step_index) AND arg_max(is_last, step_index) AS flags_ok
+            FROM steps GROUP BY episode_id ORDER BY episode_id""").df()
 
 
 @dataclass
@@ -50,42 +71,31 @@ def _df(inputs: GateInputs, query: str) -> pd.DataFrame:
     return inputs.con.execute(query).df()
 
 
+def _non_finite(column: str) -> str:
+    return f"len(list_filter({column}, lambda x: x IS NULL OR isnan(x) OR isinf(x)))"
+
+
 def episode_length(inputs: GateInputs) -> Check:
     bounds = inputs.spec.episode_length
-    table = _df(inputs, "SELECT episode_id, count(*) AS num_steps FROM steps GROUP BY episode_id ORDER BY episode_id")
     return Check(
-        "episode_length", f"steps per episode within [{bounds.min_steps}, {bounds.max_steps or 'inf'}]", table,
+        "episode_length", f"steps per episode within [{bounds.min_steps}, {bounds.max_steps or 'inf'}]",
+        inputs.per_episode[["episode_id", "num_steps"]],
         [gx.expectations.ExpectColumnValuesToBeBetween(
             column="num_steps", min_value=bounds.min_steps, max_value=bounds.max_steps)],
     )
 
 
-def _non_finite(column: str) -> str:
-    return f"len(list_filter({column}, lambda x: x IS NULL OR isnan(x) OR isinf(x)))"
-
-
 def finite_values(inputs: GateInputs) -> Check:
-    table = _df(inputs, f"""
-        SELECT episode_id, sum({_non_finite('action')} + {_non_finite('action_raw')} + {_non_finite('state')})
-               AS non_finite
-        FROM steps GROUP BY episode_id ORDER BY episode_id""")
-    return Check("finite_values", "no NaN, inf or null in action, action_raw or state", table,
+    return Check("finite_values", "no NaN, inf or null in action, action_raw or state",
+                 inputs.per_episode[["episode_id", "non_finite"]],
                  [gx.expectations.ExpectColumnValuesToBeBetween(column="non_finite", min_value=0, max_value=0)])
 
 
-def _normalized_dims(inputs: GateInputs) -> list[int]:
-    mask = inputs.statistics["action"].get("mask") or [True] * len(inputs.spec.action.names)
-    return [i for i, normalized in enumerate(mask) if normalized]
-
-
 def normalized_range(inputs: GateInputs) -> Check:
-    dims = _normalized_dims(inputs)
-    if not dims:
-        return Check("normalized_range", "normalized actions within [-1, 1]", pd.DataFrame(),
-                     skipped="no dimension is normalized")
-    largest = "greatest(" + ", ".join(f"abs(action[{i + 1}])" for i in dims) + ")"
-    table = _df(inputs, f"SELECT episode_id, max({largest}) AS max_abs FROM steps GROUP BY episode_id ORDER BY episode_id")
-    return Check("normalized_range", "normalized action dimensions within [-1, 1]", table,
+    name, description = "normalized_range", "normalized action dimensions within [-1, 1]"
+    if not inputs.normalized_dims:
+        return Check(name, description, pd.DataFrame(), skipped="no dimension is normalized")
+    return Check(name, description, inputs.per_episode[["episode_id", "max_abs"]],
                  [gx.expectations.ExpectColumnValuesToBeBetween(column="max_abs", min_value=0, max_value=1.0 + 1e-6)])
 
 
@@ -93,7 +103,7 @@ def normalized_moments(inputs: GateInputs) -> Check:
     name, description = "normalized_moments", "train split: normalized mean near 0 and std near 1 per dimension"
     if inputs.spec.normalization.mode != "mean_std":
         return Check(name, description, pd.DataFrame(), skipped=f"normalization mode {inputs.spec.normalization.mode}")
-    dims = _normalized_dims(inputs)
+    dims = inputs.normalized_dims
     if not dims:
         return Check(name, description, pd.DataFrame(), skipped="no dimension is normalized")
     moments = ", ".join(f"avg(action[{i + 1}]), stddev_pop(action[{i + 1}])" for i in dims)
@@ -111,15 +121,8 @@ def normalized_moments(inputs: GateInputs) -> Check:
 
 
 def step_flags(inputs: GateInputs) -> Check:
-    table = _df(inputs, """
-        SELECT episode_id, count_if(is_first) AS firsts, count_if(is_last) AS lasts,
-               count_if(is_first) = 1 AND count_if(is_last) = 1
-               AND bool_or(is_first AND step_index = first_index) AND bool_or(is_last AND step_index = last_index)
-               AS flags_ok
-        FROM (SELECT *, min(step_index) OVER w AS first_index, max(step_index) OVER w AS last_index
-              FROM steps WINDOW w AS (PARTITION BY episode_id))
-        GROUP BY episode_id ORDER BY episode_id""")
-    return Check("step_flags", "exactly one is_first, at the first step, and one is_last, at the last", table,
+    return Check("step_flags", "exactly one is_first, at the first step, and one is_last, at the last",
+                 inputs.per_episode[["episode_id", "firsts", "lasts", "flags_ok"]],
                  [gx.expectations.ExpectColumnValuesToBeInSet(column="flags_ok", value_set=[True])])
 
 
@@ -166,13 +169,17 @@ def _declared_image_shapes(gold_dir: str) -> dict[str, str]:
 def _first_frames(inputs: GateInputs, cameras: list[str]) -> list[tuple[str, dict[str, bytes]]]:
     """(episode id, {camera: encoded first frame}) of an evenly spaced sample of episodes,
     read from the silver steps files (the same bytes gold stores; one row group per episode)."""
-    silver = inputs.gold_dir.split("/gold/rlds/")[0] + f"/silver/{inputs.spec.name}/steps"
-    files = sorted(glob.glob(f"{silver}/version={inputs.spec.version}/split=*/*.parquet"))
-    picked = [(path, group) for path in files for group in range(pq.ParquetFile(path).num_row_groups)]
-    step = max(1, math.ceil(len(picked) / inputs.config["image_sample_episodes"]))
+    silver = inputs.lake.silver_partition(inputs.spec.name, "steps", inputs.spec.version)
+    files = sorted(glob.glob(f"{silver}/split=*/*.parquet"))
+    groups = []
+    for path in files:
+        with pq.ParquetFile(path) as parquet:
+            groups += [(path, group) for group in range(parquet.num_row_groups)]
+    columns = ["episode_id", *(f"image_{c}" for c in cameras)]
     frames = []
-    for path, group in picked[::step]:
-        table = pq.ParquetFile(path).read_row_group(group, columns=["episode_id", *(f"image_{c}" for c in cameras)])
+    for path, group in groups[::max(1, math.ceil(len(groups) / inputs.config["image_sample_episodes"]))]:
+        with pq.ParquetFile(path) as parquet:
+            table = parquet.read_row_group(group, columns=columns)
         frames.append((table.column("episode_id")[0].as_py(),
                        {c: table.column(f"image_{c}")[0].as_py() for c in cameras}))
     return frames

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+from collections import Counter, defaultdict
 import itertools
 import math
 import os
@@ -106,23 +107,44 @@ def gaps(con: duckdb.DuckDBPyConnection, fields: list[str], ratio: float) -> pd.
     return found.sort_values(["episodes", "expected"], ascending=[True, False], ignore_index=True)
 
 
-def _words(text: str) -> list[str]:
+def _words(text: str) -> tuple[str, ...]:
     """Lower-case words without punctuation."""
-    return re.sub(r"[^\w\s]", " ", text.lower()).split()
+    return tuple(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
-def _one_typo_apart(a: list[str], b: list[str]) -> bool:
-    differing = [(u, v) for u, v in zip(a, b) if u != v] if len(a) == len(b) else []
-    return len(differing) == 1 and difflib.SequenceMatcher(None, *differing[0]).ratio() >= TYPO
+def _core(words: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(w for w in words if w not in ARTICLES)
 
 
-def is_near_duplicate(x: str, y: str) -> bool:
-    """Two different texts that say the same: equal once case, punctuation and articles
-    go, or equal but for one misspelled or inflected word ("teh", "cubes"). A different
-    content word ("red" / "blue") makes a different instruction."""
-    a, b = _words(x), _words(y)
-    core_a, core_b = [w for w in a if w not in ARTICLES], [w for w in b if w not in ARTICLES]
-    return core_a == core_b or _one_typo_apart(a, b) or _one_typo_apart(core_a, core_b)
+def _is_typo(u: str, v: str, vocabulary: Counter) -> bool:
+    """A misspelled or inflected word: it looks like the other and is rare (in one
+    instruction of the dataset) while the other is not ("teh" / "the", "cubes" / "cube").
+    Two look-alike words that are both in use ("cube" / "tube") are different words."""
+    rare, common = sorted((vocabulary[u], vocabulary[v]))
+    return rare <= 1 < common and difflib.SequenceMatcher(None, u, v).ratio() >= TYPO
+
+
+def near_duplicate_pairs(texts: list[str], vocabulary: Counter) -> set[tuple[str, str]]:
+    """Pairs of different texts that say the same: equal once case, punctuation and
+    articles go, or equal but for one misspelled or inflected word. Texts are bucketed by
+    their normalized words and by their words with one position masked, so the cost
+    grows with the number of texts, not its square."""
+    pairs: set[tuple[str, str]] = set()
+    by_core: dict[tuple, list[str]] = defaultdict(list)
+    masked: dict[tuple, list[tuple[str, str]]] = defaultdict(list)
+    for text in texts:
+        words = _words(text)
+        by_core[_core(words)].append(text)
+        for variant in {words, _core(words)}:
+            for i, word in enumerate(variant):
+                masked[i, variant[:i] + variant[i + 1:]].append((word, text))
+    for group in by_core.values():
+        pairs.update(itertools.combinations(sorted(set(group)), 2))
+    for bucket in masked.values():
+        for (u, x), (v, y) in itertools.combinations(bucket, 2):
+            if x != y and u != v and _is_typo(u, v, vocabulary):
+                pairs.add(tuple(sorted((x, y))))
+    return pairs
 
 
 def instruction_diversity(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -130,18 +152,16 @@ def instruction_diversity(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame,
     texts = con.execute("""
         SELECT task, language_instruction AS instruction, count(*) AS episodes
         FROM episodes GROUP BY ALL ORDER BY task, instruction""").df()
+    vocabulary = Counter(word for text in set(texts["instruction"]) for word in set(_words(text)))
     pairs, per_task = [], []
     for task, rows in texts.groupby("task", sort=True):
-        instructions = rows["instruction"].tolist()[:200]  # pairs grow quadratically
-        near = 0
-        for x, y in itertools.combinations(instructions, 2):
-            if is_near_duplicate(x, y):
-                near += 1
-                similarity = difflib.SequenceMatcher(None, x.lower(), y.lower()).ratio()
-                pairs.append({"task": task, "instruction_a": x, "instruction_b": y, "similarity": round(similarity, 3)})
+        found = sorted(near_duplicate_pairs(rows["instruction"].tolist(), vocabulary))
+        for x, y in found:
+            similarity = difflib.SequenceMatcher(None, x.lower(), y.lower()).ratio()
+            pairs.append({"task": task, "instruction_a": x, "instruction_b": y, "similarity": round(similarity, 3)})
         episodes = int(rows["episodes"].sum())
         per_task.append({"task": task, "episodes": episodes, "distinct_instructions": len(rows),
-                         "paraphrase_ratio": round(len(rows) / episodes, 3), "near_duplicate_pairs": near})
+                         "paraphrase_ratio": round(len(rows) / episodes, 3), "near_duplicate_pairs": len(found)})
     near_duplicates = pd.DataFrame(pairs, columns=["task", "instruction_a", "instruction_b", "similarity"])
     return pd.DataFrame(per_task), near_duplicates
 
@@ -167,24 +187,27 @@ def histogram(values: np.ndarray, bins: int = BINS) -> Histogram:
     return Histogram([float(e) for e in edges], [int(c) for c in counts])
 
 
-def sql_histogram(con: duckdb.DuckDBPyConnection, expression: str, where: str, bins: int = BINS) -> Histogram:
-    """An equal-width histogram computed inside DuckDB (no column leaves the database)."""
-    low, high = con.execute(f"SELECT min({expression}), max({expression}) FROM steps WHERE {where}").fetchone()
-    if low is None:
-        return Histogram([], [])
-    width = (high - low) / bins or 1.0
-    counts = dict(con.execute(f"""
-        SELECT least(floor(({expression} - {low}) / {width}), {bins - 1})::INT AS bin, count(*)
-        FROM steps WHERE {where} GROUP BY bin""").fetchall())
-    return Histogram([low + i * width for i in range(bins + 1)], [counts.get(i, 0) for i in range(bins)])
-
-
-def action_histograms(con: duckdb.DuckDBPyConnection, names: list[str]) -> dict[str, dict[str, Histogram]]:
-    return {
-        name: {kind: sql_histogram(con, f"{column}[{i + 1}]", "split = 'train'")
-               for kind, column in (("raw", "action_raw"), ("normalized", "action"))}
-        for i, name in enumerate(names)
-    }
+def action_histograms(con: duckdb.DuckDBPyConnection, names: list[str], bins: int = BINS
+                      ) -> dict[str, dict[str, Histogram]]:
+    """Equal-width histograms of every train action dimension, raw and normalized, computed
+    inside DuckDB in two scans (ranges, then counts); no column leaves the database."""
+    expressions = [(name, kind, f"{column}[{i + 1}]") for i, name in enumerate(names)
+                   for kind, column in (("raw", "action_raw"), ("normalized", "action"))]
+    where = "split = 'train' AND " + " AND ".join(f"isfinite({e})" for _, _, e in expressions)
+    ranges = con.execute("SELECT " + ", ".join(f"min({e}), max({e})" for _, _, e in expressions)
+                         + f" FROM steps WHERE {where}").fetchone()
+    bounds = [(ranges[2 * k], ranges[2 * k + 1]) for k in range(len(expressions))]
+    if bounds[0][0] is None:
+        return {name: {"raw": Histogram([], []), "normalized": Histogram([], [])} for name in names}
+    widths = [(high - low) / bins or 1.0 for low, high in bounds]
+    counted = con.execute("SELECT " + ", ".join(
+        f"histogram(least(floor(({e} - {low}) / {width}), {bins - 1})::INT)"
+        for (_, _, e), (low, _), width in zip(expressions, bounds, widths)) + f" FROM steps WHERE {where}").fetchone()
+    result: dict[str, dict[str, Histogram]] = {name: {} for name in names}
+    for (name, kind, _), (low, _), width, counts in zip(expressions, bounds, widths, counted):
+        result[name][kind] = Histogram([low + i * width for i in range(bins + 1)],
+                                       [int(counts.get(i, 0)) for i in range(bins)])
+    return result
 
 
 def camera_histograms(con: duckdb.DuckDBPyConnection, cameras: list[str]) -> dict[str, dict[str, Histogram]]:
@@ -231,7 +254,7 @@ def build_report(lake: Lake, target: DatasetVersion, threshold: float = THRESHOL
         bar.advance(task)
         totals = {
             "episodes": int(splits["episodes"].sum()),
-            "steps": int(con.execute("SELECT count(*) FROM steps").fetchone()[0]),
+            "steps": int(target.manifest["counts"]["steps_written"]),
             "tasks": int(instructions["task"].nunique()) if len(instructions) else 0,
             "instructions": int(instructions["distinct_instructions"].sum()) if len(instructions) else 0,
             "quarantined": int(quarantined["episodes"].sum()) if len(quarantined) else 0,

@@ -70,13 +70,12 @@ class GxRunner:
 
     def __init__(self, docs_dir: str):
         import great_expectations as gx
-        from great_expectations.checkpoint import UpdateDataDocsAction
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         for name in list(logging.root.manager.loggerDict):  # GX sets some of its loggers to INFO
             if name.startswith("great_expectations"):
                 logging.getLogger(name).setLevel(logging.WARNING)
-        self.gx, self.docs_action = gx, UpdateDataDocsAction
+        self.gx = gx
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         self.context.add_data_docs_site(site_name="robolake", site_config={
@@ -97,11 +96,14 @@ class GxRunner:
             gx.ValidationDefinition(name=check.name, data=batch, suite=suite))
         checkpoint = self.context.checkpoints.add(gx.Checkpoint(
             name=check.name, validation_definitions=[definition],
-            actions=[self.docs_action(name="data_docs", site_names=["robolake"])],
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [check.id_column]},
         ))
         result = checkpoint.run(batch_parameters={"dataframe": check.table})
         return [r for run in result.run_results.values() for r in run.results]
+
+    def build_data_docs(self) -> None:
+        """Data Docs of every validation run so far (built once: each build renders them all)."""
+        self.context.build_data_docs(site_names=["robolake"])
 
 
 def _outcome(check: Check, severity: str, result) -> Outcome:
@@ -118,7 +120,7 @@ def _outcome(check: Check, severity: str, result) -> Outcome:
 
 def run_gate(lake: Lake, target: DatasetVersion, config: dict) -> tuple[list[Outcome], list[Check]]:
     """Run every check of one dataset version; returns the outcomes and the skipped checks."""
-    inputs = GateInputs(connect(lake, target.dataset, target.version), target.spec, target.manifest,
+    inputs = GateInputs(connect(lake, target.dataset, target.version), lake, target.spec, target.manifest,
                         target.statistics, target.gold_dir, config)
     runner = GxRunner(os.path.join(lake.reports(target.dataset, target.version), "data_docs"))
     outcomes, skipped = [], []
@@ -132,6 +134,7 @@ def run_gate(lake: Lake, target: DatasetVersion, config: dict) -> tuple[list[Out
                 severity = config["severity"][check.name]
                 outcomes += [_outcome(check, severity, r) for r in runner.validate(check, severity)]
             bar.advance(task)
+        runner.build_data_docs()
     return outcomes, skipped
 
 

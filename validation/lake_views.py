@@ -2,7 +2,9 @@
 `robolake query`.
 
 Views (each with `dataset` and `version` columns; `split` where the table has one):
-- episodes: silver episodes (metadata, num_steps, dropped_ticks, camera pixel summaries)
+- episodes: the episodes gold holds (metadata, dropped_ticks, camera pixel summaries),
+  `num_steps` counted in the curated steps (after the outlier filter dropped steps or
+  quarantined episodes)
 - steps: the curated steps exactly as gold RLDS stores them (filtered, `action`
   normalized), without images
 - raw_steps: the silver steps as ingested (before filtering), without images
@@ -11,8 +13,9 @@ Views (each with `dataset` and `version` columns; `split` where the table has on
 - versions: one row per published gold version (from its manifest.json)
 - sources: every registered raw file (lake/raw/manifest.parquet)
 
-A view is left out when the lake has no file for it yet. The lake must be a local folder
-(DuckDB reads it directly)."""
+A view is left out when the lake has no file for it yet. For one dataset version the
+(small) episodes table is materialized, since the gate and the report read it many
+times. The lake must be a local folder (DuckDB reads it directly)."""
 
 from __future__ import annotations
 
@@ -33,9 +36,11 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _parquet(pattern: str) -> str:
-    return (f"read_parquet({_sql_string(pattern)}, hive_partitioning = true, union_by_name = true, "
-            f"filename = true)")
+def _parquet(pattern: str, across_datasets: bool) -> str:
+    """read_parquet of a glob; across datasets, schemas are unioned by name and the file
+    name kept (both cost time, so only then)."""
+    options = ", union_by_name = true, filename = true" if across_datasets else ""
+    return f"read_parquet({_sql_string(pattern)}, hive_partitioning = true{options})"
 
 
 def _silver_view(root: str, table: str, dataset: str, version: str) -> str | None:
@@ -43,9 +48,20 @@ def _silver_view(root: str, table: str, dataset: str, version: str) -> str | Non
     pattern = f"{root}/silver/{dataset}/{table}/version={version}/split=*/*.parquet"
     if not glob.glob(pattern):
         return None
-    name = f"regexp_extract(filename, '/silver/([^/]+)/{table}/', 1)"
     columns = "COLUMNS(lambda c: NOT starts_with(c, 'image_') AND c <> 'filename')"
-    return f"SELECT {name} AS dataset, {columns} FROM {_parquet(pattern)}"
+    if dataset != "*":
+        return f"SELECT {_sql_string(dataset)} AS dataset, {columns} FROM {_parquet(pattern, False)}"
+    name = f"regexp_extract(filename, '/silver/([^/]+)/{table}/', 1)"
+    return f"SELECT {name} AS dataset, {columns} FROM {_parquet(pattern, True)}"
+
+
+def _published_episodes(ingested: str) -> str:
+    """Silver episodes that gold holds, with their curated length."""
+    return f"""
+        SELECT e.* REPLACE (c.num_steps::INTEGER AS num_steps)
+        FROM ({ingested}) e
+        JOIN (SELECT dataset, version, episode_id, count(*) AS num_steps FROM steps GROUP BY ALL) c
+        USING (dataset, version, episode_id)"""
 
 
 def _quarantine_view(root: str, pattern_tail: str, dataset: str, version: str) -> str | None:
@@ -54,7 +70,7 @@ def _quarantine_view(root: str, pattern_tail: str, dataset: str, version: str) -
         return None
     parts = "regexp_extract(filename, '/quarantine/([^/]+)/([^/]+)/', ['dataset', 'version'])"
     return (f"SELECT parts.dataset, parts.version, * EXCLUDE (filename, parts) "
-            f"FROM (SELECT {parts} AS parts, * FROM {_parquet(pattern)})")
+            f"FROM (SELECT {parts} AS parts, * FROM {_parquet(pattern, True)})")
 
 
 def versions_table(lake: Lake, dataset: str = "*", version: str = "*") -> pa.Table:
@@ -83,7 +99,6 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*") -> duckdb.DuckDB
     root = os.path.abspath(lake.root)
     con = duckdb.connect()
     views = {
-        "episodes": _silver_view(root, "episodes", dataset, version),
         "steps": _silver_view(root, "curated_steps", dataset, version),
         "raw_steps": _silver_view(root, "steps", dataset, version),
         "filtered": _quarantine_view(root, "filtered_actions/*.parquet", dataset, version),
@@ -92,6 +107,10 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*") -> duckdb.DuckDB
     for name, query in views.items():
         if query is not None:
             con.execute(f"CREATE VIEW {name} AS {query}")
+    ingested = _silver_view(root, "episodes", dataset, version)
+    if ingested is not None and views["steps"] is not None:
+        kind = "VIEW" if "*" in (dataset, version) else "TEMP TABLE"
+        con.execute(f"CREATE {kind} episodes AS {_published_episodes(ingested)}")
     versions = versions_table(lake, dataset, version)
     if versions.num_rows:
         con.register("versions", versions)
