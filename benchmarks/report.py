@@ -35,8 +35,7 @@ One run of each: on a 2-core machine shared with other work, two default runs ga
 report at 1M steps 65 s and 43 s, so compare ratios and the breakdown rather than
 absolute seconds near the 60 s line. The lakes take ~35 MB per 100k steps (frames are one repeated JPEG,
 dictionary-encoded) and are deleted at the end unless --keep. Curated steps are one
-row group per episode as convert writes them; --curated-row-groups shard writes one per
-shard file instead, to see what the row-group size costs the queries.
+row group per shard file, as convert writes them.
 
     python benchmarks/report.py                    # 100k and 1M steps: ~3 min on 2 cores
     python benchmarks/report.py --quick            # 200 x 50 and 2,000 x 50 steps: ~1 min
@@ -214,8 +213,7 @@ def generate(workdir: str, key: str, episodes: int, steps: int, args: argparse.N
 
     root = os.path.join(workdir, f"lake-{key}")
     print(f"writing the {key} lake: {episodes} episodes x {steps} steps ...", flush=True)
-    s = write_synthetic_lake(root, episodes, steps, seed=args.seed, steps_per_shard=args.steps_per_shard,
-                             curated_row_groups=args.curated_row_groups)
+    s = write_synthetic_lake(root, episodes, steps, seed=args.seed, steps_per_shard=args.steps_per_shard)
     print(f"  {s.line()}", flush=True)
     return SyntheticLake(key, root, s.reference, s.episodes, s.silver_steps, s.curated_steps, s.files, s.bytes / MB)
 
@@ -306,8 +304,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK['episodes']} and {QUICK['large_episodes']} episodes x {QUICK['steps']} steps")
     parser.add_argument("--steps-per-shard", type=int, default=1000, help="the spec's output.steps_per_shard (1000)")
-    parser.add_argument("--curated-row-groups", choices=("episode", "shard"), default="episode",
-                        help="curated steps: one row group per episode as convert writes them (default), or per shard")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="scratch folder, new or empty (default: a fresh temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir (lakes, reports, child logs)")
@@ -337,7 +333,7 @@ def main(argv: list[str]) -> None:
     workdir = args.workdir or tempfile.mkdtemp(prefix="robolake-report-bench-")
     os.makedirs(workdir, exist_ok=True)
     print(f"robolake validate and report: {args.episodes} and {args.large_episodes} episodes x {args.steps} steps, "
-          f"{args.steps_per_shard} steps per shard, curated row groups per {args.curated_row_groups}")
+          f"{args.steps_per_shard} steps per shard")
     print(f"{psutil.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, workdir {workdir}\n")
     lakes = {key: generate(workdir, key, episodes, args.steps, args)
              for key, episodes in (("small", args.episodes), ("large", args.large_episodes))}

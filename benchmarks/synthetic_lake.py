@@ -11,7 +11,7 @@ a 9-d state, splits by episode hash 80/10/10; lake paths as robolake/lake.py giv
   part-NNNNN.parquet`, with the schemas of schemas/tables.py: splits from the episode id's
   hash and shards of about `output.steps_per_shard` steps in stable-hash order
   (pipelines/splits.py itself), one row group per episode as pipelines/silver_writer.py
-  writes them (curated steps optionally one row group per shard file);
+  writes them (curated steps one row group per shard file, as convert writes them);
 - episodes: metadata (task, object, color, scene, lighting, operator) with the skew of
   the sample generator (robolake/sample/scenario.py), its paraphrased instruction
   templates plus a few near-duplicate variants (case and punctuation, a typo), camera
@@ -429,7 +429,7 @@ def _step_columns(refs: list[EpisodeRef], lengths: np.ndarray, step_index: np.nd
 
 
 def write_shard(lake: Lake, plan_: Plan, numbers: ShardNumbers, split: str, shard: int, statistics_: dict,
-                frames: dict[str, bytes], curated_row_groups: str) -> dict:
+                frames: dict[str, bytes]) -> dict:
     spec, refs = plan_.spec, numbers.refs
     name, version = spec.name, spec.version
     part = f"split={split}/{part_name(shard)}"
@@ -485,7 +485,7 @@ def write_shard(lake: Lake, plan_: Plan, numbers: ShardNumbers, split: str, shar
     }
     schema = curated_steps_schema(spec, STATE_DIM)
     writer = ShardWriter(paths["curated_steps"], schema)
-    writer.write(pa.Table.from_pydict(columns, schema=schema), kept if curated_row_groups == "episode" else None)
+    writer.write(pa.Table.from_pydict(columns, schema=schema), None)  # one row group per shard, as convert
     writer.close()
 
     if numbers.records:
@@ -545,13 +545,11 @@ def _write_raw_manifest(lake: Lake, sessions: dict[str, dict]) -> None:
 
 def write_synthetic_lake(
     root: str, episodes: int = 1000, steps: int = 100, *, name: str = NAME, version: str = VERSION, seed: int = 0,
-    steps_per_shard: int = 1000, curated_row_groups: str = "episode", length_jitter: float = 0.0,
+    steps_per_shard: int = 1000, length_jitter: float = 0.0,
     overwrite: bool = False,
 ) -> LakeSummary:
     """Write `episodes` episodes of about `steps` steps as dataset `name` `version` into
     the lake at `root`; see the module docstring."""
-    if curated_row_groups not in ("episode", "shard"):
-        raise ValueError(f"curated_row_groups: episode or shard, not {curated_row_groups!r}")
     if steps < 12:
         raise ValueError("steps must be at least 12 (min_steps 10, and a spike needs room)")
     started = time.perf_counter()
@@ -568,7 +566,7 @@ def write_synthetic_lake(
     shards = []
     for (split, shard), refs in plan_.shards.items():
         numbers = shard_numbers(seed, split, shard, refs)
-        shards.append(write_shard(lake, plan_, numbers, split, shard, statistics_, frames, curated_row_groups))
+        shards.append(write_shard(lake, plan_, numbers, split, shard, statistics_, frames))
     quarantine_dir = lake.quarantine(name, version)
     os.makedirs(quarantine_dir, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(plan_.quarantined, schema=QUARANTINE_SCHEMA),
@@ -657,8 +655,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps-per-shard", type=int, default=1000,
                         help="the spec's output.steps_per_shard (default: 1000, the spec default)")
-    parser.add_argument("--curated-row-groups", choices=("episode", "shard"), default="episode",
-                        help="curated steps: one row group per episode, as convert writes them (default), or per shard")
     parser.add_argument("--overwrite", action="store_true", help="replace the version if it exists")
     return parser.parse_args(argv)
 
@@ -668,7 +664,7 @@ def main(argv: list[str]) -> None:
     try:
         summary = write_synthetic_lake(
             args.lake, args.episodes, args.steps, name=args.name, version=args.version, seed=args.seed,
-            steps_per_shard=args.steps_per_shard, curated_row_groups=args.curated_row_groups,
+            steps_per_shard=args.steps_per_shard,
             length_jitter=args.length_jitter, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as exc:
         raise SystemExit(f"synthetic_lake.py: {exc}") from None
