@@ -17,6 +17,7 @@ COMMANDS = {
     "validate": "run the quality gate (Great Expectations) on a dataset version; exit 1 on an error",
     "report": "write a dataset version's coverage report (DuckDB): HTML, coverage.json, Parquet tables",
     "query": "run DuckDB SQL over the lake's views (episodes, steps, filtered, quarantine, versions, sources)",
+    "train": "fine-tune a VLA policy (LoRA or full) on a gold dataset version; torchrun runs it as DDP",
 }
 
 
@@ -82,9 +83,15 @@ def _query(argv: list[str]) -> int:
     return run(argv)
 
 
+def _train(argv: list[str]) -> int:
+    from training.train import run
+
+    return run(argv)
+
+
 HANDLERS = {
     "sample": _sample, "convert": _convert, "lineage": _lineage, "validate": _validate, "report": _report,
-    "query": _query,
+    "query": _query, "train": _train,
 }
 
 

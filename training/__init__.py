@@ -1,1 +1,1 @@
-"""RLDS -> torch data loading, LoRA fine-tuning (peft), evaluation and the policy runtime: to come."""
+"""VLA fine-tuning on gold RLDS versions: config, data loading, the compact VLA, the training loop, checkpoints."""

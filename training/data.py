@@ -1,0 +1,302 @@
+"""Gold RLDS -> torch: a streaming step dataset for fine-tuning a VLA policy.
+
+Streaming. `RldsSteps` reads the split's TFRecord shards with TFDS
+(`builder_from_directory(gold_dir).as_dataset`), one episode at a time: the images
+are left encoded (`tfds.decode.SkipDecoding`) and an episode's steps come out of
+tf.data as one batch (stepping through the nested RLDS `steps` dataset one element
+at a time costs about 3x more). Steps then go through a shuffle buffer of at most
+`shuffle_buffer` steps (train only) that holds the encoded JPEG/PNG bytes, so a
+buffer of 2000 steps of the sample's two 256x256 JPEG cameras takes about 70 MB
+(decoded to float32 at 224x224, 2.4 GB). Only a step
+that leaves the buffer is decoded (OpenCV), cropped, resized and colour-jittered.
+Memory is therefore bounded by the buffer, the episode being unpacked and the two
+episodes tf.data prefetches; the split is never held whole. The episode read order
+is seeded by (seed, epoch), the buffer and augmentation by (seed, epoch, consumer):
+the same seed and epoch give the same steps in the same order with the same crops.
+
+Sharding. Each (rank, DataLoader worker) pair is one consumer, numbered
+`rank * num_workers + worker_id` out of `world_size * num_workers`. When the split
+has at least as many files as consumers, files are dealt to consumers by TFDS
+(`tfds.ReadConfig(input_context=tf.distribute.InputContext(...))`: file i goes to
+consumer i mod consumers, then each shuffles its own files). With fewer files, every
+consumer reads every file in the same seeded order and keeps the episodes whose
+index in that order is its id modulo consumers (`tf.data.Dataset.shard`). Either way
+each step is read once per epoch over all consumers. Consumers may get different
+numbers of steps (episodes and shards differ in length), so a distributed training
+loop should run a fixed number of optimizer steps on the infinite training stream
+rather than count on ranks exhausting together.
+
+Each DataLoader worker builds its own tf.data pipeline in `__iter__`, after the
+fork (the tests fork workers from a process that has already run TensorFlow)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+import torch  # noqa: E402
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
+
+from robolake.lake import exists, join, list_files, read_json  # noqa: E402
+from robolake.normalization import load_statistics  # noqa: E402
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    image_size: int = 224  # model input side
+    crop_scale: float = 224 / 256  # train: random crop side as a fraction of the image side
+    brightness: float = 0.2  # train: colour jitter amplitudes (factor in [1 - a, 1 + a]); no flips,
+    contrast: float = 0.2  # they would change what an action means
+    saturation: float = 0.2
+    shuffle_buffer: int = 2000  # train: steps
+    cameras: tuple[str, ...] | None = None  # None: every camera of the dataset, sorted by name
+    seed: int = 0
+
+
+def _camera_names(builder: tfds.core.DatasetBuilder) -> list[str]:
+    observation = builder.info.features["steps"]["observation"]
+    return sorted(name for name, feature in observation.items() if isinstance(feature, tfds.features.Image))
+
+
+def _encoded(cameras: list[str]) -> dict:
+    """TFDS decoders that leave these cameras' images as their JPEG/PNG bytes."""
+    return {"steps": {"observation": {name: tfds.decode.SkipDecoding() for name in cameras}}}
+
+
+class RldsSteps(torch.utils.data.IterableDataset):
+    """Steps of one split of a gold RLDS version, as dicts of tensors (see module doc).
+
+    `epochs`: None repeats forever in train mode and reads one pass otherwise.
+    `peak_buffered` and `steps_read` record, for the latest iteration in this process,
+    the most steps the shuffle buffer held and the steps read from the shards."""
+
+    def __init__(
+        self,
+        gold_dir: str,
+        split: str,
+        config: DataConfig,
+        train: bool,
+        rank: int = 0,
+        world_size: int = 1,
+        epochs: int | None = None,
+    ):
+        super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        builder = tfds.builder_from_directory(gold_dir)
+        if split not in builder.info.splits:
+            raise ValueError(f"{gold_dir} has no split {split!r} (splits: {sorted(builder.info.splits)})")
+        available = _camera_names(builder)
+        unknown = sorted(set(config.cameras or ()) - set(available))
+        if unknown:
+            raise ValueError(f"cameras {unknown} are not in {gold_dir} (cameras: {available})")
+        self.gold_dir, self.split, self.config, self.train = gold_dir, split, config, train
+        self.rank, self.world_size = rank, world_size
+        self.epochs = epochs if epochs is not None else (None if train else 1)
+        self.available_cameras = available  # all left encoded by TFDS, used or not
+        self.cameras = list(config.cameras or available)
+        self.num_files = builder.info.splits[split].num_shards
+        self.peak_buffered = 0
+        self.steps_read = 0
+
+    def consumer(self) -> tuple[int, int]:
+        """(this consumer's id, number of consumers) over ranks and DataLoader workers."""
+        worker = torch.utils.data.get_worker_info()
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        return self.rank * num_workers + worker_id, self.world_size * num_workers
+
+    def __iter__(self) -> Iterator[dict]:
+        consumer, consumers = self.consumer()
+        self.peak_buffered = self.steps_read = 0
+        epoch = 0
+        while self.epochs is None or epoch < self.epochs:
+            rng = np.random.default_rng([self.config.seed, epoch, consumer])
+            steps = self._steps(epoch, consumer, consumers)
+            if self.train:
+                steps = self._shuffled(steps, rng)
+            for step in steps:
+                yield self._item(step, rng)
+            epoch += 1
+
+    def _episodes(self, epoch: int, consumer: int, consumers: int) -> tf.data.Dataset:
+        """This consumer's episodes, each with its steps as arrays (images encoded)."""
+        builder = tfds.builder_from_directory(self.gold_dir)
+        by_file = consumers <= self.num_files
+        context = tf.distribute.InputContext(num_input_pipelines=consumers, input_pipeline_id=consumer)
+        read_config = tfds.ReadConfig(
+            shuffle_seed=int(np.random.SeedSequence([self.config.seed, epoch]).generate_state(1)[0]),
+            input_context=context if by_file and consumers > 1 else None,
+        )
+        episodes = builder.as_dataset(
+            split=self.split,
+            decoders=_encoded(self.available_cameras),
+            shuffle_files=self.train,
+            read_config=read_config,
+        )
+        if not by_file:
+            episodes = episodes.shard(consumers, consumer)
+
+        def unpack(episode):
+            steps = episode["steps"].batch(episode["steps"].cardinality()).get_single_element()
+            return {
+                "images": {name: steps["observation"][name] for name in self.cameras},
+                "state": steps["observation"]["state"],
+                "action": steps["action"],
+                "action_raw": steps["action_raw"],
+                "instruction": steps["language_instruction"],
+                "episode_id": episode["episode_metadata"]["episode_id"],
+                "task": episode["episode_metadata"]["task"],
+            }
+
+        return episodes.map(unpack).prefetch(2)
+
+    def _steps(self, epoch: int, consumer: int, consumers: int) -> Iterator[dict]:
+        """Steps in read order, images still encoded."""
+        for episode in self._episodes(epoch, consumer, consumers).as_numpy_iterator():
+            episode_id, task = episode["episode_id"].decode(), episode["task"].decode()
+            for index in range(len(episode["action"])):
+                self.steps_read += 1
+                yield {
+                    "encoded": [episode["images"][name][index] for name in self.cameras],
+                    "action": episode["action"][index].copy(),
+                    "action_raw": episode["action_raw"][index].copy(),
+                    "state": episode["state"][index].copy(),
+                    "instruction": episode["instruction"][index].decode(),
+                    "task": task,
+                    "episode_id": episode_id,
+                    "step_index": index,
+                }
+
+    def _shuffled(self, steps: Iterator[dict], rng: np.random.Generator) -> Iterator[dict]:
+        """A uniformly random step of a buffer of at most `shuffle_buffer` steps, refilled
+        as it goes; the remainder in random order once the input ends."""
+        size = self.config.shuffle_buffer
+        buffer: list[dict] = []
+        for step in steps:
+            if len(buffer) < size:
+                buffer.append(step)
+                self.peak_buffered = max(self.peak_buffered, len(buffer))
+                continue
+            index = rng.integers(size)
+            yield buffer[index]
+            buffer[index] = step
+        for index in rng.permutation(len(buffer)):
+            yield buffer[index]
+
+    def _item(self, step: dict, rng: np.random.Generator) -> dict:
+        images = np.stack([self._image(encoded, rng) for encoded in step.pop("encoded")])
+        scaled = np.empty((len(images), 3, *images.shape[1:3]), np.float32)
+        np.multiply(images.transpose(0, 3, 1, 2), np.float32(1 / 255), out=scaled)
+        return {
+            **step,
+            "images": torch.from_numpy(scaled),
+            "action": torch.from_numpy(step["action"]),
+            "action_raw": torch.from_numpy(step["action_raw"]),
+            "state": torch.from_numpy(step["state"]),
+        }
+
+    def _image(self, encoded: bytes, rng: np.random.Generator) -> np.ndarray:
+        """(image_size, image_size, 3) uint8 RGB: decoded, (train) randomly cropped,
+        resized, (train) colour-jittered."""
+        image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR_RGB)
+        if self.train:
+            height, width = image.shape[:2]
+            crop_h = max(1, round(height * self.config.crop_scale))
+            crop_w = max(1, round(width * self.config.crop_scale))
+            top, left = rng.integers(height - crop_h + 1), rng.integers(width - crop_w + 1)
+            image = image[top : top + crop_h, left : left + crop_w]
+        image = _resized(image, self.config.image_size)
+        return self._jittered(image, rng) if self.train else image
+
+    def _jittered(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Brightness, contrast, saturation in this order, each a factor in [1 - a, 1 + a]
+        blending towards black, the mean gray level, the gray image (as torchvision's
+        ColorJitter), in uint8: the first two as one lookup table."""
+        c = self.config
+        levels = np.clip(np.arange(256) * rng.uniform(1 - c.brightness, 1 + c.brightness), 0, 255)
+        histogram = np.bincount(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).ravel(), minlength=256)
+        mean = histogram @ levels / histogram.sum()
+        levels = np.clip(mean + (levels - mean) * rng.uniform(1 - c.contrast, 1 + c.contrast), 0, 255)
+        image = cv2.LUT(image, np.rint(levels).astype(np.uint8))
+        gray = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        factor = rng.uniform(1 - c.saturation, 1 + c.saturation)
+        return cv2.addWeighted(image, factor, gray, 1 - factor, 0)  # saturates to [0, 255]
+
+
+def _resized(image: np.ndarray, size: int) -> np.ndarray:
+    """Square `size` x `size`: bilinear, or area averaging to shrink 2x or more (where
+    bilinear would alias; area costs 5-10x more at non-integer factors like 256->224)."""
+    if image.shape[:2] == (size, size):
+        return image
+    interpolation = cv2.INTER_AREA if max(image.shape[:2]) >= 2 * size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def collate(items: list[dict]) -> dict:
+    """A batch: tensors stacked, `step_index` an int64 tensor, strings as lists. That is
+    torch's default_collate for these items, which in a DataLoader worker also stacks
+    straight into shared memory (saving a copy of the images per batch)."""
+    return torch.utils.data.default_collate(items)
+
+
+def dataset_info(gold_dir: str) -> dict:
+    """What a training run needs to know before reading any step: cameras and their
+    image shapes, action and state sizes, per split episodes and steps (steps from
+    manifest.json; None without one), the statistics file and its contents, and the
+    train split's instructions (one per episode and distinct text, by episode id)."""
+    builder = tfds.builder_from_directory(gold_dir)
+    step = builder.info.features["steps"]
+    manifest_path = join(gold_dir, "manifest.json")
+    counts = read_json(manifest_path)["counts"]["by_split"] if exists(manifest_path) else {}
+    cameras = _camera_names(builder)
+    return {
+        "name": builder.info.name,
+        "version": str(builder.info.version),
+        "cameras": cameras,
+        "image_shapes": {name: tuple(step["observation"][name].shape) for name in cameras},
+        "action_dim": step["action"].shape[0],
+        "state_dim": step["observation"]["state"].shape[0],
+        "splits": {
+            name: {"episodes": split.num_examples, "steps": counts.get(name, {}).get("steps")}
+            for name, split in builder.info.splits.items()
+        },
+        "statistics_path": join(gold_dir, "dataset_statistics.json"),
+        "statistics": load_statistics(gold_dir),
+        "instructions": train_instructions(gold_dir, builder),
+    }
+
+
+def train_instructions(gold_dir: str, builder: tfds.core.DatasetBuilder | None = None) -> list[str]:
+    """The train split's instruction texts, one per (episode, distinct text), ordered by
+    episode id. Read from the silver `curated_steps` table of the lake the gold
+    folder sits in (gold's exact steps without images; two columns read), else by a
+    pass over the train shards with the images left encoded."""
+    builder = builder or tfds.builder_from_directory(gold_dir)
+    parts = gold_dir.rstrip("/").split("/")
+    pairs: set[tuple[str, str]] = set()
+    files = []
+    if parts[-4:-2] == ["gold", "rlds"]:
+        lake_root = "/".join(parts[:-4]) or ("/" if gold_dir.startswith("/") else ".")
+        silver = join(lake_root, "silver", builder.info.name, "curated_steps", f"version={builder.info.version}")
+        files = list_files(join(silver, "split=train", "*.parquet"))
+    for path in files:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            table = pq.read_table(f, columns=["episode_id", "language_instruction"])
+        pairs |= set(zip(table.column("episode_id").to_pylist(), table.column("language_instruction").to_pylist()))
+    if not files:
+        def instructions(episode):
+            steps = episode["steps"].batch(episode["steps"].cardinality()).get_single_element()
+            return episode["episode_metadata"]["episode_id"], steps["language_instruction"]
+
+        episodes = builder.as_dataset(split="train", decoders=_encoded(_camera_names(builder)))
+        for episode_id, texts in episodes.map(instructions).as_numpy_iterator():
+            pairs |= {(episode_id.decode(), text.decode()) for text in texts}
+    return [text for _, text in sorted(pairs)]

@@ -1,0 +1,455 @@
+"""The compact vision-language-action model: OpenVLA's shape at a size that trains on CPU.
+
+Every camera image is cut into patches and encoded by a small ViT (`VisionEncoder`); a
+2-layer MLP projects the patch features into the language model's embedding space, and
+a causal transformer language model (a Llama built from config with transformers, or
+any local Hugging Face checkpoint of that family) reads
+
+    [patch tokens of every camera] [<bos> instruction words <eos>] [action tokens, dims 0..D-1]
+
+Actions are discretized into `action_bins` uniform bins per dimension and predicted as
+tokens: the vocabulary is the instruction vocabulary followed by one token per bin (bin b
+of any dimension is token `instruction_vocab_size + b`, as OpenVLA reuses the last 256
+ids of Llama's vocabulary). Training is next-token cross entropy on the action tokens;
+prediction decodes them greedily, so every action dimension comes with the entropy of
+its predicted distribution.
+
+LoRA (peft) adapts only the language model's projections; `save_pretrained` /
+`load_pretrained` write and read a checkpoint folder:
+
+    model_config.json             ModelConfig
+    tokenizer.json                InstructionTokenizer
+    language_model/config.json    the language model's architecture (transformers config)
+    model.safetensors             all base weights (vision encoder, projector, language model)
+    adapter/                      only for a LoRA model: peft's adapter_config.json and adapter_model.safetensors
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from training.tokenizers import ActionTokenizer, InstructionTokenizer
+
+ATTENTION_TARGETS = ("q_proj", "v_proj")
+MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
+ADAPTER_DIR = "adapter"
+LANGUAGE_MODEL_DIR = "language_model"
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the compact VLA; the defaults train on CPU, tests use smaller ones."""
+
+    # Side of the square camera images the model reads, in pixels (the data loader resizes to it).
+    image_size: int = 224
+    # Side of a square image patch, in pixels; each camera gives (image_size / patch_size)^2 tokens.
+    patch_size: int = 16
+    # Cameras per observation, in the dataset's camera order; they share the vision encoder.
+    num_cameras: int = 2
+    # Width of the vision encoder (patch embedding and transformer layers).
+    vision_hidden: int = 192
+    # Transformer encoder layers of the vision encoder.
+    vision_layers: int = 4
+    # Attention heads of the vision encoder; must divide vision_hidden.
+    vision_heads: int = 3
+    # Feed-forward width of the vision encoder layers as a multiple of vision_hidden.
+    vision_mlp_ratio: int = 4
+    # Dropout inside the vision encoder layers.
+    vision_dropout: float = 0.0
+    # Hidden size of the Llama language model built from config (ignored with hf_language_model).
+    lm_hidden: int = 256
+    # Decoder layers of the Llama language model (ignored with hf_language_model).
+    lm_layers: int = 4
+    # Attention heads of the Llama language model; must divide lm_hidden (ignored with hf_language_model).
+    lm_heads: int = 4
+    # Feed-forward (SwiGLU) width of the Llama language model (ignored with hf_language_model).
+    lm_intermediate: int = 512
+    # A local Hugging Face causal-LM checkpoint directory (Llama family) used as the language
+    # model instead of the Llama built from the lm_* fields; never downloaded. Its embeddings
+    # are resized to this model's vocabulary (its own text tokenizer is not used, so its
+    # token rows are only an initialization), and its hidden size sets the projector's output.
+    # Read once, when the model is first built: a saved checkpoint holds the weights.
+    hf_language_model: str | None = None
+    # Dimensions of the (normalized) action vector.
+    action_dim: int = 7
+    # Uniform bins per action dimension over [-1, 1]; each bin is one vocabulary token.
+    action_bins: int = 256
+    # Instruction tokens per example, <bos> and <eos> included; longer instructions are cut.
+    max_instruction_tokens: int = 24
+    # Size of the instruction vocabulary; None until a model is built, which takes it from its tokenizer.
+    instruction_vocab_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.vision_hidden % self.vision_heads:
+            raise ValueError(f"vision_heads {self.vision_heads} does not divide vision_hidden {self.vision_hidden}")
+        if self.lm_hidden % self.lm_heads:
+            raise ValueError(f"lm_heads {self.lm_heads} does not divide lm_hidden {self.lm_hidden}")
+
+    @property
+    def patches_per_camera(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def sequence_length(self) -> int:
+        """Tokens of a full training sequence: image patches, instruction and actions."""
+        return self.num_cameras * self.patches_per_camera + self.max_instruction_tokens + self.action_dim
+
+
+@runtime_checkable
+class VlaPolicy(Protocol):
+    """What training, evaluation and the policy runtime need from a model."""
+
+    def loss(self, batch: dict) -> dict[str, Tensor]:
+        """Loss and action_token_accuracy on a batch as the data loader yields it (images, action, instruction)."""
+
+    def predict_actions(self, images: Tensor, instructions: list[str]) -> dict[str, Tensor]:
+        """Normalized actions (B, D) for images (B, cameras, 3, H, W) and one instruction per example."""
+
+
+class VisionEncoder(nn.Module):
+    """A small ViT shared by all cameras: patch embedding, learned position and camera embeddings, pre-norm layers."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        hidden = config.vision_hidden
+        self.patch_embed = nn.Conv2d(3, hidden, kernel_size=config.patch_size, stride=config.patch_size)
+        self.position = nn.Parameter(torch.randn(1, config.patches_per_camera, hidden) * 0.02)
+        self.camera = nn.Parameter(torch.randn(config.num_cameras, 1, hidden) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            hidden,
+            config.vision_heads,
+            dim_feedforward=hidden * config.vision_mlp_ratio,
+            dropout=config.vision_dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, config.vision_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        """Pixels (B, C, 3, H, W) in [-1, 1] -> patch features (B, C * patches, hidden); cameras attend separately."""
+        batch, cameras = pixels.shape[:2]
+        patches = self.patch_embed(pixels.flatten(0, 1)).flatten(2).transpose(1, 2)  # (B*C, P, hidden)
+        patches = (patches + self.position).unflatten(0, (batch, cameras)) + self.camera
+        features = self.norm(self.encoder(patches.flatten(0, 1)))
+        return features.reshape(batch, -1, features.shape[-1])
+
+
+def projector(vision_hidden: int, lm_hidden: int) -> nn.Sequential:
+    """OpenVLA's 2-layer MLP from vision features to language-model embeddings."""
+    return nn.Sequential(nn.Linear(vision_hidden, lm_hidden), nn.GELU(), nn.Linear(lm_hidden, lm_hidden))
+
+
+def load_hf_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """A local Hugging Face causal-LM checkpoint directory (Llama family), loaded without any download.
+
+    `dtype` defaults to float32, the vision encoder's; pass torch.bfloat16 to keep a large
+    checkpoint (e.g. OpenVLA's Llama 2) at half the memory on a GPU.
+    """
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a Hugging Face checkpoint directory (no config.json); nothing is downloaded"
+        )
+    return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
+
+
+def build_language_model(config: ModelConfig, tokenizer: InstructionTokenizer) -> PreTrainedModel:
+    """`config`'s language model: the HF checkpoint, embeddings resized, or a Llama from the lm_* fields."""
+    vocab_size = tokenizer.vocab_size + config.action_bins
+    if config.hf_language_model is not None:
+        model = load_hf_causal_lm(config.hf_language_model)
+        model.resize_token_embeddings(vocab_size)
+        return model
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=config.lm_hidden,
+            intermediate_size=config.lm_intermediate,
+            num_hidden_layers=config.lm_layers,
+            num_attention_heads=config.lm_heads,
+            max_position_embeddings=config.sequence_length,
+            pad_token_id=tokenizer.pad_id,
+            bos_token_id=tokenizer.bos_id,
+            eos_token_id=tokenizer.eos_id,
+            tie_word_embeddings=False,
+        )
+    )
+
+
+def _left_aligned(ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Move each row's padding to its start, so that the last instruction token sits right before the actions."""
+    order = torch.sort(mask.int(), dim=1, stable=True).indices
+    return ids.gather(1, order), mask.gather(1, order)
+
+
+def _positions(mask: Tensor) -> Tensor:
+    """Position ids that skip padding, so an example's outputs do not depend on its batch's padding."""
+    return (mask.long().cumsum(1) - 1).clamp(min=0)
+
+
+class CompactVLA(nn.Module):
+    """Vision encoder + projector + causal LM predicting discretized actions as tokens; implements `VlaPolicy`."""
+
+    def __init__(
+        self, config: ModelConfig, tokenizer: InstructionTokenizer, language_model: PreTrainedModel | None = None
+    ):
+        """`language_model` replaces the one `config` describes (`load_pretrained` passes the saved architecture)."""
+        super().__init__()
+        if config.instruction_vocab_size not in (None, tokenizer.vocab_size):
+            raise ValueError(
+                f"the config's instruction vocabulary has {config.instruction_vocab_size} tokens, "
+                f"the tokenizer {tokenizer.vocab_size}"
+            )
+        self.config = replace(config, instruction_vocab_size=tokenizer.vocab_size)
+        self.tokenizer = tokenizer
+        self.action_tokenizer = ActionTokenizer(config.action_bins)
+        self.language_model = language_model if language_model is not None else build_language_model(config, tokenizer)
+        lm_vocab = self.language_model.get_input_embeddings().num_embeddings
+        if lm_vocab != tokenizer.vocab_size + config.action_bins:
+            raise ValueError(
+                f"the language model has {lm_vocab} embeddings, expected {tokenizer.vocab_size} instruction "
+                f"+ {config.action_bins} action tokens"
+            )
+        self.vision = VisionEncoder(config)
+        self.projector = projector(config.vision_hidden, self.language_model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _pixels(self, images: Tensor) -> Tensor:
+        """Images (B, cameras, 3, H, W), uint8 or float in [0, 1], checked and scaled to [-1, 1]."""
+        expected = (self.config.num_cameras, 3, self.config.image_size, self.config.image_size)
+        if images.dim() != 5 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"images must be (batch, {', '.join(map(str, expected))}), got {tuple(images.shape)}")
+        pixels = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return pixels * 2.0 - 1.0
+
+    def _embed_tokens(self, ids: Tensor) -> Tensor:
+        return self.language_model.get_input_embeddings()(ids)
+
+    def _prefix(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Embeddings (B, patches + L, hidden) and mask of [image patches] [instruction], padding before the words."""
+        ids, mask = _left_aligned(instruction_ids, instruction_mask.bool())
+        vision = self.projector(self.vision(self._pixels(images)))
+        text = self._embed_tokens(ids)
+        embeds = torch.cat([vision.to(text.dtype), text], dim=1)
+        return embeds, torch.cat([mask.new_ones(vision.shape[:2]), mask], dim=1)
+
+    def _action_logits(self, logits: Tensor) -> Tensor:
+        """The slice of vocabulary logits (..., V) over the action tokens (..., bins)."""
+        return logits[..., self.config.instruction_vocab_size :]
+
+    def forward(
+        self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor, actions: Tensor
+    ) -> dict[str, Tensor]:
+        """Teacher-forced loss on normalized `actions` (B, D).
+
+        `loss` is the next-token cross entropy over the whole vocabulary (as OpenVLA trains)
+        at the D action positions only, each predicted from the position before it;
+        `action_token_accuracy` (detached) is the share of action tokens whose argmax over
+        the action tokens, the choice `predict` makes, is right.
+        """
+        if actions.dim() != 2 or actions.shape[1] != self.config.action_dim:
+            raise ValueError(f"actions must be (batch, {self.config.action_dim}), got {tuple(actions.shape)}")
+        bins = self.action_tokenizer.encode(actions.to(self.device))
+        tokens = bins + self.config.instruction_vocab_size
+        prefix, mask = self._prefix(images, instruction_ids, instruction_mask)
+        embeds = torch.cat([prefix, self._embed_tokens(tokens)], dim=1)
+        mask = torch.cat([mask, mask.new_ones(tokens.shape)], dim=1)
+        logits = self.language_model(
+            inputs_embeds=embeds, attention_mask=mask.long(), position_ids=_positions(mask),
+            use_cache=False, logits_to_keep=self.config.action_dim + 1,
+        ).logits[:, :-1].float()  # (B, D, V): the last instruction token and actions 0..D-2 predict actions 0..D-1
+        loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+        accuracy = (self._action_logits(logits).argmax(-1) == bins).float().mean()
+        return {"loss": loss, "action_token_accuracy": accuracy.detach()}
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor) -> dict[str, Tensor]:
+        """Greedy autoregressive actions over the D dimensions, in eval mode, with a KV cache.
+
+        Returns `actions` (B, D) bin centers in [-1, 1], `tokens` (B, D) their vocabulary ids
+        and `entropy` (B, D) in nats of each dimension's distribution over the action tokens.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            embeds, mask = self._prefix(images, instruction_ids, instruction_mask)
+            positions = _positions(mask)
+            output = self.language_model(
+                inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions,
+                use_cache=True, logits_to_keep=1,
+            )
+            bins, entropies = [], []
+            for dim in range(self.config.action_dim):
+                if dim:
+                    mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+                    positions = positions[:, -1:] + 1
+                    output = self.language_model(
+                        inputs_embeds=self._embed_tokens(bins[-1][:, None] + self.config.instruction_vocab_size),
+                        attention_mask=mask.long(), position_ids=positions,
+                        past_key_values=output.past_key_values, use_cache=True,
+                    )
+                log_probs = self._action_logits(output.logits[:, -1].float()).log_softmax(-1)
+                entropies.append(-(log_probs.exp() * log_probs).sum(-1))
+                bins.append(log_probs.argmax(-1))
+        finally:
+            self.train(was_training)
+        bins = torch.stack(bins, dim=1)
+        return {
+            "actions": self.action_tokenizer.decode(bins),
+            "tokens": bins + self.config.instruction_vocab_size,
+            "entropy": torch.stack(entropies, dim=1),
+        }
+
+    def _tokenize(self, instructions: list[str]) -> tuple[Tensor, Tensor]:
+        ids, mask = self.tokenizer.batch_encode(list(instructions), self.config.max_instruction_tokens)
+        return ids.to(self.device), mask.to(self.device)
+
+    def model_inputs(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """`forward`'s arguments, on the model's device, from a data-loader batch: images (B, cameras, 3, H, W),
+        action (B, D), instruction (B strings). Under DDP call `ddp_model(*model.model_inputs(batch))`, so that
+        DDP's own forward runs."""
+        ids, mask = self._tokenize(batch["instruction"])
+        return batch["images"].to(self.device), ids, mask, batch["action"].to(self.device)
+
+    def loss(self, batch: dict) -> dict[str, Tensor]:
+        """`forward` on a data-loader batch (see `model_inputs`)."""
+        return self(*self.model_inputs(batch))
+
+    def predict_actions(self, images: Tensor, instructions: list[str]) -> dict[str, Tensor]:
+        """`predict` from instruction texts."""
+        ids, mask = self._tokenize(instructions)
+        return self.predict(images.to(self.device), ids, mask)
+
+
+def is_lora(model: CompactVLA) -> bool:
+    return isinstance(model.language_model, PeftModel)
+
+
+def _freeze_encoders(model: CompactVLA) -> None:
+    model.vision.requires_grad_(False)
+    model.projector.requires_grad_(False)
+
+
+def add_lora(
+    model: CompactVLA,
+    r: int = 32,
+    alpha: int = 64,
+    dropout: float = 0.05,
+    targets: tuple[str, ...] = ATTENTION_TARGETS,
+    mlp: bool = False,
+) -> CompactVLA:
+    """Wrap the language model in peft LoRA adapters on `targets` (plus gate/up/down_proj with `mlp`).
+
+    Only the adapters train afterwards: peft freezes the language model's base weights
+    (action-token embeddings and LM head included), and the vision encoder and projector
+    are frozen here too, the standard LoRA recipe (OpenVLA's LoRA fine-tuning likewise
+    trains adapters only). The model is changed in place and returned.
+    """
+    if is_lora(model):
+        raise ValueError("the model already has LoRA adapters (merge_lora first to stack another set)")
+    modules = list(dict.fromkeys([*targets, *(MLP_TARGETS if mlp else ())]))
+    lora = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, bias="none", task_type="CAUSAL_LM"
+    )
+    model.language_model = get_peft_model(model.language_model, lora)
+    _freeze_encoders(model)
+    return model
+
+
+def merge_lora(model: CompactVLA) -> CompactVLA:
+    """Fold the adapters into the base weights (peft `merge_and_unload`), in place; the result has no adapters.
+
+    The merged weights keep requires_grad False; call `requires_grad_(True)` before full fine-tuning.
+    """
+    if not is_lora(model):
+        raise ValueError("the model has no LoRA adapters to merge")
+    model.language_model = model.language_model.merge_and_unload()
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights count once."""
+    parameters = list(model.parameters())
+    return sum(p.numel() for p in parameters if p.requires_grad), sum(p.numel() for p in parameters)
+
+
+def _base_language_model(model: CompactVLA) -> PreTrainedModel:
+    return model.language_model.get_base_model() if is_lora(model) else model.language_model
+
+
+def base_state_dict(model: CompactVLA) -> dict[str, Tensor]:
+    """The weights without adapters, named as in a plain CompactVLA (peft's wrapper prefixes and base_layer removed)."""
+    state = model.state_dict()
+    if not is_lora(model):
+        return state
+    wrapped = "language_model.base_model.model."
+    return {
+        key.replace(wrapped, "language_model.", 1).replace(".base_layer.", "."): value
+        for key, value in state.items()
+        if ".lora_" not in key
+    }
+
+
+def _unshared(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Contiguous tensors with tied ones (e.g. tied embeddings) copied: safetensors refuses shared storage."""
+    seen: set[int] = set()
+    result = {}
+    for key, value in state.items():
+        pointer = value.untyped_storage().data_ptr()
+        result[key] = value.detach().clone() if pointer in seen else value.detach().contiguous()
+        seen.add(pointer)
+    return result
+
+
+def save_pretrained(model: CompactVLA, tokenizer: InstructionTokenizer, path: str | Path) -> None:
+    """Write the checkpoint folder described in the module docstring (an older adapter there is removed)."""
+    if tokenizer.vocab_size != model.config.instruction_vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens, "
+            f"the model was built for {model.config.instruction_vocab_size}"
+        )
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model_config.json").write_text(json.dumps(asdict(model.config), indent=1) + "\n")
+    tokenizer.save(folder / "tokenizer.json")
+    _base_language_model(model).config.save_pretrained(folder / LANGUAGE_MODEL_DIR)
+    save_file(_unshared(base_state_dict(model)), folder / "model.safetensors")
+    if is_lora(model):
+        model.language_model.save_pretrained(folder / ADAPTER_DIR)
+    elif (folder / ADAPTER_DIR).exists():
+        shutil.rmtree(folder / ADAPTER_DIR)
+
+
+def load_pretrained(path: str | Path) -> tuple[CompactVLA, InstructionTokenizer]:
+    """A model saved by `save_pretrained`, in eval mode.
+
+    A LoRA checkpoint comes back as `add_lora` leaves a model: adapters trainable, everything else frozen.
+    """
+    folder = Path(path)
+    config = ModelConfig(**json.loads((folder / "model_config.json").read_text()))
+    tokenizer = InstructionTokenizer.load(folder / "tokenizer.json")
+    lm_config = AutoConfig.from_pretrained(folder / LANGUAGE_MODEL_DIR, local_files_only=True)
+    model = CompactVLA(config, tokenizer, language_model=AutoModelForCausalLM.from_config(lm_config))
+    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    if (folder / ADAPTER_DIR).exists():
+        model.language_model = PeftModel.from_pretrained(model.language_model, folder / ADAPTER_DIR, is_trainable=True)
+        _freeze_encoders(model)
+    return model.eval(), tokenizer
