@@ -6,6 +6,7 @@ module by its plain name."""
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -46,7 +47,9 @@ RESULT_PREFIX = "BENCH_RESULT "
 
 
 def print_result(result: dict) -> None:
-    """What a child prints last: its measured figures as one JSON line (numpy scalars allowed)."""
+    """What a child prints last: its measured figures as one JSON line (numpy scalars
+    allowed), with `max_rss`, the kernel's high-water mark of its RSS (ru_maxrss)."""
+    result = {**result, "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # KiB on Linux
     print(RESULT_PREFIX + json.dumps(result, default=lambda x: x.item()), flush=True)
 
 

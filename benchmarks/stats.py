@@ -356,7 +356,6 @@ def run_child(args: argparse.Namespace) -> None:
     cpu_before = cpu_seconds()
     result = CHILD_MODES[args.child](args)
     result["cpu_seconds"] = cpu_seconds() - cpu_before
-    result["max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print_result(result)
 
 

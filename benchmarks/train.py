@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -176,7 +175,6 @@ def child_train(mode: str, bf16: bool, batch_size: int, warmup: int, steps: int)
 
 def run_child(args: argparse.Namespace) -> None:
     result = child_train(args.child, args.bf16, args.batch_size, args.warmup, args.steps)
-    result["max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print_result(result)
 
 
