@@ -31,6 +31,8 @@ bench: venv
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/stats.py
 	$(BIN)/python benchmarks/convert_bag.py
+	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf lake .pytest_cache
