@@ -35,7 +35,6 @@ import glob
 import hashlib
 import multiprocessing
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -60,7 +59,9 @@ from robolake.hashing import sha256_file  # noqa: E402
 from robolake.lake import Lake  # noqa: E402
 from robolake.spec import DatasetSpec, load_spec  # noqa: E402
 from robolake.sample import write_robomimic_dataset  # noqa: E402
-from harness import MB, Target, Throughput, keep_or_remove, print_result, print_targets, run_measured  # noqa: E402
+from harness import (  # noqa: E402
+    MB, Target, Throughput, cpu_seconds, keep_or_remove, prepare_workdir, print_result, print_targets, run_measured,
+)
 from schemas.rlds import rlds_features  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,12 +214,6 @@ CHILD_MODES = {
 CHILD_PREPARE = {"robolake-registered": register_inputs}
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and its waited-for children."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def run_child(mode: str, input_dir: str, out_dir: str, workers: int) -> None:
     """Time one configuration and print its result as one JSON line for the parent."""
     if mode in CHILD_PREPARE:
@@ -262,6 +257,7 @@ def measure(config: Config, input_dir: str, workdir: str) -> Measurement:
         "--input", input_dir, "--out", out_dir, "--workers", str(config.workers),
     ]
     result, peak = run_measured(command, log_path, config.label)
+    peak = max(peak, result.pop("max_rss"))  # sampled, or the kernel's high-water mark
     return Measurement(config=config, peak_rss=peak, **result)
 
 
@@ -360,15 +356,6 @@ def summary_line(robolake: Measurement, targets: list[Target], seconds: float) -
     )
 
 
-def prepare_workdir(path: str | None) -> str:
-    if path is None:
-        return tempfile.mkdtemp(prefix="robolake-bench-")
-    if os.path.isdir(path) and os.listdir(path):
-        raise SystemExit(f"--workdir {path} is not empty (it is deleted at the end); name a new or empty folder")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=40, help="N, episodes converted (default: 40)")
@@ -392,7 +379,7 @@ def main(argv: list[str]) -> None:
         run_child(args.child, args.input, args.out, args.workers)
         return
     started = time.perf_counter()
-    workdir = prepare_workdir(args.workdir)
+    workdir = prepare_workdir(args.workdir, "robolake-bench-")
     cameras = " + ".join(f"{name} {h}x{w}" for name, (h, w) in CAMERAS.items())
     print(f"robolake convert benchmark: {args.episodes} episodes x {args.steps} steps, {cameras} -> 256x256 JPEG q95")
     print(f"{psutil.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, workdir {workdir}\n")

@@ -61,7 +61,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads; t
 
 import psutil  # noqa: E402
 
-from harness import MB, Target, Throughput, keep_or_remove, print_result, print_targets, run_measured  # noqa: E402
+from harness import (  # noqa: E402
+    MB, Target, Throughput, keep_or_remove, prepare_workdir, print_result, print_targets, run_measured,
+)
 
 # The parent imports only what generation needs: write_sample's spawned workers import
 # this script again, and the children import the pipeline (Beam, TensorFlow) themselves.
@@ -125,6 +127,7 @@ def measure(config: Config, input_dir: str, workdir: str) -> Measurement:
     out_dir = tempfile.mkdtemp(prefix=f"{config.key}-", dir=workdir)
     command = [sys.executable, os.path.abspath(__file__), "--child", config.fmt, "--input", input_dir, "--out", out_dir]
     result, peak = run_measured(command, f"{out_dir}.log", config.label)
+    peak = max(peak, result.pop("max_rss"))  # sampled, or the kernel's high-water mark
     return Measurement(config=config, peak_rss=peak, **result)
 
 
@@ -264,10 +267,7 @@ def main(argv: list[str]) -> None:
         run_child(args.child, args.input, args.out)
         return
     started = time.perf_counter()
-    if args.workdir and os.path.isdir(args.workdir) and os.listdir(args.workdir):
-        raise SystemExit(f"--workdir {args.workdir} is not empty (it is deleted at the end); name a new or empty folder")
-    workdir = args.workdir or tempfile.mkdtemp(prefix="robolake-bag-bench-")
-    os.makedirs(workdir, exist_ok=True)
+    workdir = prepare_workdir(args.workdir, "robolake-bag-bench-")
     growth = args.growth_episodes or args.episodes
     cameras = " + ".join(f"{name} {h}x{w}" for name, (h, w) in CAMERAS.items())
     print(

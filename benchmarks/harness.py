@@ -6,9 +6,11 @@ module by its plain name."""
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 
 import psutil
@@ -67,6 +69,23 @@ def run_measured(command: list[str], log_path: str, label: str, interval_s: floa
         tail = "\n".join(lines[-30:])
         raise SystemExit(f"{label}: the child failed (exit {child.returncode}); end of {log_path}:\n{tail}")
     return json.loads(results[-1]), peak
+
+
+def prepare_workdir(path: str | None, prefix: str) -> str:
+    """The scratch folder: a new temporary one, or `path` if it is new or empty (it is
+    deleted at the end, so a folder holding anything is refused)."""
+    if path is None:
+        return tempfile.mkdtemp(prefix=prefix)
+    if os.path.isdir(path) and os.listdir(path):
+        raise SystemExit(f"--workdir {path} is not empty (it is deleted at the end); name a new or empty folder")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its waited-for children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def keep_or_remove(workdir: str, keep: bool) -> None:

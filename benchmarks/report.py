@@ -48,14 +48,13 @@ import argparse
 import functools
 import os
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 import psutil
 
-from harness import MB, Target, keep_or_remove, print_result, print_targets, run_measured
+from harness import MB, Target, keep_or_remove, prepare_workdir, print_result, print_targets, run_measured
 
 COMMANDS = ("validate", "report")
 REPORT_LIMIT_S = 60.0
@@ -328,10 +327,7 @@ def main(argv: list[str]) -> None:
         run_child(args.child, args.lake, args.dataset)
         return
     started = time.perf_counter()
-    if args.workdir and os.path.isdir(args.workdir) and os.listdir(args.workdir):
-        raise SystemExit(f"--workdir {args.workdir} is not empty (it is deleted at the end); name a new or empty folder")
-    workdir = args.workdir or tempfile.mkdtemp(prefix="robolake-report-bench-")
-    os.makedirs(workdir, exist_ok=True)
+    workdir = prepare_workdir(args.workdir, "robolake-report-bench-")
     print(f"robolake validate and report: {args.episodes} and {args.large_episodes} episodes x {args.steps} steps, "
           f"{args.steps_per_shard} steps per shard")
     print(f"{psutil.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, workdir {workdir}\n")

@@ -58,7 +58,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -72,7 +71,9 @@ from pipelines.filters import filter_episode
 from pipelines.stats import ALPHA, ZERO_WIDTH, DatasetStats, DatasetStatsFn, VectorStats
 from robolake.spec import DatasetSpec, parse_spec
 
-from harness import MB, Target, keep_or_remove, print_result, print_targets, run_measured
+from harness import (
+    MB, Target, cpu_seconds, keep_or_remove, prepare_workdir, print_result, print_targets, run_measured,
+)
 
 ACTION_DIM = 7  # six arm dimensions and the gripper (the spec's default action names)
 STATE_DIM = 9  # eef position 3, quaternion 4, finger positions 2
@@ -346,11 +347,6 @@ def child_exact(args: argparse.Namespace) -> dict:
 CHILD_MODES = {"stats": child_stats, "beam": child_beam, "merge": child_merge, "exact": child_exact}
 
 
-def cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return own.ru_utime + own.ru_stime
-
-
 def run_child(args: argparse.Namespace) -> None:
     """Time one configuration and print its result as one JSON line for the parent."""
     cpu_before = cpu_seconds()
@@ -545,7 +541,7 @@ def main(argv: list[str]) -> None:
         run_child(args)
         return
     started = time.perf_counter()
-    workdir = tempfile.mkdtemp(prefix="robolake-stats-bench-")
+    workdir = prepare_workdir(None, "robolake-stats-bench-")
     merge_steps = args.merge_steps or args.small_steps
     print(f"robolake statistics benchmark: {args.small_steps:,} and {args.steps:,} synthetic steps, "
           f"{args.episode_steps}-step episodes, {ACTION_DIM}-d actions, {STATE_DIM}-d state, "

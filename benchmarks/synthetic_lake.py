@@ -70,6 +70,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.build import split_totals
 from pipelines.curation import statistics_document
 from pipelines.episode import EpisodeRef, stable_hash
 from pipelines.silver_writer import fixed_list, part_name
@@ -598,12 +599,7 @@ def write_synthetic_lake(
 
 def _manifest(spec: DatasetSpec, plan_: Plan, shards: list[dict], totals: dict, statistics_sha256: str,
               seconds: float) -> dict:
-    by_split: dict[str, dict] = {}
-    for s in shards:
-        entry = by_split.setdefault(s["split"], {"episodes": 0, "steps": 0, "shards": 0})
-        entry["episodes"] += s["episodes"]
-        entry["steps"] += s["steps"]
-        entry["shards"] += 1
+    by_split = split_totals(shards)
     written = sum(s["episodes"] for s in shards)
     sources = [
         {"bytes": s["bytes"], "companions": [], "episodes": s["episodes"], "mtime": s["mtime"], "path": path,

@@ -72,13 +72,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
 import psutil
 
-from harness import MB, Target, keep_or_remove, print_result, print_targets, run_measured
+from harness import MB, Target, keep_or_remove, prepare_workdir, print_result, print_targets, run_measured
 
 # The parent never imports torch: each child pays its own imports, measured as its baseline.
 
@@ -303,7 +302,7 @@ def main(argv: list[str]) -> None:
         run_child(args)
         return
     started = time.perf_counter()
-    workdir = tempfile.mkdtemp(prefix="robolake-train-bench-")
+    workdir = prepare_workdir(None, "robolake-train-bench-")
     m = MODEL
     print(f"compact VLA, LoRA vs full fine-tuning: {m['num_cameras']} cameras {m['image_size']}x{m['image_size']}, "
           f"patch {m['patch_size']}, vision {m['vision_hidden']}x{m['vision_layers']} layers, Llama "

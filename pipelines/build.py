@@ -118,6 +118,17 @@ class BuildOutcome:
         )
 
 
+def split_totals(shards: list[dict]) -> dict[str, dict]:
+    """Episodes, steps and shards per split from the gold shards' records."""
+    by_split: dict[str, dict] = {}
+    for shard in shards:
+        entry = by_split.setdefault(shard["split"], {"episodes": 0, "steps": 0, "shards": 0})
+        entry["episodes"] += shard["episodes"]
+        entry["steps"] += shard["steps"]
+        entry["shards"] += 1
+    return by_split
+
+
 def _reconcile(sources: list[dict], silver: list[dict], gold: list[dict], quarantine: list[dict], filtered: dict) -> dict:
     """Every episode found is written or quarantined: planning, ingest and filtering together."""
     seen = sum(s["episodes"] + s["quarantined"] for s in sources)
@@ -130,12 +141,7 @@ def _reconcile(sources: list[dict], silver: list[dict], gold: list[dict], quaran
             f"accounting mismatch: {ingested} episodes in silver, {filtered['episodes_quarantined']} quarantined "
             f"by the action filter, {written} in gold"
         )
-    by_split: dict[str, dict] = {}
-    for g in gold:
-        entry = by_split.setdefault(g["split"], {"episodes": 0, "steps": 0, "shards": 0})
-        entry["episodes"] += g["episodes"]
-        entry["steps"] += g["steps"]
-        entry["shards"] += 1
+    by_split = split_totals(gold)
     return {
         "source_files": len(sources),
         "episodes_found": seen,

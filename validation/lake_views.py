@@ -120,7 +120,6 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*") -> duckdb.DuckDB
 
 
 def available_views(con: duckdb.DuckDBPyConnection) -> list[str]:
-    names = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-    names |= {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    registered = {row[0] for row in con.execute("SHOW TABLES").fetchall()}
-    return [name for name in VIEWS if name in names | registered]
+    """The views of VIEWS this connection has (SHOW TABLES lists views, temp and registered tables)."""
+    names = {row[0] for row in con.execute("SHOW TABLES").fetchall()}
+    return [name for name in VIEWS if name in names]
