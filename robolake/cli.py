@@ -111,5 +111,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run_and_exit() -> None:
+    """The console script: run the command, flush, and end without interpreter teardown.
+
+    Beam's local runner leaves gRPC event-engine threads running, and TensorFlow and gloo
+    keep native thread pools; their static destructors can race those threads at exit and
+    abort a run that has finished ("terminate called without an active exception", exit
+    134, seen in CI). Every command closes what it writes before it returns, so nothing
+    is lost by skipping the teardown. An unexpected exception still ends normally, with
+    its traceback."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit()

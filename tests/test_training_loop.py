@@ -126,11 +126,11 @@ def test_two_process_torchrun_gloo_completes_with_the_same_samples(lake, tmp_pat
     config = config_file(tmp_path, steps=4, batch_size=4, effective_batch=8, val_every=4)
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     robolake = os.path.join(os.path.dirname(sys.executable), "robolake")
-    command = [torchrun, "--nproc_per_node=2", "--no-python", robolake, "train", "--dataset", NAME,
+    command = [torchrun, "--standalone", "--nproc_per_node=2", "--no-python", robolake, "train", "--dataset", NAME,
                "--config", config, "--lake", str(lake), "--run-dir", str(tmp_path / "ddp")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     single = train(load_config(config), resolve(Lake(str(lake)), NAME), tmp_path / "single")
     # 2 processes x batch 4 x 1 micro-step = 1 process x batch 4 x 2 micro-steps per optimizer step

@@ -181,6 +181,9 @@ class MetricsLog:
                 self.tensorboard.add_scalar(key, value, row["step"])
         self.tensorboard.flush()
 
+    def close(self) -> None:
+        self.tensorboard.close()
+
 
 def train(config: TrainConfig, target: DatasetVersion, run_dir: Path, resume: bool = False,
           stop_after: int | None = None) -> dict:
@@ -274,8 +277,15 @@ def train(config: TrainConfig, target: DatasetVersion, run_dir: Path, resume: bo
                    "trainable_parameters": trainable, "total_parameters": total,
                    "seconds": round(time.time() - started, 1)}
     if ctx.main:
+        log.close()
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if ctx.world_size > 1:
+        # DDP's reducer holds the gloo group, and freeing it there joins gloo's threads with
+        # the GIL held while they may still need it to release the last all-reduce's tensors
+        # (a hang seen in CI). So: a barrier, with the GIL released, lets those threads finish;
+        # the reducer goes first; destroy_process_group then frees the group without the GIL.
+        dist.barrier()
+        del loss_module
         dist.destroy_process_group()
     return summary
 
@@ -299,6 +309,8 @@ def run(argv: list[str]) -> int:
     target = resolve(lake, args.dataset)
     run_dir = Path(args.run_dir or os.path.join(lake.root, "runs", f"{target.dataset}-{target.version}-{config.mode}"))
     summary = train(config, target, run_dir, resume=args.resume, stop_after=args.stop_after)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes and reports
+        return 0
     if args.merge and config.mode == "lora" and (run_dir / "best").exists():
         from training.checkpoint import write_merged
 
