@@ -1,6 +1,7 @@
-"""`dvc repro` of the sample pipeline in a temporary clone: every stage's outputs,
-provenance tied to dvc.lock, a no-op second run, and a param change that re-runs
-only the stages downstream of it (through `dvc exp run -S`)."""
+"""`dvc repro` of the sample pipeline in a temporary clone: every stage's outputs
+(datasets, gate, coverage, pretrained and LoRA checkpoints), provenance tied to
+dvc.lock, a no-op second run, and param changes that re-run only the stages
+downstream of them (through `dvc exp run -S`)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,16 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"]
-PROJECT_DIRS = ["datasets", "robolake", "pipelines", "schemas", "validation"]
+PROJECT_DIRS = ["datasets", "robolake", "pipelines", "schemas", "validation", "training"]
 SMALL = {  # 3 HDF5 episodes and 3 bags, all in train so that each dataset has train statistics
     "sample": {"episodes": 6, "seed": 3, "bag_fraction": 0.5, "workers": 1},
     "build": {"train_fraction": 1.0, "val_fraction": 0.0, "test_fraction": 0.0},
     "convert": {"beam_workers": 1},
 }
+SMALL_TRAINING = {"steps": 4, "batch_size": 4, "effective_batch": 4, "warmup_steps": 1, "val_every": 2,
+                  "val_batches": 1, "log_every": 2, "data": {"shuffle_buffer": 16}}
+TINY_MODEL = {"image_size": 32, "patch_size": 16, "vision_hidden": 32, "vision_layers": 1, "vision_heads": 2,
+              "lm_hidden": 32, "lm_layers": 1, "lm_heads": 2, "lm_intermediate": 64}
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -48,6 +53,9 @@ def project(tmp_path_factory) -> Path:
     for section, values in SMALL.items():
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name, extra in (("pretrain", {"model": TINY_MODEL}), ("lora", {})):
+        path = root / "training/configs" / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **SMALL_TRAINING, **extra}))
     run(["git", "init", "-q"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "pipeline"], root)
@@ -78,6 +86,26 @@ def test_repro_produces_every_stage_output(project):
         assert shown[f"lake/reports/{name}/1.0.0/validate.json"]["data"]["passed"] is True
         assert shown[f"lake/reports/{name}/1.0.0/coverage.json"]["data"]["totals"]["episodes"] == 3
         assert (project / f"lake/reports/{name}/1.0.0/coverage.html").exists()
+    for run_name in ("pretrain", "finetune"):
+        assert shown[f"lake/runs/{run_name}/summary.json"]["data"]["steps"] == SMALL_TRAINING["steps"]
+    finetune = shown["lake/runs/finetune/summary.json"]["data"]
+    assert finetune["trainable_parameters"] < finetune["total_parameters"]  # LoRA: adapters only
+    for name in ("model.safetensors", "adapter", "merged", "dataset_statistics.json", "provenance.json"):
+        assert (project / "lake/runs/finetune/best" / name).exists(), name
+
+
+def test_loss_curves_are_dvc_plots(project):
+    run(["dvc", "plots", "show", "-o", "plots_html"], project)
+    page = (project / "plots_html/index.html").read_text()
+    assert "Pretraining loss" in page and "LoRA fine-tuning loss" in page and "val_loss" in page
+
+
+def test_checkpoint_provenance_reaches_the_raw_files(project):
+    provenance = json.loads((project / "lake/runs/finetune/best/provenance.json").read_text())
+    assert provenance["dataset"]["name"] == "sample_tabletop_ros"
+    assert set(provenance["dvc"]["stages"]) == {"sample", "convert@sample_tabletop_ros"}
+    lineage = run(["robolake", "lineage", "lake/runs/finetune/best", "--verify"], project).stdout
+    assert "3 of 3 raw files unchanged" in lineage
 
 
 def test_provenance_ties_the_dataset_to_dvc_lock_and_git(project):
@@ -109,5 +137,14 @@ def test_changed_param_reruns_only_downstream_stages(project):
     assert "Running stage 'convert@sample_tabletop_ros'" not in experiment.stdout
     assert "Running stage 'validate@sample_tabletop'" in experiment.stdout
     assert "Running stage 'sample'" not in experiment.stdout
+    assert "Running stage 'pretrain'" in experiment.stdout and "Running stage 'finetune'" in experiment.stdout
     assert (gold_dir(project, "1.0.1") / "provenance.json").exists()
     assert json.loads((gold_dir(project, "1.0.1") / "manifest.json").read_text())["fingerprint"] != before
+
+
+def test_changed_lora_config_reruns_only_the_finetuning(project):
+    experiment = run(["dvc", "exp", "run", "-S", "training/configs/lora.yaml:steps=6"], project)
+    assert "Running stage 'finetune'" in experiment.stdout
+    assert "Running stage 'pretrain'" not in experiment.stdout
+    assert "Running stage 'convert@sample_tabletop_ros'" not in experiment.stdout
+    assert json.loads((project / "lake/runs/finetune/summary.json").read_text())["steps"] == 6
