@@ -18,6 +18,7 @@ COMMANDS = {
     "report": "write a dataset version's coverage report (DuckDB): HTML, coverage.json, Parquet tables",
     "query": "run DuckDB SQL over the lake's views (episodes, steps, filtered, quarantine, versions, sources)",
     "train": "fine-tune a VLA policy (LoRA or full) on a gold dataset version; torchrun runs it as DDP",
+    "evaluate": "measure a checkpoint on a dataset's test split (physical-unit errors, per task) and in closed loop",
 }
 
 
@@ -89,9 +90,15 @@ def _train(argv: list[str]) -> int:
     return run(argv)
 
 
+def _evaluate(argv: list[str]) -> int:
+    from training.evaluate import run
+
+    return run(argv)
+
+
 HANDLERS = {
     "sample": _sample, "convert": _convert, "lineage": _lineage, "validate": _validate, "report": _report,
-    "query": _query, "train": _train,
+    "query": _query, "train": _train, "evaluate": _evaluate,
 }
 
 

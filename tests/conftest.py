@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -82,3 +83,17 @@ def robomimic_raw(tmp_path_factory) -> Path:
     raw = tmp_path_factory.mktemp("robomimic_raw")
     write_robomimic_dataset(str(raw), episodes=10, steps=24, seed=7, per_file=4, cameras=CAMERAS)
     return raw
+
+
+TINY_MODEL = {"image_size": 32, "patch_size": 8, "vision_hidden": 32, "vision_layers": 1, "vision_heads": 2,
+              "lm_hidden": 48, "lm_layers": 2, "lm_heads": 2, "lm_intermediate": 96}
+
+
+def config_file(tmp_path: Path, **fields) -> str:
+    """A training config YAML for a tiny compact VLA (training/config.py fields), with `fields` on top."""
+    settings = {"mode": "full", "steps": 30, "batch_size": 8, "effective_batch": 8, "lr": 3e-3, "warmup_steps": 3,
+                "val_every": 10, "val_batches": 2, "log_every": 5, "bf16": False, "seed": 1,
+                "model": TINY_MODEL, "data": {"image_size": 32, "shuffle_buffer": 64}, **fields}
+    path = tmp_path / f"config-{len(list(tmp_path.glob('config-*')))}.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return str(path)

@@ -24,6 +24,7 @@ SMALL = {  # 3 HDF5 episodes and 3 bags, all in train so that each dataset has t
     "sample": {"episodes": 6, "seed": 3, "bag_fraction": 0.5, "workers": 1},
     "build": {"train_fraction": 1.0, "val_fraction": 0.0, "test_fraction": 0.0},
     "convert": {"beam_workers": 1},
+    "evaluate": {"split": "train"},  # every episode is in train here
 }
 SMALL_TRAINING = {"steps": 4, "batch_size": 4, "effective_batch": 4, "warmup_steps": 1, "val_every": 2,
                   "val_batches": 1, "log_every": 2, "data": {"shuffle_buffer": 16}}
@@ -92,12 +93,17 @@ def test_repro_produces_every_stage_output(project):
     assert finetune["trainable_parameters"] < finetune["total_parameters"]  # LoRA: adapters only
     for name in ("model.safetensors", "adapter", "merged", "dataset_statistics.json", "provenance.json"):
         assert (project / "lake/runs/finetune/best" / name).exists(), name
+    for run_name, dataset in (("pretrain", "sample_tabletop"), ("finetune", "sample_tabletop_ros")):
+        evaluation = shown[f"lake/runs/{run_name}/eval/eval.json"]["data"]
+        assert evaluation["dataset"] == {"name": dataset, "version": "1.0.0", "split": "train"}
+        assert evaluation["overall"]["episodes"] == 3
 
 
 def test_loss_curves_are_dvc_plots(project):
     run(["dvc", "plots", "show", "-o", "plots_html"], project)
     page = (project / "plots_html/index.html").read_text()
     assert "Pretraining loss" in page and "LoRA fine-tuning loss" in page and "val_loss" in page
+    assert "Action MSE per dimension" in page
 
 
 def test_checkpoint_provenance_reaches_the_raw_files(project):
@@ -144,7 +150,7 @@ def test_changed_param_reruns_only_downstream_stages(project):
 
 def test_changed_lora_config_reruns_only_the_finetuning(project):
     experiment = run(["dvc", "exp", "run", "-S", "training/configs/lora.yaml:steps=6"], project)
-    assert "Running stage 'finetune'" in experiment.stdout
-    assert "Running stage 'pretrain'" not in experiment.stdout
+    assert "Running stage 'finetune'" in experiment.stdout and "Running stage 'evaluate@finetune'" in experiment.stdout
+    assert "Running stage 'pretrain'" not in experiment.stdout and "Running stage 'evaluate@pretrain'" not in experiment.stdout
     assert "Running stage 'convert@sample_tabletop_ros'" not in experiment.stdout
     assert json.loads((project / "lake/runs/finetune/summary.json").read_text())["steps"] == 6

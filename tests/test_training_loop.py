@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from robolake.cli import main
 from robolake.lake import Lake
-from tests.conftest import robomimic_spec, run_convert
+from tests.conftest import config_file, robomimic_spec, run_convert
 from training import train as train_module
 from training.config import load_config
 from training.model import base_state_dict, load_pretrained
@@ -27,8 +26,6 @@ from training.train import TrainingDiverged, train
 from validation.dataset_ref import resolve
 
 NAME = "synthetic_tabletop"
-TINY_MODEL = {"image_size": 32, "patch_size": 8, "vision_hidden": 32, "vision_layers": 1, "vision_heads": 2,
-              "lm_hidden": 48, "lm_layers": 2, "lm_heads": 2, "lm_intermediate": 96}
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +33,6 @@ def lake(robomimic_raw, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train") / "lake"
     run_convert(robomimic_spec(robomimic_raw, splits={"fractions": {"train": 0.7, "val": 0.3}}), root)
     return root
-
-
-def config_file(tmp_path: Path, **fields) -> str:
-    settings = {"mode": "full", "steps": 30, "batch_size": 8, "effective_batch": 8, "lr": 3e-3, "warmup_steps": 3,
-                "val_every": 10, "val_batches": 2, "log_every": 5, "bf16": False, "seed": 1,
-                "model": TINY_MODEL, "data": {"image_size": 32, "shuffle_buffer": 64}, **fields}
-    path = tmp_path / f"config-{len(list(tmp_path.glob('config-*')))}.yaml"
-    path.write_text(yaml.safe_dump(settings))
-    return str(path)
 
 
 def metrics(run: Path) -> dict[int, dict]:

@@ -1,0 +1,97 @@
+"""Offline evaluation: the metrics on a hand-made prediction set equal hand-computed
+values, and `robolake evaluate` measures a trained checkpoint on a test split in
+physical units."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robolake.cli import main
+from robolake.lake import Lake
+from tests.conftest import config_file, load_split, robomimic_spec, run_convert
+from training.evaluate import predict_episodes
+from training.metrics import EpisodePrediction, action_metrics, grouped_metrics, smoothness
+from validation.dataset_ref import resolve
+
+NAMES = ["dx", "dy", "gripper"]
+
+
+def hand_made() -> list[EpisodePrediction]:
+    first = EpisodePrediction(
+        "e1", "pick",
+        predicted=np.array([[0, 0, 1], [1, 0, 1], [1, 1, -1]], float),
+        recorded=np.array([[0, 0, 1], [0, 0, 1], [1, 0, -1]], float),
+        predicted_tokens=np.array([[1, 2, 3], [1, 2, 3], [1, 2, 3]]),
+        recorded_tokens=np.array([[1, 2, 3], [0, 2, 3], [0, 0, 3]]),
+    )
+    second = EpisodePrediction(
+        "e2", "push",
+        predicted=np.array([[2, 0, -1]], float),
+        recorded=np.array([[0, 2, 1]], float),
+        predicted_tokens=np.array([[5, 5, 5]]),
+        recorded_tokens=np.array([[5, 0, 0]]),
+    )
+    return [first, second]
+
+
+def test_metrics_equal_the_hand_computed_values():
+    # errors by step: (0,0,0) (1,0,0) (0,1,0) (2,-2,-2)
+    metrics = action_metrics(hand_made(), NAMES, gripper_dim=2, gripper_threshold=0.0)
+    assert metrics.mse == [1.25, 1.25, 1.0]
+    assert metrics.l1 == [0.75, 0.75, 0.5]
+    assert metrics.gripper_accuracy == 0.75  # open/open, open/open, closed/closed, closed/open
+    assert metrics.action_token_accuracy == pytest.approx(7 / 12)  # 3 + 2 + 1 + 1 of 12 tokens
+    assert metrics.smoothness == 3.0  # episode 1: 1 + (1 + 4) = 6, episode 2 (one step): 0
+    assert metrics.recorded_smoothness == 2.5  # episode 1: 1 + 4 = 5
+    assert (metrics.episodes, metrics.steps) == (2, 4)
+    assert smoothness(np.array([[0.0], [0.5], [0.5], [-0.5]])) == 1.25
+
+
+def test_seen_and_held_out_tasks_are_reported_apart():
+    grouped = grouped_metrics(hand_made(), NAMES, 2, 0.0, seen_tasks={"pick"})
+    assert grouped["seen_tasks"]["steps"] == 3 and grouped["held_out_tasks"]["steps"] == 1
+    assert grouped["held_out_tasks"]["per_dimension"]["dx"] == {"mse": 4.0, "l1": 2.0}
+    assert set(grouped["per_task"]) == {"pick", "push"} and grouped["per_task"]["push"]["gripper_accuracy"] == 0.0
+    assert "held_out_tasks" not in grouped_metrics(hand_made(), NAMES, 2, 0.0, seen_tasks={"pick", "push"})
+
+
+@pytest.fixture(scope="module")
+def trained(robomimic_raw, tmp_path_factory) -> tuple[Path, Path]:
+    """A lake with train and test splits, and a run trained on it for a few steps."""
+    root = tmp_path_factory.mktemp("evaluate")
+    run_convert(robomimic_spec(robomimic_raw, splits={"fractions": {"train": 0.5, "test": 0.5}}), root / "lake")
+    config = config_file(root, steps=6, val_every=3)
+    assert main(["train", "--dataset", "synthetic_tabletop", "--config", config, "--lake", str(root / "lake"),
+                 "--run-dir", str(root / "run")]) == 0
+    return root / "lake", root / "run"
+
+
+def test_evaluate_measures_the_test_split_in_physical_units(trained, capsys):
+    lake, run = trained
+    assert main(["evaluate", str(run), "--lake", str(lake)]) == 0
+    assert "evaluate " in capsys.readouterr().out
+    metrics = json.loads((run / "eval" / "eval.json").read_text())
+    target = resolve(Lake(str(lake)), "synthetic_tabletop")
+    test_episodes = load_split(target.gold_dir, "test")
+    assert metrics["dataset"]["split"] == "test"
+    assert metrics["overall"]["steps"] == sum(len(e["steps"]) for e in test_episodes)
+    assert set(metrics["per_task"]) == {e["episode_metadata"]["task"] for e in test_episodes}
+    assert all(np.isfinite(v["mse"]) for v in metrics["overall"]["per_dimension"].values())
+    with open(run / "eval" / "per_dimension.csv", newline="") as f:
+        assert [row["dimension"] for row in csv.DictReader(f)] == target.statistics["robolake"]["action_names"]
+    # the recorded side is the raw (physical) action of each step, in step order
+    predictions = {e.episode_id: e for e in predict_episodes(run / "best", target, "test", batch_size=16)}
+    for episode in test_episodes:
+        recorded = predictions[episode["episode_metadata"]["episode_id"]].recorded
+        np.testing.assert_allclose(recorded, np.stack([s["action_raw"] for s in episode["steps"]]))
+
+
+def test_evaluate_names_a_missing_split(trained, capsys):
+    lake, run = trained
+    assert main(["evaluate", str(run), "--lake", str(lake), "--split", "val"]) == 2
+    assert "has no val episodes" in capsys.readouterr().err

@@ -1,0 +1,153 @@
+"""`robolake evaluate <run>`: a checkpoint measured on data it never trained on.
+
+Offline, on a gold version's test split (by default the checkpoint's own dataset):
+the policy predicts each step's action from the step's cameras and instruction; the
+predictions are denormalized with the statistics bundled in the checkpoint and
+compared with the recorded actions (`training/metrics.py`), overall, per task, and
+for tasks seen in training apart from held-out ones. Closed loop (`--rollouts N`):
+N episodes per task in the built-in tabletop environment through the safe runtime.
+
+Writes `<run>/eval/eval.json` (DVC metrics) and `per_dimension.csv` (DVC plots)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from rich.progress import Progress
+
+from robolake import progress
+from robolake.errors import RobolakeError
+from robolake.lake import Lake
+from robolake.normalization import denormalize, load_statistics
+from training.data import DataConfig, RldsSteps, collate
+from training.metrics import EpisodePrediction, grouped_metrics
+from training.model import load_pretrained
+from validation.dataset_ref import DatasetVersion, resolve
+from validation.lake_views import connect
+
+GRIPPER_NAME = "gripper"
+
+
+def checkpoint_bundle(path: str) -> Path:
+    """A run folder's best/ bundle, or the bundle folder given."""
+    folder = Path(path)
+    for candidate in (folder, folder / "best"):
+        if (candidate / "model_config.json").exists():
+            return candidate
+    raise RobolakeError(f"{path}: not a checkpoint bundle or a run folder with best/ (no model_config.json)")
+
+
+def seen_tasks(lake: Lake, dataset: str, version: str) -> set[str]:
+    """Tasks of the train split of the dataset version a checkpoint was trained on."""
+    con = connect(lake, dataset, version)
+    return {row[0] for row in con.sql("SELECT DISTINCT task FROM episodes WHERE split = 'train'").fetchall()}
+
+
+def predict_episodes(bundle: Path, target: DatasetVersion, split: str, batch_size: int,
+                     on_steps=lambda n: None) -> list[EpisodePrediction]:
+    """Every step of `split` predicted by the checkpoint, grouped by episode in step order."""
+    model, _ = load_pretrained(bundle)
+    statistics = load_statistics(str(bundle / "dataset_statistics.json"))
+    data_settings = yaml.safe_load((bundle / "train_config.yaml").read_text()).get("data", {})
+    config = DataConfig(image_size=model.config.image_size, cameras=data_settings.get("cameras"))
+    steps = RldsSteps(target.gold_dir, split, config, train=False)
+    tokenizer = model.action_tokenizer
+    by_episode: dict[str, dict] = {}
+    with torch.inference_mode():
+        for batch in torch.utils.data.DataLoader(steps, batch_size=batch_size, collate_fn=collate):
+            out = model.predict_actions(batch["images"], batch["instruction"])
+            predicted = denormalize(out["actions"].cpu().numpy(), statistics)
+            predicted_bins = (out["tokens"] - model.config.instruction_vocab_size).cpu().numpy()
+            recorded_bins = tokenizer.encode(batch["action"]).numpy()
+            for i, episode_id in enumerate(batch["episode_id"]):
+                episode = by_episode.setdefault(episode_id, {"task": batch["task"][i], "rows": []})
+                episode["rows"].append((int(batch["step_index"][i]), predicted[i], batch["action_raw"][i].numpy(),
+                                        predicted_bins[i], recorded_bins[i]))
+            on_steps(len(batch["episode_id"]))
+    episodes = []
+    for episode_id, episode in sorted(by_episode.items()):
+        rows = sorted(episode["rows"], key=lambda row: row[0])
+        columns = [np.stack([row[k] for row in rows]) for k in range(1, 5)]
+        episodes.append(EpisodePrediction(episode_id, episode["task"], *columns))
+    return episodes
+
+
+def _gripper(statistics: dict) -> tuple[int | None, float]:
+    """The gripper dimension (by name) and the midpoint between its closed and open values."""
+    names = statistics["robolake"]["action_names"]
+    if GRIPPER_NAME not in names:
+        return None, 0.0
+    dim = names.index(GRIPPER_NAME)
+    return dim, (statistics["action"]["min"][dim] + statistics["action"]["max"][dim]) / 2
+
+
+def evaluate_offline(bundle: Path, target: DatasetVersion, split: str, lake: Lake, batch_size: int = 32) -> dict:
+    """Offline metrics of the checkpoint on `split` of `target` (see the module docstring)."""
+    available = target.manifest["counts"]["by_split"]
+    if not available.get(split, {}).get("episodes"):
+        counts = ", ".join(f"{name} {count['episodes']}" for name, count in available.items())
+        raise RobolakeError(f"{target.dataset}:{target.version} has no {split} episodes (episodes by split: {counts})")
+    statistics = load_statistics(str(bundle / "dataset_statistics.json"))
+    names = statistics["robolake"]["action_names"]
+    if target.statistics["robolake"]["action_names"] != names:
+        raise RobolakeError(f"{target.dataset}:{target.version} actions {target.statistics['robolake']['action_names']}"
+                            f" differ from the checkpoint's {names}")
+    trained_on = json.loads((bundle / "provenance.json").read_text())["dataset"]
+    with Progress(console=progress.console, transient=True) as bar:
+        task = bar.add_task(f"evaluate {bundle} on {target.dataset} {split}", total=available[split].get("steps"))
+        episodes = predict_episodes(bundle, target, split, batch_size, lambda n: bar.advance(task, n))
+    gripper_dim, threshold = _gripper(statistics)
+    return {
+        "checkpoint": str(bundle),
+        "dataset": {"name": target.dataset, "version": target.version, "split": split},
+        "trained_on": {"name": trained_on["name"], "version": trained_on["version"]},
+        **grouped_metrics(episodes, names, gripper_dim, threshold,
+                          seen_tasks(lake, trained_on["name"], trained_on["version"])),
+    }
+
+
+def write_per_dimension(metrics: dict, path: Path) -> None:
+    """One row per action dimension: mse and l1 overall (a DVC bar plot)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dimension", "mse", "l1"])
+        for name, values in metrics["overall"]["per_dimension"].items():
+            writer.writerow([name, values["mse"], values["l1"]])
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="robolake evaluate", description="Evaluate a checkpoint on held-out data.")
+    parser.add_argument("run", help="a run folder (its best/ bundle is evaluated) or a checkpoint bundle folder")
+    parser.add_argument("--dataset", help="NAME[:VERSION] to evaluate on (default: the checkpoint's own dataset)")
+    parser.add_argument("--split", default="test", help="split to evaluate on (default: test)")
+    parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
+    parser.add_argument("--out", help="output folder (default: <run>/eval)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    return parser.parse_args(argv)
+
+
+def run(argv: list[str]) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    bundle = checkpoint_bundle(args.run)
+    lake = Lake(args.lake)
+    trained_on = json.loads((bundle / "provenance.json").read_text())["dataset"]
+    target = resolve(lake, args.dataset or f"{trained_on['name']}:{trained_on['version']}")
+    out = Path(args.out) if args.out else (Path(args.run) if bundle != Path(args.run) else bundle.parent) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate_offline(bundle, target, args.split, lake, args.batch_size)
+    (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_per_dimension(metrics, out / "per_dimension.csv")
+    overall = metrics["overall"]
+    gripper = "n/a" if overall["gripper_accuracy"] is None else f"{overall['gripper_accuracy']:.1%}"
+    print(f"evaluate {bundle} on {target.dataset} {target.version} {args.split}: {overall['episodes']} episodes, "
+          f"{overall['steps']} steps, action MSE {overall['mse']:.3g}, L1 {overall['l1']:.3g}, gripper {gripper}, "
+          f"token accuracy {overall['action_token_accuracy']:.1%} in {time.time() - started:.1f} s -> {out}")
+    return 0

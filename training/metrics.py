@@ -1,0 +1,109 @@
+"""Offline action metrics of a policy against a dataset's recorded actions.
+
+Everything is in physical units (the policy's normalized outputs denormalized with
+the statistics bundled in its checkpoint) except the action-token accuracy, which
+compares bins. Inputs are per-episode arrays in step order, so that smoothness (the
+sum of squared differences of consecutive actions within an episode) is defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class EpisodePrediction:
+    """One episode's predicted and recorded actions, (steps, D) each, in physical units,
+    and the predicted and recorded action-token ids, (steps, D)."""
+
+    episode_id: str
+    task: str
+    predicted: np.ndarray
+    recorded: np.ndarray
+    predicted_tokens: np.ndarray
+    recorded_tokens: np.ndarray
+
+
+def smoothness(actions: np.ndarray) -> float:
+    """Sum over consecutive steps of the squared action change (lower is smoother)."""
+    return float(np.sum(np.diff(np.asarray(actions, dtype=np.float64), axis=0) ** 2))
+
+
+def gripper_open(values: np.ndarray, threshold: float) -> np.ndarray:
+    """Open (True) or closed, by the side of `threshold` a gripper command falls on."""
+    return np.asarray(values) > threshold
+
+
+@dataclass
+class ActionMetrics:
+    """Metrics over a set of episodes (see `action_metrics`)."""
+
+    episodes: int
+    steps: int
+    mse: list[float]
+    l1: list[float]
+    gripper_accuracy: float | None
+    action_token_accuracy: float
+    smoothness: float  # mean per episode, predicted actions
+    recorded_smoothness: float  # the same of the recorded actions, for reference
+    names: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        per_dimension = {name: {"mse": m, "l1": a} for name, m, a in zip(self.names, self.mse, self.l1)}
+        return {
+            "episodes": self.episodes, "steps": self.steps,
+            "mse": float(np.mean(self.mse)), "l1": float(np.mean(self.l1)), "per_dimension": per_dimension,
+            "gripper_accuracy": self.gripper_accuracy, "action_token_accuracy": self.action_token_accuracy,
+            "smoothness": self.smoothness, "recorded_smoothness": self.recorded_smoothness,
+        }
+
+
+def action_metrics(episodes: Iterable[EpisodePrediction], names: list[str], gripper_dim: int | None,
+                   gripper_threshold: float) -> ActionMetrics:
+    """Per-dimension MSE and L1 over all steps, gripper open/close accuracy (None without
+    a gripper dimension), token accuracy over all steps and dimensions, and the mean
+    per-episode smoothness of predicted and recorded actions."""
+    episodes = list(episodes)
+    if not episodes:
+        raise ValueError("no episodes to evaluate")
+    predicted = np.concatenate([e.predicted for e in episodes]).astype(np.float64)
+    recorded = np.concatenate([e.recorded for e in episodes]).astype(np.float64)
+    tokens_equal = np.concatenate([e.predicted_tokens == e.recorded_tokens for e in episodes])
+    error = predicted - recorded
+    gripper = None
+    if gripper_dim is not None:
+        gripper = float(np.mean(gripper_open(predicted[:, gripper_dim], gripper_threshold)
+                                == gripper_open(recorded[:, gripper_dim], gripper_threshold)))
+    return ActionMetrics(
+        episodes=len(episodes),
+        steps=len(predicted),
+        mse=np.mean(error ** 2, axis=0).tolist(),
+        l1=np.mean(np.abs(error), axis=0).tolist(),
+        gripper_accuracy=gripper,
+        action_token_accuracy=float(np.mean(tokens_equal)),
+        smoothness=float(np.mean([smoothness(e.predicted) for e in episodes])),
+        recorded_smoothness=float(np.mean([smoothness(e.recorded) for e in episodes])),
+        names=list(names),
+    )
+
+
+def grouped_metrics(episodes: list[EpisodePrediction], names: list[str], gripper_dim: int | None,
+                    gripper_threshold: float, seen_tasks: set[str]) -> dict:
+    """`action_metrics` overall, per task, and for the tasks seen in training apart from
+    the held-out ones (a group is left out when it has no episode)."""
+    def metrics(subset: list[EpisodePrediction]) -> dict:
+        return action_metrics(subset, names, gripper_dim, gripper_threshold).as_dict()
+
+    groups = {
+        "seen_tasks": [e for e in episodes if e.task in seen_tasks],
+        "held_out_tasks": [e for e in episodes if e.task not in seen_tasks],
+    }
+    return {
+        "overall": metrics(episodes),
+        "per_task": {task: metrics([e for e in episodes if e.task == task])
+                     for task in sorted({e.task for e in episodes})},
+        **{name: metrics(subset) for name, subset in groups.items() if subset},
+    }
