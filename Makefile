@@ -33,6 +33,7 @@ bench: venv
 	$(BIN)/python benchmarks/convert_bag.py
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/policy_latency.py
 
 clean:
 	rm -rf lake .pytest_cache

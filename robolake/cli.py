@@ -19,6 +19,7 @@ COMMANDS = {
     "query": "run DuckDB SQL over the lake's views (episodes, steps, filtered, quarantine, versions, sources)",
     "train": "fine-tune a VLA policy (LoRA or full) on a gold dataset version; torchrun runs it as DDP",
     "evaluate": "measure a checkpoint on a dataset's test split (physical-unit errors, per task) and in closed loop",
+    "export": "export a checkpoint's merged policy to TorchScript (optionally int8), checked against PyTorch",
 }
 
 
@@ -96,9 +97,15 @@ def _evaluate(argv: list[str]) -> int:
     return run(argv)
 
 
+def _export(argv: list[str]) -> int:
+    from training.export import run
+
+    return run(argv)
+
+
 HANDLERS = {
     "sample": _sample, "convert": _convert, "lineage": _lineage, "validate": _validate, "report": _report,
-    "query": _query, "train": _train, "evaluate": _evaluate,
+    "query": _query, "train": _train, "evaluate": _evaluate, "export": _export,
 }
 
 

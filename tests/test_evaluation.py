@@ -44,7 +44,7 @@ def test_metrics_equal_the_hand_computed_values():
     metrics = action_metrics(hand_made(), NAMES, gripper_dim=2, gripper_threshold=0.0)
     assert metrics.mse == [1.25, 1.25, 1.0]
     assert metrics.l1 == [0.75, 0.75, 0.5]
-    assert metrics.gripper_accuracy == 0.75  # open/open, open/open, closed/closed, closed/open
+    assert metrics.gripper_accuracy == 0.75  # same side, same side, same side, opposite sides
     assert metrics.action_token_accuracy == pytest.approx(7 / 12)  # 3 + 2 + 1 + 1 of 12 tokens
     assert metrics.smoothness == 3.0  # episode 1: 1 + (1 + 4) = 6, episode 2 (one step): 0
     assert metrics.recorded_smoothness == 2.5  # episode 1: 1 + 4 = 5

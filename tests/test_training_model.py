@@ -25,7 +25,8 @@ from training.model import (
 from training.tokenizers import ActionTokenizer, InstructionTokenizer
 
 # peft asks transformers a deprecated question on every wrap; not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 INSTRUCTIONS = [
     "Pick up the red block.",
@@ -44,13 +45,6 @@ def tiny_config(**overrides) -> ModelConfig:
     return ModelConfig(**{**sizes, **overrides})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine their spinning costs 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -193,11 +193,9 @@ class RldsSteps(torch.utils.data.IterableDataset):
 
     def _item(self, step: dict, rng: np.random.Generator) -> dict:
         images = np.stack([self._image(encoded, rng) for encoded in step.pop("encoded")])
-        scaled = np.empty((len(images), 3, *images.shape[1:3]), np.float32)
-        np.multiply(images.transpose(0, 3, 1, 2), np.float32(1 / 255), out=scaled)
         return {
             **step,
-            "images": torch.from_numpy(scaled),
+            "images": _model_pixels(images),
             "action": torch.from_numpy(step["action"]),
             "action_raw": torch.from_numpy(step["action_raw"]),
             "state": torch.from_numpy(step["state"]),
@@ -238,6 +236,20 @@ def _resized(image: np.ndarray, size: int) -> np.ndarray:
         return image
     interpolation = cv2.INTER_AREA if max(image.shape[:2]) >= 2 * size else cv2.INTER_LINEAR
     return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def _model_pixels(images: np.ndarray) -> torch.Tensor:
+    """(cameras, S, S, 3) uint8 RGB -> (cameras, 3, S, S) float32 in [0, 1], the model's image input."""
+    scaled = np.empty((len(images), 3, *images.shape[1:3]), np.float32)
+    np.multiply(images.transpose(0, 3, 1, 2), np.float32(1 / 255), out=scaled)
+    return torch.from_numpy(scaled)
+
+
+def eval_frames(frames: list[np.ndarray], image_size: int) -> torch.Tensor:
+    """One observation as the model reads it in eval mode (train=False): decoded (H, W, 3) uint8 RGB
+    frames of any size, one per camera in the model's camera order, resized as `RldsSteps` resizes
+    them without augmentation -> (cameras, 3, image_size, image_size) float32 in [0, 1]."""
+    return _model_pixels(np.stack([_resized(frame, image_size) for frame in frames]))
 
 
 def collate(items: list[dict]) -> dict:

@@ -5,9 +5,12 @@ the policy predicts each step's action from the step's cameras and instruction; 
 predictions are denormalized with the statistics bundled in the checkpoint and
 compared with the recorded actions (`training/metrics.py`), overall, per task, and
 for tasks seen in training apart from held-out ones. Closed loop (`--rollouts N`):
-N episodes per task in the built-in tabletop environment through the safe runtime.
+N episodes of each task of the split in the built-in tabletop environment
+(`training/sim_env.py`), acting through the safe runtime (`training/runtime.py`);
+failed rollouts are saved with their frames, actions and failure mode.
 
-Writes `<run>/eval/eval.json` (DVC metrics) and `per_dimension.csv` (DVC plots)."""
+Writes `<run>/eval/eval.json` (DVC metrics), `per_dimension.csv` (DVC plots) and
+`rollouts/` (failed rollouts and `failures.csv`)."""
 
 from __future__ import annotations
 
@@ -113,6 +116,23 @@ def evaluate_offline(bundle: Path, target: DatasetVersion, split: str, lake: Lak
     }
 
 
+def closed_loop(bundle: Path, tasks: list[str], per_task: int, failures_dir: Path, max_steps: int | None,
+                seed: int = 0) -> dict:
+    """`per_task` episodes of each task in the built-in tabletop environment, the checkpoint
+    acting through the safe runtime; failed rollouts are saved in `failures_dir`."""
+    from training.rollout import run_rollouts
+    from training.runtime import Policy
+    from training.sim_env import RuntimePolicyAdapter, TabletopEnv
+
+    env = TabletopEnv()
+    try:
+        report = run_rollouts(RuntimePolicyAdapter(Policy.from_checkpoint(bundle)), env, per_task * len(tasks),
+                              tasks=tasks, seed=seed, max_steps=max_steps, failures_dir=failures_dir)
+    finally:
+        env.close()
+    return report.summary()
+
+
 def write_per_dimension(metrics: dict, path: Path) -> None:
     """One row per action dimension: mse and l1 overall (a DVC bar plot)."""
     with open(path, "w", newline="") as f:
@@ -130,6 +150,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
     parser.add_argument("--out", help="output folder (default: <run>/eval)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rollouts", type=int, default=0,
+                        help="closed-loop episodes per task of the split in the built-in tabletop environment")
+    parser.add_argument("--max-steps", type=int, help="closed-loop episode limit (default: the environment's)")
     return parser.parse_args(argv)
 
 
@@ -143,11 +166,16 @@ def run(argv: list[str]) -> int:
     out = Path(args.out) if args.out else (Path(args.run) if bundle != Path(args.run) else bundle.parent) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_offline(bundle, target, args.split, lake, args.batch_size)
+    if args.rollouts:
+        metrics["rollouts"] = closed_loop(bundle, sorted(metrics["per_task"]), args.rollouts, out / "rollouts",
+                                          args.max_steps)
     (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_per_dimension(metrics, out / "per_dimension.csv")
     overall = metrics["overall"]
     gripper = "n/a" if overall["gripper_accuracy"] is None else f"{overall['gripper_accuracy']:.1%}"
     print(f"evaluate {bundle} on {target.dataset} {target.version} {args.split}: {overall['episodes']} episodes, "
           f"{overall['steps']} steps, action MSE {overall['mse']:.3g}, L1 {overall['l1']:.3g}, gripper {gripper}, "
-          f"token accuracy {overall['action_token_accuracy']:.1%} in {time.time() - started:.1f} s -> {out}")
+          f"token accuracy {overall['action_token_accuracy']:.1%}" + (
+              f", closed-loop success {metrics['rollouts']['success_rate']:.0%} of {metrics['rollouts']['episodes']}"
+              if args.rollouts else "") + f" in {time.time() - started:.1f} s -> {out}")
     return 0

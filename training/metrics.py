@@ -32,8 +32,9 @@ def smoothness(actions: np.ndarray) -> float:
     return float(np.sum(np.diff(np.asarray(actions, dtype=np.float64), axis=0) ** 2))
 
 
-def gripper_open(values: np.ndarray, threshold: float) -> np.ndarray:
-    """Open (True) or closed, by the side of `threshold` a gripper command falls on."""
+def gripper_side(values: np.ndarray, threshold: float) -> np.ndarray:
+    """Which side of `threshold` (the midpoint between the open and closed commands) each
+    gripper command falls on: the open/close decision, whatever the sign convention."""
     return np.asarray(values) > threshold
 
 
@@ -75,8 +76,8 @@ def action_metrics(episodes: Iterable[EpisodePrediction], names: list[str], grip
     error = predicted - recorded
     gripper = None
     if gripper_dim is not None:
-        gripper = float(np.mean(gripper_open(predicted[:, gripper_dim], gripper_threshold)
-                                == gripper_open(recorded[:, gripper_dim], gripper_threshold)))
+        gripper = float(np.mean(gripper_side(predicted[:, gripper_dim], gripper_threshold)
+                                == gripper_side(recorded[:, gripper_dim], gripper_threshold)))
     return ActionMetrics(
         episodes=len(episodes),
         steps=len(predicted),

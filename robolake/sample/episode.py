@@ -79,8 +79,12 @@ class Episode:
 
     @property
     def gripper_qpos(self) -> np.ndarray:
-        """Finger positions in robomimic's convention: [+w/2, -w/2]."""
-        return self.joints[:, 7:] * [1.0, -1.0]
+        return gripper_qpos(self.joints)
+
+
+def gripper_qpos(joints: np.ndarray) -> np.ndarray:
+    """Finger positions in robomimic's convention, [+w/2, -w/2], from joint positions (..., 9)."""
+    return joints[..., 7:] * [1.0, -1.0]
 
 
 def build_episode(seed: int, index: int, steps: int | None = None,

@@ -1,0 +1,220 @@
+"""Export of a checkpoint's merged policy to TorchScript, and its parity with PyTorch.
+
+`export_policy` traces `CompactVLA.predict` itself (torch.jit.trace, CPU, float32 or dynamic
+int8): the vision encoder, the projector and the greedy decoding of all D action tokens with
+its KV cache, unrolled into one graph over the D steps, so the exported program computes what
+the PyTorch model computes. Inputs are images (B, cameras, 3, S, S) float in [0, 1] and the
+instruction ids and mask (B, max_instruction_tokens) of the word tokenizer, which stays in
+Python; outputs are the normalized actions (B, D), their token ids and the entropies (B, D).
+The batch size is free; cameras, image size and instruction length are the model's, fixed.
+ONNX is not offered: neither onnx nor onnxruntime is installed here. torch 2.13 marks
+torch.jit.trace deprecated in favour of torch.export; torch.export handles the float model
+(checked: dynamic batch, same outputs) but not torch.ao's dynamically quantized linears (their
+packed weights are TorchScript objects it cannot fake), so TorchScript, which takes both, stays
+the one format here until int8 moves to torchao.
+
+The .pt file is self-contained: the model config, tokenizer, dataset statistics and camera
+order travel in it as TorchScript extra files, and `ExportedPolicy.load` gives back an object
+with CompactVLA's `predict_actions` that `training.runtime.Policy` accepts (`.policy()`).
+
+`check_parity` compares an export with the PyTorch model it came from on random observations
+(random images, instructions of random words of the tokenizer's vocabulary);
+`quantization_change` compares an int8 export with the float PyTorch model: how far int8 moves
+the actions, how many action tokens it keeps, how it shifts the entropy.
+
+    robolake export BUNDLE OUT.pt [--int8] [--observations 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from robolake.errors import RobolakeError
+from training.model import CompactVLA, ModelConfig
+from training.runtime import Policy, SafetyConfig, checkpoint_cameras, load_inference_model, quantize_int8
+from training.tokenizers import SPECIAL_TOKENS, InstructionTokenizer
+
+EXPORT_INFO = "export.json"
+MODEL_CONFIG = "model_config.json"
+TOKENIZER = "tokenizer.json"
+STATISTICS = "dataset_statistics.json"
+
+
+class ParityError(RobolakeError):
+    """An export's outputs differ from its PyTorch model's by more than the tolerance."""
+
+
+class _Predict(nn.Module):
+    """`CompactVLA.predict` as a forward returning a tuple, which torch.jit.trace needs."""
+
+    def __init__(self, model: CompactVLA):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor) -> tuple[Tensor, ...]:
+        out = self.model.predict(images, instruction_ids, instruction_mask)
+        return out["actions"], out["tokens"], out["entropy"]
+
+
+def export_policy(bundle_path: str | Path, out_path: str | Path, int8: bool = False) -> Path:
+    """Trace the bundle's merged model (int8: dynamically quantized first) into a TorchScript file."""
+    bundle = Path(bundle_path)
+    model = load_inference_model(bundle)
+    if int8:
+        model = quantize_int8(model)
+    statistics_text = (bundle / STATISTICS).read_text()
+    info = {"int8": int8, "cameras": checkpoint_cameras(bundle, json.loads(statistics_text)),
+            "bundle": str(bundle), "torch": torch.__version__}
+    # One example without padding and one almost all padding, so no padding-dependent branch is frozen.
+    words = [token for token in model.tokenizer.tokens if token not in SPECIAL_TOKENS]
+    ids, mask = model.tokenizer.batch_encode([" ".join(words * model.config.max_instruction_tokens), ""],
+                                             model.config.max_instruction_tokens)
+    size = model.config.image_size
+    images = torch.rand(2, model.config.num_cameras, 3, size, size, generator=torch.Generator().manual_seed(0))
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), _torchscript():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks and mask helpers: constants here
+        traced = torch.jit.trace(_Predict(model).eval(), (images, ids, mask), check_trace=False)
+        torch.jit.save(traced, str(out), _extra_files={
+            EXPORT_INFO: json.dumps(info), MODEL_CONFIG: json.dumps(asdict(model.config)),
+            TOKENIZER: json.dumps({"type": "word", "tokens": model.tokenizer.tokens}), STATISTICS: statistics_text,
+        })
+    return out
+
+
+@contextmanager
+def _torchscript():
+    """torch.jit's deprecation notices silenced: TorchScript is the format here on purpose (module docstring)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", DeprecationWarning)
+        yield
+
+
+class ExportedPolicy:
+    """A TorchScript export loaded back, with CompactVLA's `config` and `predict_actions`."""
+
+    def __init__(self, module: torch.jit.ScriptModule, config: ModelConfig, tokenizer: InstructionTokenizer,
+                 statistics: dict, cameras: list[str], int8: bool):
+        self.module, self.config, self.tokenizer = module, config, tokenizer
+        self.statistics, self.cameras, self.int8 = statistics, cameras, int8
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExportedPolicy:
+        extra = dict.fromkeys((EXPORT_INFO, MODEL_CONFIG, TOKENIZER, STATISTICS), "")
+        with _torchscript():
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        info = json.loads(extra[EXPORT_INFO])
+        return cls(module.eval(), ModelConfig(**json.loads(extra[MODEL_CONFIG])),
+                   InstructionTokenizer(json.loads(extra[TOKENIZER])["tokens"]), json.loads(extra[STATISTICS]),
+                   info["cameras"], info["int8"])
+
+    @torch.no_grad()
+    def predict_actions(self, images: Tensor, instructions: list[str]) -> dict[str, Tensor]:
+        """As `CompactVLA.predict_actions`: actions (B, D) in [-1, 1], tokens (B, D), entropy (B, D) in nats."""
+        ids, mask = self.tokenizer.batch_encode(list(instructions), self.config.max_instruction_tokens)
+        actions, tokens, entropy = self.module(images.float(), ids, mask)
+        return {"actions": actions, "tokens": tokens, "entropy": entropy}
+
+    def policy(self, safety: SafetyConfig | None = None) -> Policy:
+        """The runtime around this export (preprocessing, denormalization, safety filter)."""
+        return Policy(self, self.statistics, self.cameras, safety)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate policy's outputs against a reference's on the same observations."""
+
+    observations: int
+    max_abs_action_diff: float  # normalized actions, [-1, 1] scale
+    mean_abs_action_diff: float
+    token_agreement: float  # share of action tokens (observations x dims) that are equal
+    max_abs_entropy_diff: float  # nats
+    mean_entropy_change: float  # candidate minus reference, nats
+
+
+def random_observations(config: ModelConfig, tokenizer: InstructionTokenizer, count: int,
+                        seed: int = 0) -> tuple[Tensor, list[str]]:
+    """`count` observations: images uniform in [0, 1] and instructions of 0 to max_instruction_tokens random
+    words of the vocabulary (the longest are cut, so both padded and full-length rows occur)."""
+    generator = torch.Generator().manual_seed(seed)
+    size = config.image_size
+    images = torch.rand(count, config.num_cameras, 3, size, size, generator=generator)
+    words = [token for token in tokenizer.tokens if token not in SPECIAL_TOKENS]
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, config.max_instruction_tokens + 1, count) if words else np.zeros(count, int)
+    instructions = [" ".join(rng.choice(words, length)) if length else "" for length in lengths]
+    return images, instructions
+
+
+def compare_policies(reference, candidate, observations: int = 100, seed: int = 0,
+                     batch_size: int = 10) -> Comparison:
+    """Both policies' `predict_actions` on the same random observations, in batches."""
+    images, instructions = random_observations(reference.config, reference.tokenizer, observations, seed)
+    outputs: dict[str, list[dict]] = {"reference": [], "candidate": []}
+    for start in range(0, observations, batch_size):
+        batch = images[start : start + batch_size], instructions[start : start + batch_size]
+        outputs["reference"].append(reference.predict_actions(*batch))
+        outputs["candidate"].append(candidate.predict_actions(*batch))
+    ref, cand = ({key: torch.cat([out[key].cpu() for out in outputs[side]]) for key in ("actions", "tokens", "entropy")}
+                 for side in ("reference", "candidate"))
+    action_diff = (cand["actions"].double() - ref["actions"].double()).abs()
+    entropy_diff = cand["entropy"].double() - ref["entropy"].double()
+    return Comparison(
+        observations=observations,
+        max_abs_action_diff=action_diff.max().item(),
+        mean_abs_action_diff=action_diff.mean().item(),
+        token_agreement=(cand["tokens"] == ref["tokens"]).double().mean().item(),
+        max_abs_entropy_diff=entropy_diff.abs().max().item(),
+        mean_entropy_change=entropy_diff.mean().item(),
+    )
+
+
+def check_parity(bundle_path: str | Path, exported_path: str | Path, observations: int = 100,
+                 tolerance: float = 1e-5, seed: int = 0) -> Comparison:
+    """The export against the PyTorch model it was made from (int8 too for an int8 export); raises
+    ParityError when the normalized actions differ by more than `tolerance` anywhere."""
+    exported = ExportedPolicy.load(exported_path)
+    reference = load_inference_model(bundle_path)
+    comparison = compare_policies(quantize_int8(reference) if exported.int8 else reference, exported,
+                                  observations, seed)
+    if comparison.max_abs_action_diff > tolerance:
+        raise ParityError(f"{exported_path}: max abs action difference {comparison.max_abs_action_diff:.3g} over "
+                          f"{observations} observations exceeds {tolerance:g} ({comparison})")
+    return comparison
+
+
+def quantization_change(bundle_path: str | Path, int8_path: str | Path, observations: int = 100,
+                        seed: int = 0) -> Comparison:
+    """How an int8 export's outputs differ from the float PyTorch model's on the same observations."""
+    return compare_policies(load_inference_model(bundle_path), ExportedPolicy.load(int8_path), observations, seed)
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="robolake export",
+                                     description="Export a checkpoint bundle's merged policy to TorchScript.")
+    parser.add_argument("bundle", help="checkpoint bundle folder, e.g. lake/runs/finetune/best")
+    parser.add_argument("out", help="the TorchScript file to write (.pt)")
+    parser.add_argument("--int8", action="store_true", help="dynamic int8 quantization of the language model")
+    parser.add_argument("--observations", type=int, default=100, help="random observations of the parity check")
+    parser.add_argument("--tolerance", type=float, default=1e-5, help="max abs difference of normalized actions")
+    args = parser.parse_args(argv)
+    out = export_policy(args.bundle, args.out, int8=args.int8)
+    parity = check_parity(args.bundle, out, args.observations, args.tolerance)
+    print(f"exported {out}: parity with PyTorch over {parity.observations} observations, max abs action "
+          f"difference {parity.max_abs_action_diff:.3g}, max abs entropy difference {parity.max_abs_entropy_diff:.3g}")
+    if args.int8:
+        change = quantization_change(args.bundle, out, args.observations)
+        print(f"int8 vs float: token agreement {change.token_agreement:.1%}, mean abs action difference "
+              f"{change.mean_abs_action_diff:.4f} (max {change.max_abs_action_diff:.4f}), mean entropy change "
+              f"{change.mean_entropy_change:+.4f} nats")
+    return 0
