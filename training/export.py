@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from robolake import progress
 from robolake.errors import RobolakeError
 from training.model import CompactVLA, ModelConfig
 from training.runtime import Policy, SafetyConfig, checkpoint_cameras, load_inference_model, quantize_int8
@@ -208,13 +210,18 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--observations", type=int, default=100, help="random observations of the parity check")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max abs difference of normalized actions")
     args = parser.parse_args(argv)
-    out = export_policy(args.bundle, args.out, int8=args.int8)
-    parity = check_parity(args.bundle, out, args.observations, args.tolerance)
-    print(f"exported {out}: parity with PyTorch over {parity.observations} observations, max abs action "
-          f"difference {parity.max_abs_action_diff:.3g}, max abs entropy difference {parity.max_abs_entropy_diff:.3g}")
-    if args.int8:
-        change = quantization_change(args.bundle, out, args.observations)
-        print(f"int8 vs float: token agreement {change.token_agreement:.1%}, mean abs action difference "
-              f"{change.mean_abs_action_diff:.4f} (max {change.max_abs_action_diff:.4f}), mean entropy change "
-              f"{change.mean_entropy_change:+.4f} nats")
+    started = time.time()
+    with progress.console.status(f"tracing {args.bundle}{' (int8)' if args.int8 else ''}") as status:
+        out = export_policy(args.bundle, args.out, int8=args.int8)
+        status.update(f"parity check of {out} on {args.observations} observations")
+        parity = check_parity(args.bundle, out, args.observations, args.tolerance)
+        if args.int8:
+            status.update("int8 against the float model")
+            change = quantization_change(args.bundle, out, args.observations)
+    int8_change = (f"; int8 vs float: token agreement {change.token_agreement:.1%}, mean abs action difference "
+                   f"{change.mean_abs_action_diff:.4f}, mean entropy change {change.mean_entropy_change:+.4f} nats"
+                   if args.int8 else "")
+    print(f"exported {out} in {time.time() - started:.1f} s: parity with PyTorch over {parity.observations} "
+          f"observations, max abs action difference {parity.max_abs_action_diff:.3g}, max abs entropy difference "
+          f"{parity.max_abs_entropy_diff:.3g}{int8_change}")
     return 0
