@@ -63,7 +63,9 @@ def discover_sources(spec: DatasetSpec, reader: SourceReader, known: dict[str, d
         base = _glob_base(pattern)
         for path, size, mtime in sorted(matches):
             relative = posixpath.relpath(path, base) if base else path.lstrip("/")
-            relative_id = relative if os.path.isdir(path) else posixpath.splitext(relative)[0]  # a bag folder
+            stem, suffix = posixpath.splitext(relative)
+            # a bag folder keeps its name, and so does a TFDS shard (its ".tfrecord-00000-of-00004" numbers it)
+            relative_id = relative if os.path.isdir(path) or not suffix[1:].isalnum() else stem
             if relative_id in found and found[relative_id].path != path:
                 raise RobolakeError(
                     f"source.paths: {found[relative_id].path} and {path} give the same episode id prefix "

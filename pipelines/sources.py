@@ -9,11 +9,14 @@ as (path, bytes, mtime); `companions(path)` names files hashed with an input;
 from __future__ import annotations
 
 from pipelines.hdf5_source import Hdf5Source
+from pipelines.rlds_source import RldsSource
 from pipelines.rosbag_source import RosbagSource
 from robolake.spec import DatasetSpec
 
-SourceReader = Hdf5Source | RosbagSource
+SourceReader = Hdf5Source | RosbagSource | RldsSource
+
+READERS = {"hdf5": Hdf5Source, "rosbag": RosbagSource, "rlds": RldsSource}
 
 
 def source_reader(spec: DatasetSpec) -> SourceReader:
-    return RosbagSource(spec) if spec.source.format == "rosbag" else Hdf5Source(spec)
+    return READERS[spec.source.format](spec)

@@ -29,27 +29,36 @@ class _Strict(BaseModel):
 class ValueSource(_Strict):
     """Where a per-episode text value comes from: exactly one of a fixed value, an
     attribute of the source file or of the episode (HDF5), the first std_msgs/String
-    on a topic or a key of the bag's sidecar YAML (rosbag).
+    on a topic or a key of the bag's sidecar YAML (rosbag), a feature of the episode
+    (RLDS).
 
     Attribute paths are `attr` or `group/sub/attr`, relative to the file root
-    (file_attr) or to the episode's group (episode_attr)."""
+    (file_attr) or to the episode's group (episode_attr). For an RLDS source,
+    file_attr is one of `split`, `dataset`, `version` (the source shard's split and its
+    dataset_info.json name and version), and `feature` is a feature path:
+    `steps/language_instruction` (its first step's value) or `episode_metadata/file_path`."""
 
     value: str | None = None
     file_attr: str | None = None
     episode_attr: str | None = None
     topic: str | None = None
     sidecar: str | None = None
+    feature: str | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ValueSource:
-        given = [k for k in ("value", "file_attr", "episode_attr", "topic", "sidecar") if getattr(self, k) is not None]
+        given = [k for k in VALUE_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of: value, file_attr, episode_attr, topic, sidecar")
+            raise ValueError(f"give exactly one of: {', '.join(VALUE_KINDS)}")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("value", "file_attr", "episode_attr", "topic", "sidecar") if getattr(self, k) is not None)
+        return next(k for k in VALUE_KINDS if getattr(self, k) is not None)
+
+
+VALUE_KINDS = ("value", "file_attr", "episode_attr", "topic", "sidecar", "feature")
+RLDS_FILE_ATTRS = ("split", "dataset", "version")
 
 
 class TopicSpec(_Strict):
@@ -74,7 +83,10 @@ class TopicSpec(_Strict):
 
 class CameraSpec(_Strict):
     name: str = Field(pattern=IDENTIFIER)
-    key: str | None = Field(default=None, description="dataset path in the episode; layout default if unset")
+    key: str | None = Field(
+        default=None, description="dataset path in the episode (HDF5; layout default if unset) or step feature "
+        "path (RLDS, e.g. steps/observation/image_0; default steps/observation/<name>)"
+    )
     size: tuple[int, int] = Field(default=(256, 256), description="output (height, width)")
     encoding: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = Field(default=95, ge=1, le=100)
@@ -91,19 +103,26 @@ class CameraSpec(_Strict):
 
 
 class StateSpec(_Strict):
-    keys: list[str] | None = Field(default=None, description="HDF5: datasets concatenated into the state vector")
+    keys: list[str] | None = Field(
+        default=None, description="HDF5: datasets concatenated into the state vector; RLDS: step feature paths, "
+        "each optionally sliced (steps/observation/state[0:6]; default steps/observation/state)"
+    )
     topics: list[TopicSpec] | None = Field(default=None, description="rosbag: streams concatenated into the state")
 
 
 class ActionSpec(_Strict):
-    keys: list[str] | None = Field(default=None, description="HDF5: datasets concatenated into the action vector")
+    keys: list[str] | None = Field(
+        default=None, description="HDF5: datasets concatenated into the action vector; RLDS: step feature paths, "
+        "each optionally sliced (default steps/action)"
+    )
     topics: list[TopicSpec] | None = Field(default=None, description="rosbag: streams concatenated into the action")
     names: list[str] = Field(default_factory=lambda: list(DEFAULT_ACTION_NAMES), min_length=1)
 
 
 class RewardSpec(_Strict):
     key: str | None = Field(
-        default=None, description="dataset of per-step rewards; unset: 1.0 on the last step, 0 elsewhere"
+        default=None, description="dataset (RLDS: step feature) of per-step rewards; unset: RLDS steps/reward, "
+        "else 1.0 on the last step, 0 elsewhere"
     )
 
 
@@ -194,12 +213,25 @@ class RosbagSourceSpec(_Strict):
     sidecar: str = Field(default="{bag}.yaml", description="per-bag metadata YAML; {bag}: the bag path, no suffix")
 
 
+class RldsSourceSpec(_Strict):
+    """RLDS datasets as TFDS writes them: builder folders `<root>/<name>/<version>/`
+    (dataset_info.json, features.json, TFRecord shards). Every source episode is one
+    episode; every shard file is one input, hashed with the two JSON files."""
+
+    format: Literal["rlds"] = "rlds"
+    paths: list[str] = Field(min_length=1, description="TFDS builder folders (globs allowed), local or URLs")
+    splits: list[str] | None = Field(
+        default=None, min_length=1, description="source splits to read (default: every split of dataset_info.json)"
+    )
+
+
 def _source_format(data: object) -> str:
     return data.get("format", "hdf5") if isinstance(data, dict) else data.format
 
 
 SourceSpec = Annotated[
-    Annotated[Hdf5SourceSpec, Tag("hdf5")] | Annotated[RosbagSourceSpec, Tag("rosbag")],
+    Annotated[Hdf5SourceSpec, Tag("hdf5")] | Annotated[RosbagSourceSpec, Tag("rosbag")]
+    | Annotated[RldsSourceSpec, Tag("rlds")],
     Discriminator(_source_format),
 ]
 
@@ -292,26 +324,46 @@ class DatasetSpec(_Strict):
         return self
 
     def _check_source_fields(self) -> None:
-        """HDF5 specs name datasets and attributes; rosbag specs name topics and sidecar keys."""
-        rosbag = self.source.format == "rosbag"
-        own, other = (("topic", "sidecar"), ("file_attr", "episode_attr")) if rosbag else (
-            ("file_attr", "episode_attr"), ("topic", "sidecar"))
+        """HDF5 specs name datasets and attributes; rosbag specs name topics and sidecar
+        keys; RLDS specs name feature paths (`steps/...`, `episode_metadata/...`)."""
+        fmt = self.source.format
+        rosbag, rlds = fmt == "rosbag", fmt == "rlds"
+        own = {"hdf5": ("file_attr", "episode_attr"), "rosbag": ("topic", "sidecar"),
+               "rlds": ("feature", "file_attr")}[fmt]
         values = {"instruction": self.instruction, **{f"metadata.{k}": v for k, v in self.metadata.items()}}
         for where, source in values.items():
-            if source.kind in other:
-                raise ValueError(f"{where}: {source.kind} is not available for {self.source.format} sources "
+            if source.kind not in ("value", *own):
+                raise ValueError(f"{where}: {source.kind} is not available for {fmt} sources "
                                  f"(use value or one of {', '.join(own)})")
+            if rlds and source.file_attr is not None and source.file_attr not in RLDS_FILE_ATTRS:
+                raise ValueError(f"{where}.file_attr: an rlds source file has {', '.join(RLDS_FILE_ATTRS)}, "
+                                 f"got {source.file_attr!r}")
+            if rlds and source.feature is not None and not source.feature.startswith(("steps/", "episode_metadata/")):
+                raise ValueError(f"{where}.feature: a feature path starts with steps/ or episode_metadata/, "
+                                 f"got {source.feature!r}")
         for i, cam in enumerate(self.cameras):
             if rosbag and (cam.topic is None or cam.key is not None):
                 raise ValueError(f"cameras.{i}: a rosbag camera needs topic (and no key)")
             if not rosbag and (cam.topic is not None or cam.max_age_s is not None):
-                raise ValueError(f"cameras.{i}: topic and max_age_s are for rosbag sources; HDF5 uses key")
+                raise ValueError(f"cameras.{i}: topic and max_age_s are for rosbag sources; "
+                                 f"{'rlds' if rlds else 'HDF5'} uses key")
+            if rlds and cam.key is not None and not cam.key.startswith("steps/"):
+                raise ValueError(f"cameras.{i}.key: an rlds camera is a step feature path such as "
+                                 f"steps/observation/image_0, got {cam.key!r}")
         for section in ("state", "action"):
             part = getattr(self, section)
             if rosbag and (not part.topics or part.keys):
                 raise ValueError(f"{section}: a rosbag source needs {section}.topics (and no keys)")
             if not rosbag and part.topics:
-                raise ValueError(f"{section}.topics is for rosbag sources; HDF5 uses {section}.keys")
+                raise ValueError(f"{section}.topics is for rosbag sources; {'rlds' if rlds else 'HDF5'} uses "
+                                 f"{section}.keys")
+            bad = [key for key in part.keys or [] if rlds and not key.startswith("steps/")]
+            if bad:
+                raise ValueError(f"{section}.keys: an rlds key is a step feature path such as steps/observation/state "
+                                 f"(optionally sliced: steps/observation/state[0:6]), got {bad[0]!r}")
+        if rlds and self.reward.key is not None and not self.reward.key.startswith("steps/"):
+            raise ValueError(f"reward.key: an rlds key is a step feature path such as steps/reward, "
+                             f"got {self.reward.key!r}")
         if rosbag and any(t.delta for t in self.state.topics):
             raise ValueError("state.topics: delta derives actions; set it on action.topics")
 
@@ -352,7 +404,7 @@ def _allowed_fields(loc: tuple) -> list[str]:
     return list(model.model_fields) if model else []
 
 
-SOURCE_MODELS = {"hdf5": Hdf5SourceSpec, "rosbag": RosbagSourceSpec}
+SOURCE_MODELS = {"hdf5": Hdf5SourceSpec, "rosbag": RosbagSourceSpec, "rlds": RldsSourceSpec}
 
 
 def _describe(error: dict) -> str:
