@@ -47,7 +47,7 @@ episodes / 1M steps: ~35 s and ~300 MB peak RSS on 2 cores, most of it writing o
 group per episode).
 
     python benchmarks/synthetic_lake.py /tmp/lake --episodes 10000 --steps 100
-    python -c "from validation.dataset_ref import resolve; from robolake.lake import Lake; \\
+    python -c "from robolake.dataset_ref import resolve; from robolake.lake import Lake; \\
                print(resolve(Lake('/tmp/lake'), 'synthetic_tabletop:1.0.0').manifest['counts'])"
 """
 

@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "fine-tune a VLA policy (LoRA or full) on a gold dataset version; torchrun runs it as DDP",
     "evaluate": "measure a checkpoint on a dataset's test split (physical-unit errors, per task) and in closed loop",
     "export": "export a checkpoint's merged policy to TorchScript (optionally int8), checked against PyTorch",
+    "lerobot": "export a gold dataset version as a LeRobotDataset (v3.0: Parquet frames, MP4 videos, meta/)",
 }
 
 
@@ -103,9 +104,15 @@ def _export(argv: list[str]) -> int:
     return run(argv)
 
 
+def _lerobot(argv: list[str]) -> int:
+    from pipelines.lerobot_export import run
+
+    return run(argv)
+
+
 HANDLERS = {
     "sample": _sample, "convert": _convert, "lineage": _lineage, "validate": _validate, "report": _report,
-    "query": _query, "train": _train, "evaluate": _evaluate, "export": _export,
+    "query": _query, "train": _train, "evaluate": _evaluate, "export": _export, "lerobot": _lerobot,
 }
 
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from robolake.cli import main
+from robolake.dataset_ref import resolve
 from robolake.lake import Lake
 from tests.conftest import config_file, load_split, robomimic_spec, run_convert
 from training.evaluate import predict_episodes
 from training.metrics import EpisodePrediction, action_metrics, grouped_metrics, smoothness
-from validation.dataset_ref import resolve
 
 NAMES = ["dx", "dy", "gripper"]
 

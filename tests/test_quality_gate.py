@@ -17,9 +17,9 @@ import pytest
 
 from pipelines.silver_writer import fixed_list, vectors
 from robolake.cli import main
+from robolake.dataset_ref import resolve
 from robolake.lake import Lake
 from tests.conftest import robomimic_spec, run_convert
-from validation.dataset_ref import resolve
 from validation.gate import load_config, run_gate
 
 NAME, VERSION = "synthetic_tabletop", "1.0.0"

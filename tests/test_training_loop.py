@@ -17,13 +17,13 @@ import pytest
 import torch
 
 from robolake.cli import main
+from robolake.dataset_ref import resolve
 from robolake.lake import Lake
 from tests.conftest import config_file, robomimic_spec, run_convert
 from training import train as train_module
 from training.config import load_config
 from training.model import base_state_dict, load_pretrained
 from training.train import TrainingDiverged, train
-from validation.dataset_ref import resolve
 
 NAME = "synthetic_tabletop"
 

@@ -23,13 +23,13 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from robolake.dataset_ref import DatasetVersion
 from robolake.hashing import sha256_file
 from robolake.provenance import collect
 from schemas.documents import check
 from training.config import TrainConfig
 from training.model import CompactVLA, load_pretrained, merge_lora, save_pretrained
 from training.tokenizers import InstructionTokenizer
-from validation.dataset_ref import DatasetVersion
 
 
 def _provenance(bundle: Path, target: DatasetVersion, state: dict, started_at: str) -> dict:

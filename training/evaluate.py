@@ -26,13 +26,13 @@ import yaml
 from rich.progress import Progress
 
 from robolake import progress
+from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
 from robolake.normalization import denormalize, load_statistics
 from training.data import DataConfig, RldsSteps, collate
 from training.metrics import EpisodePrediction, grouped_metrics
 from training.model import load_pretrained
-from validation.dataset_ref import DatasetVersion, resolve
 from validation.lake_views import connect
 
 GRIPPER_NAME = "gripper"

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from robolake import progress
+from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
 from robolake.provenance import utc_now
@@ -38,7 +39,6 @@ from training.config import TrainConfig, load_config
 from training.data import DataConfig, RldsSteps, collate, dataset_info
 from training.model import CompactVLA, ModelConfig, add_lora, load_pretrained, trainable_parameters
 from training.tokenizers import InstructionTokenizer
-from validation.dataset_ref import DatasetVersion, resolve
 
 METRIC_FIELDS = ["step", "loss", "action_token_accuracy", "val_loss", "val_action_token_accuracy", "lr",
                  "grad_norm", "samples_per_s"]

@@ -21,10 +21,10 @@ import pandas as pd
 from rich.progress import Progress
 
 from robolake import progress
+from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.lake import Lake, write_bytes, write_json
 from robolake.provenance import utc_now
 from validation.coverage_model import CoverageReport, Histogram, UnderSampled
-from validation.dataset_ref import DatasetVersion, resolve
 from validation.lake_views import available_views, connect
 
 THRESHOLD = 0.5  # a value is under-sampled below this fraction of an even share (1 / number of values)

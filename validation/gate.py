@@ -21,10 +21,10 @@ import yaml
 from rich.progress import Progress
 
 from robolake import progress
+from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError
 from robolake.lake import Lake, write_json
 from validation.checks import CHECKS, Check, GateInputs
-from validation.dataset_ref import DatasetVersion, resolve
 from validation.lake_views import connect
 
 CONFIG = Path(__file__).with_name("gate.yaml")
