@@ -163,7 +163,7 @@ def run(argv: list[str]) -> int:
     lake = Lake(args.lake)
     trained_on = json.loads((bundle / "provenance.json").read_text())["dataset"]
     target = resolve(lake, args.dataset or f"{trained_on['name']}:{trained_on['version']}")
-    out = Path(args.out) if args.out else (Path(args.run) if bundle != Path(args.run) else bundle.parent) / "eval"
+    out = Path(args.out) if args.out else bundle.parent / "eval"  # the run folder's eval/
     out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_offline(bundle, target, args.split, lake, args.batch_size)
     if args.rollouts:
