@@ -5,7 +5,7 @@ downloaded), benchmarks/train.py's size: 2 cameras of 64x64 cut into 16x16 patch
 encoder 128 wide with 2 layers, and a Llama language model of hidden size 768, 8 layers, 12
 heads, SwiGLU width 2048 (about 59M parameters). `act()` is timed whole, as a robot controller
 calls it: preprocessing of 256x256 uint8 RGB frames per camera (the sample's stored size,
-resized to 64 by training.data.eval_frames), instruction tokenization, the prefix forward and
+resized to 64 by training.frames.eval_frames), instruction tokenization, the prefix forward and
 7 KV-cached greedy decoding steps, denormalization, smoothing and clipping. int8 is
 `training.runtime.quantize_int8`: dynamic int8 quantization of the language model's and
 projector's linear layers (the vision encoder stays float32).

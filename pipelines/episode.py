@@ -30,7 +30,9 @@ class EpisodeRef:
     metadata: dict[str, str] = field(hash=False)
     split: str = ""
     shard: int = -1
-    window: tuple[int, int] | None = None  # rosbag: receive-time span [start, stop) ns of a split bag
+    # Where in the input the episode lies, [start, stop): rosbag, the receive-time span (ns) of a
+    # split bag; rlds, the byte range of the episode's record in its shard.
+    window: tuple[int, int] | None = None
 
     @property
     def task(self) -> str:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from robolake.normalization import denormalize, normalize
-from training.data import eval_frames
+from training.frames import eval_frames
 from training.model import CompactVLA, ModelConfig, add_lora, is_lora, save_pretrained
 from training.runtime import ActionFilter, Policy, SafetyConfig
 from training.tokenizers import InstructionTokenizer

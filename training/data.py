@@ -47,6 +47,7 @@ from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
 from robolake.lake import exists, join, list_files, read_json  # noqa: E402
 from robolake.normalization import load_statistics  # noqa: E402
+from training.frames import model_pixels, resized  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class RldsSteps(torch.utils.data.IterableDataset):
         images = np.stack([self._image(encoded, rng) for encoded in step.pop("encoded")])
         return {
             **step,
-            "images": _model_pixels(images),
+            "images": model_pixels(images),
             "action": torch.from_numpy(step["action"]),
             "action_raw": torch.from_numpy(step["action_raw"]),
             "state": torch.from_numpy(step["state"]),
@@ -211,7 +212,7 @@ class RldsSteps(torch.utils.data.IterableDataset):
             crop_w = max(1, round(width * self.config.crop_scale))
             top, left = rng.integers(height - crop_h + 1), rng.integers(width - crop_w + 1)
             image = image[top : top + crop_h, left : left + crop_w]
-        image = _resized(image, self.config.image_size)
+        image = resized(image, self.config.image_size)
         return self._jittered(image, rng) if self.train else image
 
     def _jittered(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -227,29 +228,6 @@ class RldsSteps(torch.utils.data.IterableDataset):
         gray = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
         factor = rng.uniform(1 - c.saturation, 1 + c.saturation)
         return cv2.addWeighted(image, factor, gray, 1 - factor, 0)  # saturates to [0, 255]
-
-
-def _resized(image: np.ndarray, size: int) -> np.ndarray:
-    """Square `size` x `size`: bilinear, or area averaging to shrink 2x or more (where
-    bilinear would alias; area costs 5-10x more at non-integer factors like 256->224)."""
-    if image.shape[:2] == (size, size):
-        return image
-    interpolation = cv2.INTER_AREA if max(image.shape[:2]) >= 2 * size else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interpolation)
-
-
-def _model_pixels(images: np.ndarray) -> torch.Tensor:
-    """(cameras, S, S, 3) uint8 RGB -> (cameras, 3, S, S) float32 in [0, 1], the model's image input."""
-    scaled = np.empty((len(images), 3, *images.shape[1:3]), np.float32)
-    np.multiply(images.transpose(0, 3, 1, 2), np.float32(1 / 255), out=scaled)
-    return torch.from_numpy(scaled)
-
-
-def eval_frames(frames: list[np.ndarray], image_size: int) -> torch.Tensor:
-    """One observation as the model reads it in eval mode (train=False): decoded (H, W, 3) uint8 RGB
-    frames of any size, one per camera in the model's camera order, resized as `RldsSteps` resizes
-    them without augmentation -> (cameras, 3, image_size, image_size) float32 in [0, 1]."""
-    return _model_pixels(np.stack([_resized(frame, image_size) for frame in frames]))
 
 
 def collate(items: list[dict]) -> dict:

@@ -91,6 +91,11 @@ def _gripper(statistics: dict) -> tuple[int | None, float]:
     return dim, (statistics["action"]["min"][dim] + statistics["action"]["max"][dim]) / 2
 
 
+def trained_on(bundle: Path) -> dict:
+    """The dataset version a checkpoint was trained on (its provenance's `dataset`)."""
+    return json.loads((bundle / "provenance.json").read_text())["dataset"]
+
+
 def evaluate_offline(bundle: Path, target: DatasetVersion, split: str, lake: Lake, batch_size: int = 32) -> dict:
     """Offline metrics of the checkpoint on `split` of `target` (see the module docstring)."""
     available = target.manifest["counts"]["by_split"]
@@ -102,7 +107,7 @@ def evaluate_offline(bundle: Path, target: DatasetVersion, split: str, lake: Lak
     if target.statistics["robolake"]["action_names"] != names:
         raise RobolakeError(f"{target.dataset}:{target.version} actions {target.statistics['robolake']['action_names']}"
                             f" differ from the checkpoint's {names}")
-    trained_on = json.loads((bundle / "provenance.json").read_text())["dataset"]
+    training_dataset = trained_on(bundle)
     with Progress(console=progress.console, transient=True) as bar:
         task = bar.add_task(f"evaluate {bundle} on {target.dataset} {split}", total=available[split].get("steps"))
         episodes = predict_episodes(bundle, target, split, batch_size, lambda n: bar.advance(task, n))
@@ -110,9 +115,9 @@ def evaluate_offline(bundle: Path, target: DatasetVersion, split: str, lake: Lak
     return {
         "checkpoint": str(bundle),
         "dataset": {"name": target.dataset, "version": target.version, "split": split},
-        "trained_on": {"name": trained_on["name"], "version": trained_on["version"]},
+        "trained_on": {"name": training_dataset["name"], "version": training_dataset["version"]},
         **grouped_metrics(episodes, names, gripper_dim, threshold,
-                          seen_tasks(lake, trained_on["name"], trained_on["version"])),
+                          seen_tasks(lake, training_dataset["name"], training_dataset["version"])),
     }
 
 
@@ -161,8 +166,8 @@ def run(argv: list[str]) -> int:
     started = time.time()
     bundle = checkpoint_bundle(args.run)
     lake = Lake(args.lake)
-    trained_on = json.loads((bundle / "provenance.json").read_text())["dataset"]
-    target = resolve(lake, args.dataset or f"{trained_on['name']}:{trained_on['version']}")
+    own = trained_on(bundle)
+    target = resolve(lake, args.dataset or f"{own['name']}:{own['version']}")
     out = Path(args.out) if args.out else bundle.parent / "eval"  # the run folder's eval/
     out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_offline(bundle, target, args.split, lake, args.batch_size)

@@ -2,7 +2,7 @@
 
 `Policy.act` runs the steps below for one robot or a batch of robots (one row each):
 
-1. preprocessing as evaluation reads stored frames (`training.data.eval_frames`: each camera's
+1. preprocessing as evaluation reads stored frames (`training.frames.eval_frames`: each camera's
    uint8 RGB frame resized to the model's image size, scaled to [0, 1]), cameras in the
    checkpoint's order;
 2. greedy action-token decoding (`predict_actions`), normalized actions in [-1, 1] and the
@@ -33,7 +33,7 @@ import yaml
 from torch import nn
 
 from robolake.normalization import denormalize, load_statistics
-from training.data import eval_frames
+from training.frames import eval_frames
 from training.model import CompactVLA, is_lora, load_pretrained, merge_lora
 
 MERGED_DIR = "merged"
