@@ -26,6 +26,7 @@ from pipelines.convert import (
     FILTER_TOTALS, GOLD_SHARDS, QUARANTINE, SILVER_SHARDS, SOURCES, STATISTICS, BuildContext, SourceFile, build_pipeline,
 )
 from pipelines import raw_manifest
+from pipelines.lake_source import LakeSource
 from pipelines.sources import SourceReader, source_reader
 from pipelines.rlds_writer import write_dataset_info
 from robolake import progress, provenance
@@ -196,6 +197,8 @@ def convert(
         statistics = summary[STATISTICS][0]["document"]
         statistics_sha256 = _write_statistics(ctx, statistics, filtered)
         manifest = _write_gold_metadata(ctx, summary, counts, beam_args, time.time() - started)
+        if isinstance(reader, LakeSource):
+            manifest["members"] = reader.selection()
         manifest["statistics_sha256"] = statistics_sha256
         manifest["filter"] = filtered
         manifest["timings"]["total_s"] = round(time.time() - started, 3)
@@ -243,6 +246,9 @@ def _dataset_provenance(lake: Lake, manifest: dict, started_at: str) -> dict:
         ],
         started_at=started_at,
     )
+    if "members" in manifest:  # built from gold versions: lineage goes on through each of them
+        document["members"] = [{k: m[k] for k in ("dataset", "version", "gold_dir", "fingerprint", "statistics_sha256")}
+                               for m in manifest["members"]]
     check(document, "provenance", "provenance.json")
     return document
 

@@ -33,10 +33,17 @@ class EpisodeRef:
     # Where in the input the episode lies, [start, stop): rosbag, the receive-time span (ns) of a
     # split bag; rlds, the byte range of the episode's record in its shard.
     window: tuple[int, int] | None = None
+    source_split: str = ""  # the split the source put the episode in (rlds and lake sources)
+    repeat_of: str = ""  # a mixture's repeated copy: the id of the episode it repeats
 
     @property
     def task(self) -> str:
         return self.metadata["task"]
+
+    @property
+    def split_key(self) -> str:
+        """Split by this id, so that every copy of an episode lands in one split."""
+        return self.repeat_of or self.episode_id
 
     @property
     def order_key(self) -> str:

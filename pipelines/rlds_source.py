@@ -347,10 +347,11 @@ class RldsSource:
     files, plan a shard's episodes, read one episode, tell the state width. Picklable
     (the spec and parsed keys; builder metadata is read again where needed)."""
 
-    def __init__(self, spec: DatasetSpec):
+    def __init__(self, spec: DatasetSpec, id_feature: str | None = None):
         self.spec = spec
         self.source = spec.source
         self.keys = resolve_keys(spec)
+        self.id_feature = id_feature  # episode ids from this feature (unique ones), not shard and index
         self._builders: dict[str, Builder] = {}
         self._state_problem = ""
 
@@ -462,7 +463,10 @@ class RldsSource:
         num_steps = len(features.steps(self.keys.actions[0]))
         metadata = {name.removeprefix("metadata."): value for name, value in texts.items() if name != "instruction"}
         metadata.setdefault("task", texts["instruction"])
-        return EpisodeRef(episode_id, path, sha256, str(index), num_steps, texts["instruction"], metadata, window=span)
+        if self.id_feature:
+            episode_id = features.text(self.id_feature, "episode id")
+        return EpisodeRef(episode_id, path, sha256, str(index), num_steps, texts["instruction"], metadata,
+                          window=span, source_split=split)
 
     @staticmethod
     def _text(features: EpisodeFeatures, source: ValueSource, field: str, builder: Builder, split: str) -> str:

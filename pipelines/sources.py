@@ -9,13 +9,14 @@ as (path, bytes, mtime); `companions(path)` names files hashed with an input;
 from __future__ import annotations
 
 from pipelines.hdf5_source import Hdf5Source
+from pipelines.lake_source import LakeSource
 from pipelines.rlds_source import RldsSource
 from pipelines.rosbag_source import RosbagSource
 from robolake.spec import DatasetSpec
 
-SourceReader = Hdf5Source | RosbagSource | RldsSource
+SourceReader = Hdf5Source | RosbagSource | RldsSource | LakeSource
 
-READERS = {"hdf5": Hdf5Source, "rosbag": RosbagSource, "rlds": RldsSource}
+READERS = {"hdf5": Hdf5Source, "rosbag": RosbagSource, "rlds": RldsSource, "lake": LakeSource}
 
 
 def source_reader(spec: DatasetSpec) -> SourceReader:

@@ -11,13 +11,18 @@ from robolake.spec import SplitPolicy
 
 def assign_split(ref: EpisodeRef, policy: SplitPolicy) -> str:
     """`episode_hash`: a point in [0, 1) from the episode id's hash, placed in the
-    cumulative fractions; `task`: the held-out split naming the task, else train."""
+    cumulative fractions; `task`: the held-out split naming the task, else train;
+    `keep`: the source's split."""
+    if policy.by == "keep":
+        if not ref.source_split:
+            raise ValueError(f"{ref.episode_id}: splits.by is keep, but its source gives no split")
+        return ref.source_split
     if policy.by == "task":
         for split, tasks in policy.held_out_tasks.items():
             if ref.task in tasks:
                 return split
         return "train"
-    point = int(stable_hash(ref.episode_id)[:15], 16) / 16**15
+    point = int(stable_hash(ref.split_key)[:15], 16) / 16**15
     cumulative = 0.0
     for split, fraction in policy.fractions.items():
         cumulative += fraction

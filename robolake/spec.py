@@ -59,6 +59,7 @@ class ValueSource(_Strict):
 
 VALUE_KINDS = ("value", "file_attr", "episode_attr", "topic", "sidecar", "feature")
 RLDS_FILE_ATTRS = ("split", "dataset", "version")
+LANGUAGE_INSTRUCTION = "steps/language_instruction"
 
 
 class TopicSpec(_Strict):
@@ -140,9 +141,10 @@ class EpisodeLength(_Strict):
 class SplitPolicy(_Strict):
     """`episode_hash`: each episode goes to a split by a stable hash of its id, in the
     given fractions. `task`: every task listed in held_out_tasks goes wholly to its
-    split, every other task to train."""
+    split, every other task to train. `keep` (rlds and lake sources): each episode keeps
+    the split its source put it in."""
 
-    by: Literal["episode_hash", "task"] = "episode_hash"
+    by: Literal["episode_hash", "task", "keep"] = "episode_hash"
     fractions: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
     held_out_tasks: dict[str, list[str]] = Field(default_factory=dict)
 
@@ -156,7 +158,7 @@ class SplitPolicy(_Strict):
                 raise ValueError("fractions must include train")
             if any(f < 0 for f in self.fractions.values()) or abs(sum(self.fractions.values()) - 1) > 1e-6:
                 raise ValueError(f"fractions must be >= 0 and sum to 1, got {self.fractions}")
-        else:
+        elif self.by == "task":
             if not self.held_out_tasks:
                 raise ValueError("by: task needs held_out_tasks, e.g. {test: [stack_blocks]}")
             if "train" in self.held_out_tasks:
@@ -225,13 +227,83 @@ class RldsSourceSpec(_Strict):
     )
 
 
+MEMBER_REF = r"^[a-z][a-z0-9_]*:\d+\.\d+\.\d+$"
+
+
+class RetaskRule(_Strict):
+    """New instruction and/or task for the member's episodes a DuckDB WHERE selects."""
+
+    where: str = Field(min_length=1, description="DuckDB condition over the member's episodes view")
+    instruction: str | None = Field(default=None, min_length=1)
+    task: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _something(self) -> RetaskRule:
+        if self.instruction is None and self.task is None:
+            raise ValueError("give instruction, task or both")
+        return self
+
+
+class LakeMember(_Strict):
+    """One published gold version of the lake taken into a derived version."""
+
+    dataset: str = Field(pattern=MEMBER_REF, description="NAME:VERSION of a published gold version")
+    weight: float = Field(
+        default=1.0, gt=0, description="sampling rate over the member's train episodes: 0.5 takes half of them "
+        "(by a stable hash of the id), 2 takes each twice, 1.5 each once and half of them again",
+    )
+    where: str | None = Field(default=None, description="keep only the episodes this DuckDB condition over "
+                                                        "the member's episodes view selects")
+    retask: list[RetaskRule] = Field(default_factory=list, description="applied in order; the last match wins")
+    action: dict[str, str | float] = Field(
+        default_factory=dict, description="target action name -> the member's action name (map) or a number "
+        "(pad); unlisted target names take the member's dimension of the same name",
+    )
+    state: list[int] | None = Field(default=None, description="member state indices kept, in order (default "
+                                                             "all); every member is zero-padded to the widest")
+    cameras: dict[str, str] = Field(default_factory=dict, description="target camera -> the member's camera "
+                                                                      "(default: the same name)")
+
+    @property
+    def name(self) -> str:
+        return self.dataset.split(":")[0]
+
+    @property
+    def version(self) -> str:
+        return self.dataset.split(":")[1]
+
+
+class LakeSourceSpec(_Strict):
+    """Published gold versions of a lake as the source of a new version: a mixture of
+    several, or an edit of one. Each member's shard files are inputs (read as RLDS);
+    instructions, metadata and splits come from the member's episodes table."""
+
+    format: Literal["lake"] = "lake"
+    lake: str = Field(default="lake", description="lake root holding the members (a local folder)")
+    members: list[LakeMember] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> LakeSourceSpec:
+        refs = [m.dataset for m in self.members]
+        if len(refs) != len(set(refs)):
+            raise ValueError(f"members must be distinct versions, got {refs}")
+        return self
+
+    @property
+    def paths(self) -> list[str]:
+        """The members' gold version folders, as TFDS builder folders."""
+        from robolake.lake import Lake  # here, so that reading a spec does not import Beam
+
+        return [Lake(self.lake).gold(member.name, member.version) for member in self.members]
+
+
 def _source_format(data: object) -> str:
     return data.get("format", "hdf5") if isinstance(data, dict) else data.format
 
 
 SourceSpec = Annotated[
     Annotated[Hdf5SourceSpec, Tag("hdf5")] | Annotated[RosbagSourceSpec, Tag("rosbag")]
-    | Annotated[RldsSourceSpec, Tag("rlds")],
+    | Annotated[RldsSourceSpec, Tag("rlds")] | Annotated[LakeSourceSpec, Tag("lake")],
     Discriminator(_source_format),
 ]
 
@@ -325,22 +397,25 @@ class DatasetSpec(_Strict):
 
     def _check_source_fields(self) -> None:
         """HDF5 specs name datasets and attributes; rosbag specs name topics and sidecar
-        keys; RLDS specs name feature paths (`steps/...`, `episode_metadata/...`)."""
+        keys; RLDS specs name feature paths (`steps/...`, `episode_metadata/...`); lake
+        specs name the members' features and map the rest per member."""
         fmt = self.source.format
-        rosbag, rlds = fmt == "rosbag", fmt == "rlds"
-        own = {"hdf5": ("file_attr", "episode_attr"), "rosbag": ("topic", "sidecar"),
-               "rlds": ("feature", "file_attr")}[fmt]
+        rosbag, lake = fmt == "rosbag", fmt == "lake"
+        rlds = fmt in ("rlds", "lake")  # a lake member is read as an RLDS builder folder
+        own = {"hdf5": ("file_attr", "episode_attr"), "rosbag": ("topic", "sidecar")}.get(fmt, ("feature", "file_attr"))
         values = {"instruction": self.instruction, **{f"metadata.{k}": v for k, v in self.metadata.items()}}
         for where, source in values.items():
             if source.kind not in ("value", *own):
                 raise ValueError(f"{where}: {source.kind} is not available for {fmt} sources "
                                  f"(use value or one of {', '.join(own)})")
             if rlds and source.file_attr is not None and source.file_attr not in RLDS_FILE_ATTRS:
-                raise ValueError(f"{where}.file_attr: an rlds source file has {', '.join(RLDS_FILE_ATTRS)}, "
+                raise ValueError(f"{where}.file_attr: an {fmt} source file has {', '.join(RLDS_FILE_ATTRS)}, "
                                  f"got {source.file_attr!r}")
             if rlds and source.feature is not None and not source.feature.startswith(("steps/", "episode_metadata/")):
                 raise ValueError(f"{where}.feature: a feature path starts with steps/ or episode_metadata/, "
                                  f"got {source.feature!r}")
+        if lake:
+            self._check_lake_fields()
         for i, cam in enumerate(self.cameras):
             if rosbag and (cam.topic is None or cam.key is not None):
                 raise ValueError(f"cameras.{i}: a rosbag camera needs topic (and no key)")
@@ -366,6 +441,28 @@ class DatasetSpec(_Strict):
                              f"got {self.reward.key!r}")
         if rosbag and any(t.delta for t in self.state.topics):
             raise ValueError("state.topics: delta derives actions; set it on action.topics")
+        if self.splits.by == "keep" and not rlds:
+            raise ValueError(f"splits.by: keep takes the source's splits; a {fmt} source has none")
+
+    def _check_lake_fields(self) -> None:
+        """A lake source maps cameras, state and actions per member, not by keys."""
+        mapped = [name for name, given in (("cameras.key", any(c.key for c in self.cameras)),
+                                           ("state.keys", self.state.keys), ("action.keys", self.action.keys),
+                                           ("reward.key", self.reward.key)) if given]
+        if mapped:
+            raise ValueError(f"{mapped[0]}: a lake source maps each member in source.members "
+                             f"(cameras, state, action), not by keys")
+        if self.instruction.feature not in (None, LANGUAGE_INSTRUCTION):
+            raise ValueError(f"instruction.feature: a lake source has {LANGUAGE_INSTRUCTION}")
+        for i, member in enumerate(self.source.members):
+            unknown = set(member.action) - set(self.action.names)
+            if unknown:
+                raise ValueError(f"source.members.{i}.action: {sorted(unknown)} are not action names "
+                                 f"{self.action.names}")
+            unknown = set(member.cameras) - {c.name for c in self.cameras}
+            if unknown:
+                raise ValueError(f"source.members.{i}.cameras: {sorted(unknown)} are not camera names "
+                                 f"{[c.name for c in self.cameras]}")
 
     def action_mask(self) -> list[bool]:
         """Which action dimensions are normalized: the spec's mask, or all but gripper ones."""
@@ -404,7 +501,8 @@ def _allowed_fields(loc: tuple) -> list[str]:
     return list(model.model_fields) if model else []
 
 
-SOURCE_MODELS = {"hdf5": Hdf5SourceSpec, "rosbag": RosbagSourceSpec, "rlds": RldsSourceSpec}
+SOURCE_MODELS = {"hdf5": Hdf5SourceSpec, "rosbag": RosbagSourceSpec, "rlds": RldsSourceSpec,
+                 "lake": LakeSourceSpec}
 
 
 def _describe(error: dict) -> str:

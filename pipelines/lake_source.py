@@ -1,0 +1,256 @@
+"""Published gold versions of the lake as a source (`source.format: lake`): the members
+of a mixture (`robolake mix`), or the one version an edit derives from (`robolake edit`).
+
+- Selection happens on the driver, before the pipeline: each member's `episodes` view
+  (the one `robolake query --dataset` shows) is queried with DuckDB for the member's
+  `where` and retask rules, and gives every episode's split, instruction and metadata.
+  The member's weight then sets how many copies of each train episode the new version
+  holds. Workers get that plan: member episode id -> choice.
+- Each member's gold folder is read as an RLDS builder folder by RldsSource: ids from
+  `episode_metadata/episode_id`, actions from `steps/action_raw` (the member's curated
+  actions in source units, so statistics and normalization are computed afresh), frames
+  resized and re-encoded to the new version's cameras. Actions and state are then
+  mapped to the new version's dimensions: picked by name or padded with a number, and
+  state zero-padded to the widest member.
+- Episode ids: an edit keeps the member's ids; a mixture prefixes the member's name
+  (`<dataset>/<id>`); the k-th copy of an episode (k >= 2) appends `#k` and is split
+  with its original."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.episode import Episode, EpisodeRef, QuarantineRecord, stable_hash
+from pipelines.images import FramePreprocessor
+from pipelines.rlds_source import RldsSource
+from robolake.dataset_ref import DatasetVersion, resolve
+from robolake.errors import RobolakeError
+from robolake.lake import Lake
+from robolake.spec import LANGUAGE_INSTRUCTION, DatasetSpec, LakeMember, ValueSource, parse_spec
+from validation import lake_views
+
+EPISODE_ID_FEATURE = "episode_metadata/episode_id"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the new version makes of one member episode."""
+
+    copies: int  # 0: left out by the weight
+    split: str
+    instruction: str
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Target columns from a member's vector: an int picks a member column, a float is a pad value."""
+
+    columns: tuple[int | float, ...]
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        out = np.empty((len(values), len(self.columns)), np.float32)
+        for i, column in enumerate(self.columns):
+            out[:, i] = values[:, column] if isinstance(column, int) else column
+        return out
+
+
+def _folder_key(folder: str) -> str:
+    return os.path.normpath(os.path.abspath(folder))
+
+
+def _member_spec(spec: DatasetSpec, member: LakeMember, version: DatasetVersion, where: str) -> DatasetSpec:
+    """The member's gold folder as an RLDS source spec, with the new version's cameras."""
+    member_cameras = {cam.name for cam in version.spec.cameras}
+    cameras = []
+    for cam in spec.cameras:
+        name = member.cameras.get(cam.name, cam.name)
+        if name not in member_cameras:
+            raise RobolakeError(f"{where}.cameras: {member.dataset} has no camera {name!r} for {cam.name!r} "
+                                f"(it has {sorted(member_cameras)}); map it: cameras: {{{cam.name}: <camera>}}")
+        cameras.append({**cam.model_dump(mode="json"), "key": f"steps/observation/{name}", "channel_order": "rgb"})
+    return parse_spec({
+        "name": member.name, "version": member.version, "control_rate_hz": spec.control_rate_hz,
+        "source": {"format": "rlds", "paths": [version.gold_dir]},
+        "cameras": cameras,
+        "state": {"keys": ["steps/observation/state"]},
+        "action": {"keys": ["steps/action_raw"], "names": version.spec.action.names},
+        "instruction": {"feature": LANGUAGE_INSTRUCTION},
+        "episode_length": spec.episode_length.model_dump(mode="json"),
+    }, origin=f"{where} ({member.dataset})")
+
+
+def _action_map(spec: DatasetSpec, member: LakeMember, names: list[str], where: str) -> ColumnMap:
+    columns = []
+    for target in spec.action.names:
+        given = member.action.get(target, target)
+        if isinstance(given, str):
+            if given not in names:
+                raise RobolakeError(f"{where}.action: {member.dataset} has no action dimension {given!r} for "
+                                    f"{target!r} (it has {names}); map it to one of those or pad it with a number")
+            columns.append(names.index(given))
+        else:
+            columns.append(float(given))
+    return ColumnMap(tuple(columns))
+
+
+def _state_map(member: LakeMember, state_dim: int, width: int, where: str) -> ColumnMap:
+    kept = member.state if member.state is not None else list(range(state_dim))
+    bad = [i for i in kept if not 0 <= i < state_dim]
+    if bad:
+        raise RobolakeError(f"{where}.state: index {bad[0]} is outside {member.dataset}'s state of {state_dim}")
+    return ColumnMap((*kept, *[0.0] * (width - len(kept))))
+
+
+def _rows(con, query: str) -> list[dict]:
+    cursor = con.execute(query)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def _selected(con, condition: str, where: str, member: str) -> set[str]:
+    try:
+        return {row[0] for row in con.execute(f"SELECT episode_id FROM episodes WHERE {condition}").fetchall()}
+    except Exception as exc:  # duckdb.Error: the user's SQL; its message says what is wrong
+        raise RobolakeError(f"{where}: {condition!r} over {member}'s episodes view: {exc}") from None
+
+
+def copies_by_weight(ids: list[str], weight: float) -> dict[str, int]:
+    """Copies of each episode for a sampling rate: round(weight * n) copies in all, every
+    episode floor(weight) times and the first of them in stable-hash order once more."""
+    whole, target = math.floor(weight), round(weight * len(ids))
+    extra = target - whole * len(ids)
+    ordered = sorted(ids, key=stable_hash)
+    return {episode_id: whole + (rank < extra) for rank, episode_id in enumerate(ordered)}
+
+
+class Member:
+    """One member version: its RLDS reader, column maps and the plan of its episodes."""
+
+    def __init__(self, spec: DatasetSpec, index: int, state_width: int, version: DatasetVersion, prefix: bool):
+        member = spec.source.members[index]
+        where = f"source.members.{index}"
+        self.member = member
+        self.folder = _folder_key(version.gold_dir)
+        self.reader = RldsSource(_member_spec(spec, member, version, where), id_feature=EPISODE_ID_FEATURE)
+        self.state_dim = version.manifest["state_dim"]
+        self.actions = _action_map(spec, member, version.spec.action.names, where)
+        self.state = _state_map(member, self.state_dim, state_width, where)
+        self.prefix = f"{member.name}/" if prefix else ""
+        self.known: set[str] = set()  # every episode of the member
+        self.choices, self.counts = self._plan(spec, version, where)
+
+    def _plan(self, spec: DatasetSpec, version: DatasetVersion, where: str) -> tuple[dict[str, Choice], dict]:
+        member = self.member
+        con = lake_views.connect(Lake(spec.source.lake), member.name, member.version)
+        if "episodes" not in lake_views.available_views(con):
+            raise RobolakeError(f"{where}: {member.dataset} has no silver episodes table in {spec.source.lake}")
+        rows = {row["episode_id"]: row for row in _rows(con, "SELECT * FROM episodes")}
+        self.known = set(rows)
+        kept = _selected(con, member.where, f"{where}.where", member.dataset) if member.where else set(rows)
+        overrides: dict[str, dict[str, str]] = {}
+        for i, rule in enumerate(member.retask):
+            change = {k: v for k, v in (("instruction", rule.instruction), ("task", rule.task)) if v is not None}
+            for episode_id in _selected(con, rule.where, f"{where}.retask.{i}.where", member.dataset) & kept:
+                overrides.setdefault(episode_id, {}).update(change)
+        con.close()
+        if not kept:
+            raise RobolakeError(f"{where}.where: {member.where!r} keeps none of {member.dataset}'s "
+                                f"{len(rows)} episodes")
+        train = sorted(i for i in kept if rows[i]["split"] == "train")
+        copies = copies_by_weight(train, member.weight)
+        choices = {}
+        for episode_id in sorted(kept):
+            row, change = rows[episode_id], overrides.get(episode_id, {})
+            metadata = {field: self._text(source, field, row) for field, source in spec.metadata.items()}
+            metadata["task"] = change.get("task", metadata.get("task", row["task"]))
+            instruction = change.get("instruction") or self._text(spec.instruction, "instruction", row)
+            choices[episode_id] = Choice(copies.get(episode_id, 1), row["split"], instruction, metadata)
+        by_split: dict[str, int] = {}
+        for choice in choices.values():
+            by_split[choice.split] = by_split.get(choice.split, 0) + choice.copies
+        counts = {
+            "dataset": member.name, "version": member.version, "weight": member.weight, "where": member.where,
+            "gold_dir": version.gold_dir, "fingerprint": version.manifest["fingerprint"],
+            "statistics_sha256": version.manifest.get("statistics_sha256"),
+            "episodes": len(rows), "kept": len(kept), "retasked": len(overrides),
+            "episodes_by_split": dict(sorted(by_split.items())),
+        }
+        return choices, counts
+
+    def _text(self, source: ValueSource, field: str, row: dict) -> str:
+        if source.value is not None:
+            return source.value
+        if source.file_attr is not None:
+            return {"dataset": self.member.name, "version": self.member.version, "split": row["split"]}[source.file_attr]
+        column = "language_instruction" if source.feature == LANGUAGE_INSTRUCTION else source.feature.split("/", 1)[1]
+        value = row.get(column)
+        return "" if value is None else str(value)
+
+    def refs(self, planned: EpisodeRef) -> list[EpisodeRef]:
+        """The new version's episodes for one planned member episode (none, one or copies)."""
+        choice = self.choices[planned.episode_id]
+        episode_id = self.prefix + planned.episode_id
+        first = dataclasses.replace(planned, episode_id=episode_id, instruction=choice.instruction,
+                                    metadata=choice.metadata, source_split=choice.split)
+        return [first] + [dataclasses.replace(first, episode_id=f"{episode_id}#{k}", repeat_of=episode_id)
+                          for k in range(2, choice.copies + 1)] if choice.copies else []
+
+
+class LakeSource:
+    """Gold versions of a lake as the pipeline sees any source (see pipelines/sources.py)."""
+
+    def __init__(self, spec: DatasetSpec):
+        self.spec = spec
+        lake = Lake(spec.source.lake)
+        versions = [resolve(lake, member.dataset) for member in spec.source.members]
+        widths = [len(m.state) if m.state is not None else v.manifest["state_dim"]
+                  for m, v in zip(spec.source.members, versions)]
+        self.width = max(widths)
+        prefix = len(versions) > 1
+        self.members = [Member(spec, i, self.width, v, prefix) for i, v in enumerate(versions)]
+
+    def member(self, path: str) -> Member:
+        folder = _folder_key(os.path.dirname(path))
+        return next(m for m in self.members if m.folder == folder)
+
+    def selection(self) -> list[dict]:
+        """Per member: episodes there, kept by `where`, retasked, and written by split (copies counted)."""
+        return [m.counts for m in self.members]
+
+    def find(self, pattern: str) -> list[tuple[str, int, float]]:
+        member = next(m for m in self.members if m.folder == _folder_key(pattern))
+        return member.reader.find(pattern)
+
+    def companions(self, path: str) -> tuple[str, ...]:
+        return self.member(path).reader.companions(path)
+
+    def plan(self, path: str, relative_id: str, sha256: str):
+        member = self.member(path)
+        for item in member.reader.plan(path, relative_id, sha256):
+            if isinstance(item, QuarantineRecord):
+                yield dataclasses.replace(item, episode_id=member.prefix + item.episode_id)
+            elif item.episode_id not in member.known:
+                yield QuarantineRecord(member.prefix + item.episode_id, path, sha256, "unknown_episode",
+                                       f"{path}: episode {item.episode_id} is not in {member.member.dataset}'s "
+                                       f"episodes table")
+            elif item.episode_id in member.choices:
+                yield from member.refs(item)
+
+    def read(self, ref: EpisodeRef, state_dim: int, preprocessors: dict[str, FramePreprocessor]) -> Episode:
+        member = self.member(ref.source_path)
+        episode = member.reader.read(ref, member.state_dim, preprocessors)
+        episode.actions = member.actions.apply(episode.actions)
+        episode.state = member.state.apply(episode.state)
+        return episode
+
+    def state_width(self, path: str) -> int:
+        return self.width
+
+    def state_source(self) -> str:
+        return "the members' observation/state"
