@@ -21,6 +21,8 @@ COMMANDS = {
     "evaluate": "measure a checkpoint on a dataset's test split (physical-unit errors, per task) and in closed loop",
     "export": "export a checkpoint's merged policy to TorchScript (optionally int8), checked against PyTorch",
     "lerobot": "export a gold dataset version as a LeRobotDataset (v3.0: Parquet frames, MP4 videos, meta/)",
+    "mix": "build a versioned mixture of gold versions: sampling weights, aligned actions, merged statistics",
+    "edit": "derive a new version from a gold version: drop episodes by query, retask, rename, resplit",
 }
 
 
@@ -110,9 +112,22 @@ def _lerobot(argv: list[str]) -> int:
     return run(argv)
 
 
+def _mix(argv: list[str]) -> None:
+    from pipelines.derive import run_mix
+
+    run_mix(argv)
+
+
+def _edit(argv: list[str]) -> None:
+    from pipelines.derive import run_edit
+
+    run_edit(argv)
+
+
 HANDLERS = {
     "sample": _sample, "convert": _convert, "lineage": _lineage, "validate": _validate, "report": _report,
     "query": _query, "train": _train, "evaluate": _evaluate, "export": _export, "lerobot": _lerobot,
+    "mix": _mix, "edit": _edit,
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
 from robolake.errors import RobolakeError
 from robolake.hashing import sha256_source
@@ -43,17 +44,44 @@ def chain(artifact: str) -> list[dict]:
     return links
 
 
-def verify_inputs(document: dict) -> list[dict]:
-    """Each raw input with `status`: ok, changed (sha256 differs) or missing."""
-    checked = []
-    for item in document["inputs"]:
+@dataclass
+class Lineage:
+    """An artifact's chain down to its dataset version and, for a version derived from
+    gold versions (a mixture, an edit), the lineage of each member."""
+
+    links: list[dict]
+    members: list[Lineage]
+
+    @property
+    def inputs(self) -> list[dict]:
+        return self.links[-1]["inputs"]
+
+    def all_inputs(self) -> list[dict]:
+        """Every input file of the tree: members' gold shards and, at the leaves, raw files."""
+        return self.inputs + [item for member in self.members for item in member.all_inputs()]
+
+    def raw_files(self) -> list[dict]:
+        return self.inputs if not self.members else [item for m in self.members for item in m.raw_files()]
+
+    def as_json(self) -> dict:
+        return {"chain": self.links, "members": [m.as_json() for m in self.members]}
+
+
+def lineage(artifact: str) -> Lineage:
+    links = chain(artifact)
+    return Lineage(links, [lineage(member["gold_dir"]) for member in links[-1].get("members", [])])
+
+
+def verify_inputs(items: list[dict]) -> dict[str, str]:
+    """Each input's status by path: ok, changed (sha256 differs) or missing."""
+    statuses = {}
+    for item in items:
         companions = item.get("companions", [])
         if not all(exists(path) for path in (item["path"], *companions)):
-            status = "missing"
+            statuses[item["path"]] = "missing"
         else:
-            status = "ok" if sha256_source(item["path"], companions) == item["sha256"] else "changed"
-        checked.append({**item, "status": status})
-    return checked
+            statuses[item["path"]] = "ok" if sha256_source(item["path"], companions) == item["sha256"] else "changed"
+    return statuses
 
 
 def _describe(document: dict) -> list[str]:
@@ -79,18 +107,21 @@ def _describe(document: dict) -> list[str]:
     return lines
 
 
-def render(links: list[dict], verified: list[dict] | None = None) -> str:
-    """The chain as text, ending with every raw file and its sha256."""
+def render(node: Lineage, statuses: dict[str, str] | None = None, depth: int = 0) -> str:
+    """The tree as text: each chain, its input files with their sha256, then its members."""
     lines = []
-    for depth, document in enumerate(links):
-        prefix = "  " * depth + ("<- " if depth else "")
-        lines.extend(prefix + line if i == 0 else "  " * depth + line for i, line in enumerate(_describe(document)))
-    raw = verified if verified is not None else links[-1]["inputs"]
-    lines.append("  " * len(links) + f"<- raw files ({len(raw)}):")
-    for item in raw:
-        status = f"  [{item['status']}]" if "status" in item else ""
+    for step, document in enumerate(node.links):
+        indent = "  " * (depth + step)
+        prefix = indent + ("<- " if depth + step else "")
+        lines.extend(prefix + line if i == 0 else indent + line for i, line in enumerate(_describe(document)))
+    indent = "  " * (depth + len(node.links))
+    kind = f"gold files of {len(node.members)} member versions" if node.members else "raw files"
+    lines.append(indent + f"<- {kind} ({len(node.inputs)}):")
+    for item in node.inputs:
+        status = f"  [{statuses[item['path']]}]" if statuses else ""
         episodes = f"  {item['episodes']} episodes" if "episodes" in item else ""
-        lines.append("  " * (len(links) + 1) + f"sha256 {item['sha256']}  {item['path']}{episodes}{status}")
+        lines.append(indent + f"  sha256 {item['sha256']}  {item['path']}{episodes}{status}")
+    lines.extend(render(member, statuses, depth + len(node.links)) for member in node.members)
     return "\n".join(lines)
 
 
@@ -106,15 +137,18 @@ def run(argv: list[str]) -> int:
     artifact = args.artifact
     if not exists(artifact) and artifact.count("/") == 1:
         artifact = Lake(args.lake).gold(*artifact.split("/"))
-    links = chain(artifact)
-    verified = verify_inputs(links[-1]) if args.verify else None
-    bad = [v for v in verified or [] if v["status"] != "ok"]
+    tree = lineage(artifact)
+    statuses = verify_inputs(tree.all_inputs()) if args.verify else None
+    bad = [path for path, status in (statuses or {}).items() if status != "ok"]
     if args.json:
-        print(json.dumps({"chain": links, "raw_files": verified or links[-1]["inputs"]}, indent=2))
+        raw = [{**item, **({"status": statuses[item["path"]]} if statuses else {})} for item in tree.raw_files()]
+        print(json.dumps({**tree.as_json(), "raw_files": raw}, indent=2))
         return 1 if bad else 0
-    print(render(links, verified))
-    if verified is None:
-        print(f"{len(links[-1]['inputs'])} raw files behind {args.artifact}")
+    print(render(tree, statuses))
+    if statuses is None:
+        print(f"{len(tree.raw_files())} raw files behind {args.artifact}")
     else:
-        print(f"{len(verified) - len(bad)} of {len(verified)} raw files unchanged" + (f", {len(bad)} changed or missing" if bad else ""))
+        files = "gold and raw files" if tree.members else "raw files"
+        print(f"{len(statuses) - len(bad)} of {len(statuses)} {files} unchanged"
+              + (f", {len(bad)} changed or missing" if bad else ""))
     return 1 if bad else 0
