@@ -442,7 +442,7 @@ class DatasetSpec(_Strict):
         if rosbag and any(t.delta for t in self.state.topics):
             raise ValueError("state.topics: delta derives actions; set it on action.topics")
         if self.splits.by == "keep" and not rlds:
-            raise ValueError(f"splits.by: keep takes the source's splits; a {fmt} source has none")
+            raise ValueError(f"splits.by: keep takes the source's splits, and {fmt} sources have none")
 
     def _check_lake_fields(self) -> None:
         """A lake source maps cameras, state and actions per member, not by keys."""

@@ -32,7 +32,7 @@ def test_defaults_follow_rlds_practice():
     [
         ({"cameras": [{"name": "front", "encoding": "webp"}]}, "cameras.0.encoding: Input should be 'jpeg' or 'png'"),
         ({"cameras": [{"name": "front", "jpeg_quality": 101}]}, "cameras.0.jpeg_quality"),
-        ({"source": {"format": "csv"}}, "source.format: must be one of 'hdf5', 'rosbag', 'rlds', got 'csv'"),
+        ({"source": {"format": "csv"}}, "source.format: must be one of 'hdf5', 'rosbag', 'rlds', 'lake', got 'csv'"),
         ({"source": {"layout": "lerobot"}}, "source.layout: Input should be 'robomimic', 'robosuite', 'aloha' or 'generic'"),
         ({"splits": {"fractions": {"train": 0.8, "val": 0.3}}}, "fractions must be >= 0 and sum to 1"),
         ({"splits": {"by": "task"}}, "by: task needs held_out_tasks"),
@@ -42,6 +42,8 @@ def test_defaults_follow_rlds_practice():
         ({"colour": "red"}, "colour: unknown field (allowed: name, version, description, source"),
         ({"cameras": [{"name": "front", "fps": 30}]}, "cameras.0.fps: unknown field (allowed: name, key, size"),
         ({"episode_length": {"min_steps": 10, "max_steps": 5}}, "max_steps must be >= min_steps"),
+        ({"splits": {"by": "keep"}, "source": {"paths": ["raw/*.hdf5"]}},
+         "splits.by: keep takes the source's splits, and hdf5 sources have none"),
     ],
 )
 def test_bad_spec_names_field_and_allowed_values(override, expected):
@@ -50,6 +52,42 @@ def test_bad_spec_names_field_and_allowed_values(override, expected):
     message = str(error.value)
     assert message.startswith("datasets/bad.yaml: invalid dataset spec: ")
     assert expected in message
+
+
+LAKE_SPEC = {
+    "name": "mixture", "version": "1.0.0", "control_rate_hz": 10,
+    "source": {"format": "lake", "members": [{"dataset": "alpha:1.0.0"}, {"dataset": "beta:1.0.0", "weight": 2}]},
+    "cameras": [{"name": "front"}], "instruction": {"feature": "steps/language_instruction"},
+    "metadata": {"dataset": {"file_attr": "dataset"}}, "splits": {"by": "keep"},
+}
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ({"source": {"members": [{"dataset": "alpha"}]}}, "source.members.0.dataset: String should match pattern"),
+        ({"source": {"members": [{"dataset": "alpha:1.0.0", "weight": 0}]}}, "weight: Input should be greater than 0"),
+        ({"source": {"members": [{"dataset": "a:1.0.0", "action": {"grip": "gripper"}}]}},
+         "source.members.0.action: ['grip'] are not action names"),
+        ({"source": {"members": [{"dataset": "a:1.0.0", "cameras": {"top": "front"}}]}},
+         "source.members.0.cameras: ['top'] are not camera names ['front']"),
+        ({"source": {"members": [{"dataset": "a:1.0.0", "retask": [{"where": "true"}]}]}},
+         "retask.0: Value error, give instruction, task or both"),
+        ({"action": {"keys": ["steps/action"]}}, "action.keys: a lake source maps each member in source.members"),
+        ({"instruction": {"feature": "steps/task"}}, "instruction.feature: a lake source has steps/language_instruction"),
+        ({"metadata": {"lighting": {"episode_attr": "lighting"}}}, "metadata.lighting: episode_attr is not available"),
+    ],
+)
+def test_bad_lake_spec_names_field(override, expected):
+    with pytest.raises(SpecError) as error:
+        parse_spec(merged(LAKE_SPEC, **override), origin="mix.yaml")
+    assert expected in str(error.value)
+
+
+def test_lake_spec_points_at_member_gold_folders():
+    spec = parse_spec(LAKE_SPEC)
+    assert spec.source.paths == ["lake/gold/rlds/alpha/1.0.0", "lake/gold/rlds/beta/1.0.0"]
+    assert [m.weight for m in spec.source.members] == [1.0, 2.0]
 
 
 def test_missing_required_field(tmp_path):
