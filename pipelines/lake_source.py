@@ -9,7 +9,8 @@ of a mixture (`robolake mix`), or the one version an edit derives from (`robolak
 - Each member's gold folder is read as an RLDS builder folder by RldsSource: ids from
   `episode_metadata/episode_id`, actions from `steps/action_raw` (the member's curated
   actions in source units, so statistics and normalization are computed afresh), frames
-  resized and re-encoded to the new version's cameras. Actions and state are then
+  resized and re-encoded to the new version's cameras, or kept byte for byte where the
+  member stores them at the same size, encoding and quality. Actions and state are then
   mapped to the new version's dimensions: picked by name or padded with a number, and
   state zero-padded to the widest member.
 - Episode ids: an edit keeps the member's ids; a mixture prefixes the member's name
@@ -64,17 +65,23 @@ def _folder_key(folder: str) -> str:
     return os.path.normpath(os.path.abspath(folder))
 
 
-def _member_spec(spec: DatasetSpec, member: LakeMember, version: DatasetVersion, where: str) -> DatasetSpec:
-    """The member's gold folder as an RLDS source spec, with the new version's cameras."""
-    member_cameras = {cam.name for cam in version.spec.cameras}
-    cameras = []
+STORED_AS = ("size", "encoding", "jpeg_quality")  # camera fields that decide the bytes gold holds
+
+
+def _member_reader(spec: DatasetSpec, member: LakeMember, version: DatasetVersion, where: str) -> RldsSource:
+    """The member's gold folder read as RLDS with the new version's cameras; a camera
+    stored already as the new version stores it keeps its bytes."""
+    member_cameras = {cam.name: cam for cam in version.spec.cameras}
+    cameras, passthrough = [], set()
     for cam in spec.cameras:
         name = member.cameras.get(cam.name, cam.name)
         if name not in member_cameras:
             raise RobolakeError(f"{where}.cameras: {member.dataset} has no camera {name!r} for {cam.name!r} "
                                 f"(it has {sorted(member_cameras)}); map it: cameras: {{{cam.name}: <camera>}}")
+        if all(getattr(cam, field) == getattr(member_cameras[name], field) for field in STORED_AS):
+            passthrough.add(cam.name)
         cameras.append({**cam.model_dump(mode="json"), "key": f"steps/observation/{name}", "channel_order": "rgb"})
-    return parse_spec({
+    member_spec = parse_spec({
         "name": member.name, "version": member.version, "control_rate_hz": spec.control_rate_hz,
         "source": {"format": "rlds", "paths": [version.gold_dir]},
         "cameras": cameras,
@@ -83,6 +90,7 @@ def _member_spec(spec: DatasetSpec, member: LakeMember, version: DatasetVersion,
         "instruction": {"feature": LANGUAGE_INSTRUCTION},
         "episode_length": spec.episode_length.model_dump(mode="json"),
     }, origin=f"{where} ({member.dataset})")
+    return RldsSource(member_spec, id_feature=EPISODE_ID_FEATURE, passthrough=frozenset(passthrough))
 
 
 def _action_map(spec: DatasetSpec, member: LakeMember, names: list[str], where: str) -> ColumnMap:
@@ -137,7 +145,7 @@ class Member:
         where = f"source.members.{index}"
         self.member = member
         self.folder = _folder_key(version.gold_dir)
-        self.reader = RldsSource(_member_spec(spec, member, version, where), id_feature=EPISODE_ID_FEATURE)
+        self.reader = _member_reader(spec, member, version, where)
         self.state_dim = version.manifest["state_dim"]
         self.actions = _action_map(spec, member, version.spec.action.names, where)
         self.state = _state_map(member, self.state_dim, state_width, where)

@@ -47,7 +47,7 @@ from pipelines.episode import (
     check_step_bounds,
     terminal_rewards,
 )
-from pipelines.images import FramePreprocessor, preprocess_frames
+from pipelines.images import FramePreprocessor, kept_frames, preprocess_frames
 from pipelines.tfrecord import _masked_crc
 from robolake.errors import RobolakeError, SpecError
 from robolake.spec import DatasetSpec, ValueSource
@@ -347,11 +347,12 @@ class RldsSource:
     files, plan a shard's episodes, read one episode, tell the state width. Picklable
     (the spec and parsed keys; builder metadata is read again where needed)."""
 
-    def __init__(self, spec: DatasetSpec, id_feature: str | None = None):
+    def __init__(self, spec: DatasetSpec, id_feature: str | None = None, passthrough: frozenset[str] = frozenset()):
         self.spec = spec
         self.source = spec.source
         self.keys = resolve_keys(spec)
         self.id_feature = id_feature  # episode ids from this feature (unique ones), not shard and index
+        self.passthrough = passthrough  # cameras stored already as the spec asks: their bytes are kept
         self._builders: dict[str, Builder] = {}
         self._state_problem = ""
 
@@ -512,7 +513,11 @@ class RldsSource:
         check_finite("reward", rewards)
         frames = {}
         for cam, key in self.keys.cameras.items():
-            frames[cam] = preprocess_frames(self._frames(features, key, num_steps, where), preprocessors[cam])
+            decoded = self._frames(features, key, num_steps, where)
+            if cam in self.passthrough:
+                frames[cam] = kept_frames(features.strings(key.path, key.field), decoded, preprocessors[cam])
+            else:
+                frames[cam] = preprocess_frames(decoded, preprocessors[cam])
         return Episode(ref, actions, state, rewards.astype(np.float32), {cam: enc for cam, (enc, _) in frames.items()},
                        {cam: summary for cam, (_, summary) in frames.items()})
 
