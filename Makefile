@@ -32,6 +32,7 @@ bench: venv
 	$(BIN)/python benchmarks/stats.py
 	$(BIN)/python benchmarks/convert_bag.py
 	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/mix.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/policy_latency.py
 
