@@ -129,9 +129,9 @@ def _selected(con, condition: str, where: str, member: str) -> set[str]:
 
 
 def copies_by_weight(ids: list[str], weight: float) -> dict[str, int]:
-    """Copies of each episode for a sampling rate: round(weight * n) copies in all, every
-    episode floor(weight) times and the first of them in stable-hash order once more."""
-    whole, target = math.floor(weight), round(weight * len(ids))
+    """Copies of each episode for a sampling rate: weight * n copies in all (rounded half
+    up), every episode floor(weight) times and the first of them in stable-hash order once more."""
+    whole, target = math.floor(weight), math.floor(weight * len(ids) + 0.5)
     extra = target - whole * len(ids)
     ordered = sorted(ids, key=stable_hash)
     return {episode_id: whole + (rank < extra) for rank, episode_id in enumerate(ordered)}
@@ -151,6 +151,7 @@ class Member:
         self.state = _state_map(member, self.state_dim, state_width, where)
         self.prefix = f"{member.name}/" if prefix else ""
         self.known: set[str] = set()  # every episode of the member
+        self.columns: set[str] = set()  # of its episodes view
         self.choices, self.counts = self._plan(spec, version, where)
 
     def _plan(self, spec: DatasetSpec, version: DatasetVersion, where: str) -> tuple[dict[str, Choice], dict]:
@@ -160,6 +161,7 @@ class Member:
             raise RobolakeError(f"{where}: {member.dataset} has no silver episodes table in {spec.source.lake}")
         rows = {row["episode_id"]: row for row in _rows(con, "SELECT * FROM episodes")}
         self.known = set(rows)
+        self.columns = {d[0] for d in con.execute("DESCRIBE episodes").fetchall()}
         kept = _selected(con, member.where, f"{where}.where", member.dataset) if member.where else set(rows)
         overrides: dict[str, dict[str, str]] = {}
         for i, rule in enumerate(member.retask):
@@ -222,6 +224,12 @@ class LakeSource:
         self.width = max(widths)
         prefix = len(versions) > 1
         self.members = [Member(spec, i, self.width, v, prefix) for i, v in enumerate(versions)]
+        for field, value in spec.metadata.items():
+            column = (value.feature or "/").split("/", 1)[1]
+            if column and not any(column in m.columns for m in self.members):
+                columns = sorted(set.union(*(m.columns for m in self.members)))
+                raise RobolakeError(f"metadata.{field}.feature: no member has {value.feature!r} "
+                                    f"(their episodes have {', '.join(columns)})")
 
     def member(self, path: str) -> Member:
         folder = _folder_key(os.path.dirname(path))

@@ -88,9 +88,9 @@ def test_episode_counts_follow_the_weights(members, weighted):
     for split in ("val", "test"):
         assert sorted(by_member["alpha"].get(split, [])) == sorted(e for e, v in alpha.items() if v["split"] == split)
         assert sorted(by_member["beta"].get(split, [])) == sorted(e for e in beta_kept if beta[e]["split"] == split)
-    # weight 0.5: round(0.5 n) of the kept train episodes, none repeated
+    # weight 0.5: 0.5 n of the kept train episodes (rounded half up), none repeated
     chosen = by_member["beta"]["train"]
-    assert len(chosen) == round(0.5 * len(beta_train)) and set(chosen) <= set(beta_train)
+    assert len(chosen) == math.floor(0.5 * len(beta_train) + 0.5) and set(chosen) <= set(beta_train)
     listed = {m["dataset"]: m for m in weighted.manifest["members"]}
     assert listed["alpha"]["episodes_by_split"]["train"] == 2 * len(alpha_train)
     assert listed["beta"]["kept"] == len(beta_kept) and listed["beta"]["episodes"] == len(beta)
@@ -183,7 +183,7 @@ def test_lineage_reaches_every_member_and_its_raw_files(members, weighted, robom
 
 def test_copies_by_weight_rounds_to_the_rate():
     ids = [f"episode_{i}" for i in range(10)]
-    for weight, total in ((0.5, 5), (1.0, 10), (1.26, 13), (2.0, 20), (0.04, 0)):
+    for weight, total in ((0.5, 5), (0.25, 3), (1.0, 10), (1.26, 13), (2.0, 20), (0.04, 0)):
         copies = copies_by_weight(ids, weight)
         assert sum(copies.values()) == total
         assert set(copies.values()) <= {math.floor(weight), math.floor(weight) + 1}
@@ -242,7 +242,7 @@ def test_bridge_and_a_tabletop_dataset_mix_with_cameras_mapped(members, tmp_path
     episodes = [e for split in ("train", "val") for e in load_split(outcome.gold_dir, split)]
     from_bridge = [e for e in episodes if e["episode_metadata"]["dataset"] == "bridge_debug"]
     held_out = len(bridge_splits) - bridge_splits.count("train")
-    assert len(from_bridge) == round(0.5 * bridge_splits.count("train")) + held_out
+    assert len(from_bridge) == math.floor(0.5 * bridge_splits.count("train") + 0.5) + held_out
     step = from_bridge[0]["steps"][0]
     assert step["observation"]["front"].shape == (64, 64, 3) and step["observation"]["wrist"].shape == (32, 32, 3)
     assert step["observation"]["state"].shape == (STATE_DIM,) and not step["observation"]["state"][7:].any()
@@ -250,3 +250,9 @@ def test_bridge_and_a_tabletop_dataset_mix_with_cameras_mapped(members, tmp_path
     assert from_bridge[0]["episode_metadata"]["source_split"] in ("train", "val")
     from_alpha = next(e for e in episodes if e["episode_metadata"]["dataset"] == "alpha")
     assert from_alpha["episode_metadata"]["source_split"] == "" and from_alpha["episode_metadata"]["color"]
+
+
+def test_a_metadata_feature_no_member_has_is_one_error(members):
+    data = mixture(members, "typo", [{"dataset": "alpha"}], metadata={"light": {"feature": "episode_metadata/lightng"}})
+    with pytest.raises(RobolakeError, match="metadata.light.feature: no member has 'episode_metadata/lightng'"):
+        build(members, data)
