@@ -281,3 +281,17 @@ def test_feature_key_slices():
     assert parse_key("action.keys.0", "steps/action[2]").part == slice(2, 3)
     with pytest.raises(SpecError, match="action.keys.0: 'steps/action\\[\\]': empty index"):
         parse_key("action.keys.0", "steps/action[]")
+
+
+def test_rlds_source_splits_can_be_kept(synthetic_gold, tmp_path):
+    outcome = run_convert(rlds_spec(synthetic_gold, splits={"by": "keep"}), tmp_path / "lake")
+    kept = gold_episodes(outcome.gold_dir)
+    source = gold_episodes(synthetic_gold)
+    by_id = {e["episode_metadata"]["episode_id"]: split for split in tfds.builder_from_directory(synthetic_gold).info.splits
+             for e in load_split(synthetic_gold, split)}
+    assert len(kept) == len(source)
+    for episode in kept.values():
+        assert episode["episode_metadata"]["source_split"] == by_id[episode["episode_metadata"]["origin"]]
+    splits = tfds.builder_from_directory(outcome.gold_dir).info.splits
+    assert {name: splits[name].num_examples for name in splits} == \
+           {name: info.num_examples for name, info in tfds.builder_from_directory(synthetic_gold).info.splits.items()}

@@ -256,3 +256,15 @@ def test_a_metadata_feature_no_member_has_is_one_error(members):
     data = mixture(members, "typo", [{"dataset": "alpha"}], metadata={"light": {"feature": "episode_metadata/lightng"}})
     with pytest.raises(RobolakeError, match="metadata.light.feature: no member has 'episode_metadata/lightng'"):
         build(members, data)
+
+
+def test_copies_stay_with_their_original_under_a_resplit(members):
+    data = mixture(members, "resplit_copies", [{"dataset": "alpha", "weight": 3.0}],
+                   splits={"by": "episode_hash", "fractions": {"train": 0.5, "val": 0.5}})
+    build(members, data)
+    mix = steps(members, "resplit_copies")
+    copies = [e for e in mix if "#" in e]
+    assert len(copies) == 2 * sum(1 for e in mix if "#" not in e and f"{e}#2" in mix) > 0
+    for episode_id in copies:
+        assert mix[episode_id]["split"] == mix[episode_id.split("#")[0]]["split"]
+    assert {v["split"] for v in mix.values()} == {"train", "val"}
