@@ -46,20 +46,21 @@ def _metadata(versions: list[DatasetVersion]) -> dict:
     return metadata
 
 
-def complete(data: dict, lake: Lake) -> dict:
+def complete(data: dict, lake: Lake, origin: str = "<mixture spec>") -> dict:
     """A lake-source spec with member versions pinned (NAME alone takes the latest) and
     what it leaves out taken from the first member: control rate, cameras, action
     names, normalization, episode length and shard size; instructions from the members,
     every member metadata field, the members' own splits, no outlier filters."""
     source = data.get("source")
     if not isinstance(source, dict) or not isinstance(source.get("members"), list) or not source["members"]:
-        raise SpecError("source: a mixture spec needs source.members, a list of {dataset: NAME[:VERSION], weight}")
+        raise SpecError(f"{origin}: source: a mixture spec needs source.members, "
+                        f"a list of {{dataset: NAME[:VERSION], weight}}")
     source.setdefault("format", "lake")
     source["lake"] = lake.root
     versions = []
     for i, member in enumerate(source["members"]):
         if not isinstance(member, dict) or "dataset" not in member:
-            raise SpecError(f"source.members.{i}: give dataset: NAME[:VERSION]")
+            raise SpecError(f"{origin}: source.members.{i}: give dataset: NAME[:VERSION]")
         version = resolve(lake, str(member["dataset"]))
         member["dataset"] = f"{version.dataset}:{version.version}"
         versions.append(version)
@@ -79,9 +80,9 @@ def build(data: dict, lake: Lake, beam_args: list[str], origin: str, overwrite: 
     for member in outcome.manifest["members"]:
         splits = ", ".join(f"{s} {n}" for s, n in member["episodes_by_split"].items())
         where = f", where {member['where']}" if member["where"] else ""
+        retasked = f", {member['retasked']} retasked" if member["retasked"] else ""
         print(f"  {member['dataset']}:{member['version']} weight {member['weight']}{where}: "
-                               f"{member['kept']} of {member['episodes']} episodes kept, written {splits}"
-                               + (f", {member['retasked']} retasked" if member["retasked"] else ""))
+              f"{member['kept']} of {member['episodes']} episodes kept, written {splits}{retasked}")
     print(outcome.summary_line())
     return outcome
 
@@ -116,7 +117,7 @@ def run_mix(argv: list[str]) -> BuildOutcome:
     if args.version:
         data["version"] = args.version
     lake = Lake(args.lake)
-    return build(complete(data, lake), lake, beam_args, origin=args.spec, overwrite=args.overwrite)
+    return build(complete(data, lake, args.spec), lake, beam_args, origin=args.spec, overwrite=args.overwrite)
 
 
 # -- robolake edit --------------------------------------------------------------------------

@@ -150,25 +150,27 @@ class Member:
         self.actions = _action_map(spec, member, version.spec.action.names, where)
         self.state = _state_map(member, self.state_dim, state_width, where)
         self.prefix = f"{member.name}/" if prefix else ""
-        self.known: set[str] = set()  # every episode of the member
-        self.columns: set[str] = set()  # of its episodes view
-        self.choices, self.counts = self._plan(spec, version, where)
-
-    def _plan(self, spec: DatasetSpec, version: DatasetVersion, where: str) -> tuple[dict[str, Choice], dict]:
-        member = self.member
         con = lake_views.connect(Lake(spec.source.lake), member.name, member.version)
-        if "episodes" not in lake_views.available_views(con):
-            raise RobolakeError(f"{where}: {member.dataset} has no silver episodes table in {spec.source.lake}")
-        rows = {row["episode_id"]: row for row in _rows(con, "SELECT * FROM episodes")}
-        self.known = set(rows)
-        self.columns = {d[0] for d in con.execute("DESCRIBE episodes").fetchall()}
+        try:
+            if "episodes" not in lake_views.available_views(con):
+                raise RobolakeError(f"{where}: {member.dataset} has no silver episodes table in {spec.source.lake}")
+            rows = {row["episode_id"]: row for row in _rows(con, "SELECT * FROM episodes")}
+            self.known = set(rows)  # every episode of the member
+            self.columns = {d[0] for d in con.execute("DESCRIBE episodes").fetchall()}
+            self.choices, self.counts = self._plan(con, rows, spec, version, where)
+        finally:
+            con.close()
+
+    def _plan(self, con, rows: dict[str, dict], spec: DatasetSpec, version: DatasetVersion,
+              where: str) -> tuple[dict[str, Choice], dict]:
+        """Each kept episode's choice, and the member's counts for the manifest."""
+        member = self.member
         kept = _selected(con, member.where, f"{where}.where", member.dataset) if member.where else set(rows)
         overrides: dict[str, dict[str, str]] = {}
         for i, rule in enumerate(member.retask):
             change = {k: v for k, v in (("instruction", rule.instruction), ("task", rule.task)) if v is not None}
             for episode_id in _selected(con, rule.where, f"{where}.retask.{i}.where", member.dataset) & kept:
                 overrides.setdefault(episode_id, {}).update(change)
-        con.close()
         if not kept:
             raise RobolakeError(f"{where}.where: {member.where!r} keeps none of {member.dataset}'s "
                                 f"{len(rows)} episodes")
@@ -177,9 +179,9 @@ class Member:
         choices = {}
         for episode_id in sorted(kept):
             row, change = rows[episode_id], overrides.get(episode_id, {})
-            metadata = {field: self._text(source, field, row) for field, source in spec.metadata.items()}
+            metadata = {field: self._text(source, row) for field, source in spec.metadata.items()}
             metadata["task"] = change.get("task", metadata.get("task", row["task"]))
-            instruction = change.get("instruction") or self._text(spec.instruction, "instruction", row)
+            instruction = change.get("instruction") or self._text(spec.instruction, row)
             choices[episode_id] = Choice(copies.get(episode_id, 1), row["split"], instruction, metadata)
         by_split: dict[str, int] = {}
         for choice in choices.values():
@@ -193,7 +195,8 @@ class Member:
         }
         return choices, counts
 
-    def _text(self, source: ValueSource, field: str, row: dict) -> str:
+    def _text(self, source: ValueSource, row: dict) -> str:
+        """A metadata or instruction value of one member episode, from its episodes row."""
         if source.value is not None:
             return source.value
         if source.file_attr is not None:
@@ -206,10 +209,13 @@ class Member:
         """The new version's episodes for one planned member episode (none, one or copies)."""
         choice = self.choices[planned.episode_id]
         episode_id = self.prefix + planned.episode_id
+        if not choice.copies:
+            return []
         first = dataclasses.replace(planned, episode_id=episode_id, instruction=choice.instruction,
                                     metadata=choice.metadata, source_split=choice.split)
-        return [first] + [dataclasses.replace(first, episode_id=f"{episode_id}#{k}", repeat_of=episode_id)
-                          for k in range(2, choice.copies + 1)] if choice.copies else []
+        copies = [dataclasses.replace(first, episode_id=f"{episode_id}#{k}", repeat_of=episode_id)
+                  for k in range(2, choice.copies + 1)]
+        return [first, *copies]
 
 
 class LakeSource:
@@ -224,12 +230,11 @@ class LakeSource:
         self.width = max(widths)
         prefix = len(versions) > 1
         self.members = [Member(spec, i, self.width, v, prefix) for i, v in enumerate(versions)]
+        columns = set.union(*(m.columns for m in self.members))
         for field, value in spec.metadata.items():
-            column = (value.feature or "/").split("/", 1)[1]
-            if column and not any(column in m.columns for m in self.members):
-                columns = sorted(set.union(*(m.columns for m in self.members)))
+            if value.feature and value.feature.split("/", 1)[1] not in columns:
                 raise RobolakeError(f"metadata.{field}.feature: no member has {value.feature!r} "
-                                    f"(their episodes have {', '.join(columns)})")
+                                    f"(their episodes have {', '.join(sorted(columns))})")
 
     def member(self, path: str) -> Member:
         folder = _folder_key(os.path.dirname(path))
