@@ -46,7 +46,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads; t
 import cv2  # noqa: E402
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
@@ -60,7 +59,8 @@ from robolake.lake import Lake  # noqa: E402
 from robolake.spec import DatasetSpec, load_spec  # noqa: E402
 from robolake.sample import write_robomimic_dataset  # noqa: E402
 from harness import (  # noqa: E402
-    MB, Target, Throughput, cpu_seconds, keep_or_remove, prepare_workdir, print_result, print_targets, run_measured,
+    MB, Target, Throughput, cpu_seconds, keep_or_remove, prepare_workdir, print_machine, print_result,
+    print_targets, run_measured, targets_met,
 )
 from schemas.rlds import rlds_features  # noqa: E402
 
@@ -348,10 +348,8 @@ def evaluate(results: dict[str, Measurement]) -> list[Target]:
 
 
 def summary_line(robolake: Measurement, targets: list[Target], seconds: float) -> str:
-    met = sum(t.met for t in targets)
-    verdicts = ", ".join(f"{t.short} {t.verdict}" for t in targets)
     return (
-        f"summary: {met}/{len(targets)} targets met: {verdicts}; "
+        f"summary: {targets_met(targets)}; "
         f"robolake {robolake.steps_per_s:.0f} steps/s, {robolake.mb_per_s:.1f} MB/s; {seconds:.0f} s in all"
     )
 
@@ -382,7 +380,7 @@ def main(argv: list[str]) -> None:
     workdir = prepare_workdir(args.workdir, "robolake-bench-")
     cameras = " + ".join(f"{name} {h}x{w}" for name, (h, w) in CAMERAS.items())
     print(f"robolake convert benchmark: {args.episodes} episodes x {args.steps} steps, {cameras} -> 256x256 JPEG q95")
-    print(f"{psutil.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, workdir {workdir}\n")
+    print_machine(workdir)
     configs = plan(args.episodes, args.growth_episodes)
     inputs = generate_inputs(workdir, [c.episodes for c in configs], args.steps)
     results: dict[str, Measurement] = {}

@@ -62,7 +62,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads; t
 import psutil  # noqa: E402
 
 from harness import (  # noqa: E402
-    MB, Target, Throughput, keep_or_remove, prepare_workdir, print_result, print_targets, run_measured,
+    MB, Target, Throughput, keep_or_remove, prepare_workdir, print_machine, print_result, print_targets,
+    run_measured, targets_met,
 )
 
 # The parent imports only what generation needs: write_sample's spawned workers import
@@ -233,9 +234,8 @@ def notes(results: dict[str, Measurement], steps: int) -> list[str]:
 
 def summary_line(results: dict[str, Measurement], targets: list[Target], seconds: float) -> str:
     bag, hdf5 = results["bag"], results["hdf5"]
-    verdicts = ", ".join(f"{t.short} {t.verdict}" for t in targets)
     return (
-        f"summary: {sum(t.met for t in targets)}/{len(targets)} targets met: {verdicts}; "
+        f"summary: {targets_met(targets)}; "
         f"bags {bag.steps_per_s:.0f} steps/s, HDF5 {hdf5.steps_per_s:.0f} steps/s; {seconds:.0f} s in all"
     )
 
@@ -274,7 +274,7 @@ def main(argv: list[str]) -> None:
         f"robolake convert, bags vs HDF5: {args.episodes} episodes x {args.steps} steps, {cameras} -> 256x256 JPEG q95; "
         f"RSS growth {growth} -> {GROWTH_FACTOR * growth} bags"
     )
-    print(f"{psutil.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, workdir {workdir}\n")
+    print_machine(workdir)
     configs = plan(args.episodes, growth)
     inputs = generate_inputs(workdir, configs, args.steps)
     input_mb = {key: folder_mb(folder) for key, folder in inputs.items()}

@@ -133,3 +133,14 @@ def print_targets(targets: list[Target], heading: str = "target") -> None:
     print(f"\n{heading:<{widths[0]}} {'measured':<{widths[1]}} {'goal':<{widths[2]}} result")
     for t in targets:
         print(f"{t.name:<{widths[0]}} {t.measured:<{widths[1]}} {t.goal:<{widths[2]}} {t.verdict}")
+
+
+def print_machine(workdir: str) -> None:
+    """The machine a benchmark ran on, and its scratch folder."""
+    print(f"{psutil.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, workdir {workdir}\n")
+
+
+def targets_met(targets: list[Target]) -> str:
+    """The summary line's opening: how many targets were met, and each one's verdict."""
+    verdicts = ", ".join(f"{t.short} {t.verdict}" for t in targets)
+    return f"{sum(t.met for t in targets)}/{len(targets)} targets met: {verdicts}"

@@ -36,7 +36,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads; t
 import psutil  # noqa: E402
 
 from harness import (  # noqa: E402
-    MB, Target, Throughput, keep_or_remove, prepare_workdir, print_result, print_targets, run_measured,
+    MB, Target, Throughput, keep_or_remove, prepare_workdir, print_machine, print_result, print_targets,
+    run_measured, targets_met,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +147,7 @@ def main(argv: list[str]) -> None:
     workdir = prepare_workdir(args.workdir, "robolake-mix-bench-")
     print(f"robolake mix and edit vs convert: 2 members x {args.episodes} episodes x {args.steps} steps, "
           f"480x640 cameras -> 256x256 JPEG q95")
-    print(f"{psutil.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, workdir {workdir}\n")
+    print_machine(workdir)
     input_dir, lake_dir = os.path.join(workdir, "raw"), tempfile.mkdtemp(prefix="lake-", dir=workdir)
     generate(input_dir, args.episodes, args.steps)
     results = {}
@@ -162,8 +163,7 @@ def main(argv: list[str]) -> None:
     targets = evaluate(results)
     print_targets(targets)
     keep_or_remove(workdir, args.keep)
-    verdicts = ", ".join(f"{t.short} {t.verdict}" for t in targets)
-    print(f"\nsummary: {sum(t.met for t in targets)}/{len(targets)} targets met: {verdicts}; "
+    print(f"\nsummary: {targets_met(targets)}; "
           f"{time.perf_counter() - started:.0f} s in all")
 
 

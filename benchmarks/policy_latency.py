@@ -31,9 +31,8 @@ import os
 import sys
 import time
 
-import psutil
 
-from harness import MB, keep_or_remove, prepare_workdir, print_result, run_measured
+from harness import MB, keep_or_remove, prepare_workdir, print_machine, print_result, run_measured
 
 # The parent never imports torch: each child pays its own imports.
 
@@ -149,7 +148,7 @@ def main(argv: list[str]) -> None:
           f"{m['vision_layers']} layers, Llama {m['lm_hidden']} hidden x {m['lm_layers']} layers, "
           f"{m['lm_heads']} heads, MLP {m['lm_intermediate']}; {args.warmup} warm-up + {args.calls} timed calls "
           f"per batch size")
-    print(f"{psutil.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, workdir {workdir}\n")
+    print_machine(workdir)
     results = {}
     for i, precision in enumerate(PRECISIONS, 1):
         print(f"[{i}/{len(PRECISIONS)}] {precision} ...", flush=True)

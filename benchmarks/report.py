@@ -54,7 +54,10 @@ from dataclasses import dataclass
 
 import psutil
 
-from harness import MB, Target, keep_or_remove, prepare_workdir, print_result, print_targets, run_measured
+from harness import (
+    MB, Target, keep_or_remove, prepare_workdir, print_machine, print_result, print_targets, run_measured,
+    targets_met,
+)
 
 COMMANDS = ("validate", "report")
 REPORT_LIMIT_S = 60.0
@@ -287,10 +290,9 @@ def evaluate(results: dict[tuple[str, str], Measurement]) -> list[Target]:
 
 
 def summary_line(results: dict[tuple[str, str], Measurement], targets: list[Target], seconds: float) -> str:
-    verdicts = ", ".join(f"{t.short} {t.verdict}" for t in targets)
     large = {command: results[command, "large"] for command in COMMANDS}
     steps = large["report"].lake.steps
-    return (f"summary: {sum(t.met for t in targets)}/{len(targets)} targets met: {verdicts}; at {steps:,} steps "
+    return (f"summary: {targets_met(targets)}; at {steps:,} steps "
             f"validate {large['validate'].seconds:.1f} s / {large['validate'].peak_rss / MB:.0f} MB, report "
             f"{large['report'].seconds:.1f} s / {large['report'].peak_rss / MB:.0f} MB; {seconds:.0f} s in all")
 
@@ -330,7 +332,7 @@ def main(argv: list[str]) -> None:
     workdir = prepare_workdir(args.workdir, "robolake-report-bench-")
     print(f"robolake validate and report: {args.episodes} and {args.large_episodes} episodes x {args.steps} steps, "
           f"{args.steps_per_shard} steps per shard")
-    print(f"{psutil.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, workdir {workdir}\n")
+    print_machine(workdir)
     lakes = {key: generate(workdir, key, episodes, args.steps, args)
              for key, episodes in (("small", args.episodes), ("large", args.large_episodes))}
     results: dict[tuple[str, str], Measurement] = {}

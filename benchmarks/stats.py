@@ -72,7 +72,8 @@ from pipelines.stats import ALPHA, ZERO_WIDTH, DatasetStats, DatasetStatsFn, Vec
 from robolake.spec import DatasetSpec, parse_spec
 
 from harness import (
-    MB, Target, cpu_seconds, keep_or_remove, prepare_workdir, print_result, print_targets, run_measured,
+    MB, Target, cpu_seconds, keep_or_remove, prepare_workdir, print_machine, print_result, print_targets,
+    run_measured,
 )
 
 ACTION_DIM = 7  # six arm dimensions and the gripper (the spec's default action names)
@@ -546,7 +547,7 @@ def main(argv: list[str]) -> None:
     print(f"robolake statistics benchmark: {args.small_steps:,} and {args.steps:,} synthetic steps, "
           f"{args.episode_steps}-step episodes, {ACTION_DIM}-d actions, {STATE_DIM}-d state, "
           f"spikes in {args.spike_rate:.0%} of episodes, seed {args.seed}")
-    print(f"{psutil.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, workdir {workdir}\n")
+    print_machine(workdir)
     configs = [
         Config("stats_small", "stats: raw pass + filter pass", "stats", args.small_steps),
         Config("stats_large", "stats: raw pass + filter pass", "stats", args.steps),

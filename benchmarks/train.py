@@ -77,7 +77,10 @@ from dataclasses import dataclass
 
 import psutil
 
-from harness import MB, Target, keep_or_remove, prepare_workdir, print_result, print_targets, run_measured
+from harness import (
+    MB, Target, keep_or_remove, prepare_workdir, print_machine, print_result, print_targets, run_measured,
+    targets_met,
+)
 
 # The parent never imports torch: each child pays its own imports, measured as its baseline.
 
@@ -270,8 +273,7 @@ def evaluate(lora: Measurement, full: Measurement) -> list[Target]:
 
 
 def summary_line(lora: Measurement, full: Measurement, targets: list[Target], seconds: float) -> str:
-    verdicts = ", ".join(f"{t.short} {t.verdict}" for t in targets)
-    return (f"summary: {sum(t.met for t in targets)}/{len(targets)} targets met: {verdicts}; training-time increase "
+    return (f"summary: {targets_met(targets)}; training-time increase "
             f"{lora.increase / full.increase:.0%} of full; LoRA {lora.steps_per_s:.2f} steps/s, full "
             f"{full.steps_per_s:.2f} steps/s ({lora.steps_per_s / full.steps_per_s:.2f}x); {seconds:.0f} s in all")
 
@@ -308,7 +310,7 @@ def main(argv: list[str]) -> None:
           f"patch {m['patch_size']}, vision {m['vision_hidden']}x{m['vision_layers']} layers, Llama "
           f"{m['lm_hidden']} hidden x {m['lm_layers']} layers, {m['lm_heads']} heads, MLP {m['lm_intermediate']}; "
           f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed AdamW steps each")
-    print(f"{psutil.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, workdir {workdir}\n")
+    print_machine(workdir)
     configs = plan(args.bf16)
     results: dict[str, Measurement] = {}
     for i, config in enumerate(configs, 1):
