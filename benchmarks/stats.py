@@ -68,7 +68,8 @@ import psutil
 
 from pipelines.curation import robust_stats
 from pipelines.filters import filter_episode
-from pipelines.stats import ALPHA, ZERO_WIDTH, DatasetStats, DatasetStatsFn, VectorStats
+from pipelines.stats import DatasetStats, DatasetStatsFn
+from robolake.statistics import ALPHA, ZERO_WIDTH, VectorStats
 from robolake.spec import DatasetSpec, parse_spec
 
 from harness import (

@@ -214,6 +214,7 @@ def convert(
             (ctx.steps_root, lake.silver_partition(spec.name, "steps", spec.version)),
             (ctx.episodes_root, lake.silver_partition(spec.name, "episodes", spec.version)),
             (ctx.curated_root, lake.silver_partition(spec.name, "curated_steps", spec.version)),
+            (ctx.episode_stats_root, lake.silver_partition(spec.name, "episode_stats", spec.version)),
             (join(ctx.staging, "quarantine"), lake.quarantine(spec.name, spec.version)),
             (ctx.gold_dir, gold_dir),
         ],

@@ -108,6 +108,10 @@ class BuildContext:
         return join(self.staging, "silver", "curated_steps")
 
     @property
+    def episode_stats_root(self) -> str:
+        return join(self.staging, "silver", "episode_stats")
+
+    @property
     def gold_dir(self) -> str:
         return join(self.staging, "gold")
 
@@ -329,7 +333,7 @@ def build_pipeline(pipeline: beam.Pipeline, ctx: BuildContext, sources: list[Sou
         ingested.shards
         | "FilledShards" >> beam.Filter(lambda r: r.episodes > 0)
         | "ShardFiles" >> beam.Map(lambda r, ctx: (r.shard, shard_files(ctx, r)), ctx)
-        | "Curate" >> CurateActions(ctx.spec, ctx.state_dim, ctx.filtered_actions_dir)
+        | "Curate" >> CurateActions(ctx.spec, ctx.state_dim, ctx.filtered_actions_dir, ctx.episode_stats_root)
     )
     statistics = curated["statistics"] | "Wrap" >> beam.Map(Statistics)
     gold = ingested.shards | "WriteRLDS" >> WriteRlds(ctx, curated["raw"], statistics)

@@ -4,6 +4,8 @@ instead of holding the dataset in memory.
   train silver --RawStats--> robust median/MAD (before filtering)
   all silver   --FilterActions (side input: raw stats)--> records, counts, quarantine
   kept train   --FinalStats--> dataset_statistics.json (what normalization uses)
+  kept train   --SaturationCounts (side input: the statistics)--> share at the bound per mode
+  kept, every split --> silver episode_stats: each episode's mergeable statistics
 
 The gold writer applies the same (deterministic) filter again per episode, so no
 filtered copy of the data is ever written or shuffled."""
@@ -21,14 +23,15 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.episode import QuarantineRecord
 from pipelines.filters import FilterResult, RobustStats, filter_episode
-from pipelines.silver_writer import fixed_list, vectors
-from pipelines.stats import ALPHA, DatasetStats, DatasetStatsFn, PixelStats, pixel_stats_from_row
-from robolake.lake import write_table
-from robolake.normalization import normalize
+from pipelines.silver_writer import fixed_list, part_name, partition_dir, vectors
+from pipelines.stats import DatasetStats, DatasetStatsFn, PixelStats, pixel_stats_from_row
+from robolake.lake import join, write_table
+from robolake.normalization import MODES, at_bound, normalize
 from robolake.spec import DatasetSpec
-from schemas.tables import FILTERED_ACTIONS_SCHEMA
+from robolake.statistics import ALPHA, VectorStats
+from schemas.tables import FILTERED_ACTIONS_SCHEMA, episode_stats_schema
 
-STATISTICS_SCHEMA_VERSION = "1.0.0"
+STATISTICS_SCHEMA_VERSION = "1.1.0"
 TRAIN_KEPT = "train_kept"
 QUARANTINE = "quarantine"
 
@@ -111,17 +114,34 @@ def filter_records(episode: NumericEpisode, result: FilterResult, names: list[st
     ]
 
 
-class _FilterShard(beam.DoFn):
-    """Filter every episode of one silver shard; write its filtered-actions records."""
+def episode_stats_row(episode: NumericEpisode, actions: np.ndarray, state: np.ndarray) -> dict:
+    """One row of the silver episode_stats table: the episode's curated action and state
+    statistics and its camera pixel moments, in the form that merges again exactly."""
+    row = {"episode_id": episode.episode_id}
+    for prefix, values in (("action", actions), ("state", state)):
+        stats = VectorStats(values.shape[1])
+        stats.add(values)
+        row |= stats.row(prefix)
+    for name, pixels in episode.cameras.items():
+        row |= {f"camera_{name}_pixels": pixels.count, f"camera_{name}_mean": pixels.mean.tolist(),
+                f"camera_{name}_m2": pixels.m2.tolist()}
+    return row
 
-    def __init__(self, spec: DatasetSpec, records_dir: str):
+
+class _FilterShard(beam.DoFn):
+    """Filter every episode of one silver shard; write its filtered-actions records and
+    its episodes' statistics rows."""
+
+    def __init__(self, spec: DatasetSpec, state_dim: int, records_dir: str, episode_stats_root: str):
         self.spec = spec
+        self.state_dim = state_dim
         self.records_dir = records_dir
+        self.episode_stats_root = episode_stats_root
 
     def process(self, item: tuple[int, SilverShardFiles], raw: DatasetStats):
         shard, files = item
         robust = robust_stats(raw)
-        records = []
+        records, stats_rows = [], []
         for episode in numeric_episodes(files, self.spec):
             result = filter_episode(episode.actions, self.spec, robust)
             records += filter_records(episode, result, self.spec.action.names)
@@ -139,11 +159,20 @@ class _FilterShard(beam.DoFn):
                     QuarantineRecord(episode.episode_id, episode.source_path, episode.source_sha256,
                                      "outlier_action", result.rejected),
                 )
-            elif episode.split == "train":
-                yield beam.pvalue.TaggedOutput(TRAIN_KEPT, (result.actions, episode.state[result.keep], episode.cameras))
+            else:
+                # statistics of the values gold stores (float32), so that they match a query of them
+                actions = result.actions.astype(np.float32).astype(np.float64)
+                state = episode.state[result.keep]
+                stats_rows.append(episode_stats_row(episode, actions, state))
+                if episode.split == "train":
+                    yield beam.pvalue.TaggedOutput(TRAIN_KEPT, (actions, state, episode.cameras))
         if records:
             path = f"{self.records_dir}/part-{files.split}-{shard:05d}.parquet"
             write_table(path, pa.Table.from_pylist(records, schema=FILTERED_ACTIONS_SCHEMA))
+        if stats_rows:
+            schema = episode_stats_schema(self.spec, self.state_dim)
+            path = join(partition_dir(self.episode_stats_root, files.split), part_name(shard))
+            write_table(path, pa.Table.from_pylist(stats_rows, schema=schema))
 
 
 @dataclass(frozen=True)
@@ -188,14 +217,50 @@ def _as_stats_input(episode: NumericEpisode) -> tuple:
     return episode.actions, episode.state, episode.cameras
 
 
+class SaturationCountsFn(beam.CombineFn):
+    """Per normalization mode, how many train values of each action and state dimension
+    normalize onto the +-1 bound or beyond it, with the version's own statistics."""
+
+    def __init__(self, action_dim: int, state_dim: int):
+        self.dims = {"action": action_dim, "state": state_dim}
+
+    def create_accumulator(self) -> dict:
+        return {"count": 0, **{key: {mode: np.zeros(dims, np.int64) for mode in MODES} for key, dims in self.dims.items()}}
+
+    def add_input(self, counts: dict, item: tuple) -> dict:
+        (actions, state, _), statistics = item
+        counts["count"] += len(actions)
+        for key, values in (("action", actions), ("state", state)):
+            for mode in MODES:
+                counts[key][mode] += at_bound(values, statistics, key, mode).sum(axis=0)
+        return counts
+
+    def merge_accumulators(self, accumulators) -> dict:
+        merged = self.create_accumulator()
+        for counts in accumulators:
+            merged["count"] += counts["count"]
+            for key in self.dims:
+                for mode in MODES:
+                    merged[key][mode] += counts[key][mode]
+        return merged
+
+    def extract_output(self, counts: dict) -> dict:
+        """dataset_statistics.json's `saturation`: shares per mode, action and proprio."""
+        total = max(1, counts["count"])
+        return {"action" if key == "action" else "proprio": {mode: (counts[key][mode] / total).tolist() for mode in MODES}
+                for key in self.dims}
+
+
 class CurateActions(beam.PTransform):
     """Silver shard files -> raw train stats, final train stats, filter totals, quarantine."""
 
-    def __init__(self, spec: DatasetSpec, state_dim: int, records_dir: str):
+    def __init__(self, spec: DatasetSpec, state_dim: int, records_dir: str, episode_stats_root: str):
         super().__init__()
         self.spec = spec
+        self.state_dim = state_dim
         self.combine = DatasetStatsFn(len(spec.action.names), state_dim, [c.name for c in spec.cameras])
         self.records_dir = records_dir
+        self.episode_stats_root = episode_stats_root
 
     def expand(self, shard_files):
         raw = (
@@ -206,11 +271,22 @@ class CurateActions(beam.PTransform):
             | "RawStats" >> beam.CombineGlobally(self.combine)
         )
         filtered = shard_files | "FilterActions" >> beam.ParDo(
-            _FilterShard(self.spec, self.records_dir), beam.pvalue.AsSingleton(raw)
+            _FilterShard(self.spec, self.state_dim, self.records_dir, self.episode_stats_root),
+            beam.pvalue.AsSingleton(raw),
         ).with_outputs(QUARANTINE, TRAIN_KEPT, main="counts")
         final = filtered[TRAIN_KEPT] | "FinalStats" >> beam.CombineGlobally(self.combine)
-        statistics = final | "StatisticsDocument" >> beam.Map(
+        document = final | "StatisticsDocument" >> beam.Map(
             statistics_document, beam.pvalue.AsSingleton(raw), self.spec
+        )
+        saturation = (
+            filtered[TRAIN_KEPT]
+            | "WithStatistics" >> beam.Map(lambda episode, statistics: (episode, statistics),
+                                            beam.pvalue.AsSingleton(document))
+            | "SaturationCounts" >> beam.CombineGlobally(SaturationCountsFn(len(self.spec.action.names), self.state_dim))
+        )
+        statistics = document | "WithSaturation" >> beam.Map(
+            lambda statistics, shares: statistics | {"robolake": statistics["robolake"] | {"saturation": _rounded(shares)}},
+            beam.pvalue.AsSingleton(saturation),
         )
         totals = filtered.counts | "FilterTotals" >> beam.CombineGlobally(FilterTotalsFn())
         return {"raw": raw, "statistics": statistics, "totals": totals, QUARANTINE: filtered[QUARANTINE]}
@@ -233,16 +309,15 @@ def _rounded(value):
 
 
 def normalized_action_histogram(final: DatasetStats, document: dict, names: list[str]) -> dict:
-    """Counts of normalized train actions per dimension over shared bins of [-clip, clip],
+    """Counts of normalized train actions per dimension over shared bins of [-1, 1],
     from the quantile sketch (bucket values within ALPHA of the data)."""
-    clip = document["robolake"]["normalization"]["clip"]
-    edges = np.linspace(-clip, clip, HISTOGRAM_BINS + 1)
+    edges = np.linspace(-1, 1, HISTOGRAM_BINS + 1)
     counts = {}
     for d, name in enumerate(names):
         values, weights = final.action.sketch.distribution(d)
         vectors = np.zeros((len(values), len(names)))
         vectors[:, d] = values
-        normalized = np.clip(normalize(vectors, document, "action")[:, d], -clip, clip)
+        normalized = normalize(vectors, document, "action")[:, d]
         counts[name] = np.histogram(normalized, bins=edges, weights=weights)[0].astype(int).tolist()
     return {"edges": edges.tolist(), "counts": counts}
 
@@ -268,7 +343,7 @@ def _statistics(final: DatasetStats, raw: DatasetStats, spec: DatasetSpec) -> di
             "split": "train",
             "action_names": list(spec.action.names),
             "normalization": {
-                "mode": spec.normalization.mode, "clip": spec.normalization.clip, "mask": mask,
+                "mode": spec.normalization.mode, "std_bound": spec.normalization.std_bound, "mask": mask,
                 "state": spec.normalization.state,
             },
             "quantile_relative_error": ALPHA,

@@ -351,10 +351,21 @@ class FilterSpec(_Strict):
 
 
 class NormalizationSpec(_Strict):
-    mode: Literal["mean_std", "bounds_q99", "min_max"] = "mean_std"
-    clip: float = Field(default=1.0, gt=0, description="normalized values are clipped to [-clip, clip]")
+    """Normalized values always lie in [-1, 1]; the mode says what maps onto +-1
+    (robolake/normalization.py has the modes and what each clips on the sample)."""
+
+    mode: Literal["bounds_q99", "mean_std", "min_max"] = "bounds_q99"
+    std_bound: float = Field(default=3.0, gt=0, description="mean_std only: this many standard deviations map to +-1")
     mask: list[bool] | None = Field(default=None, description="per action dimension; default: all but gripper")
     state: bool = Field(default=False, description="also normalize observation/state")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clip_was_replaced(cls, data: object) -> object:
+        if isinstance(data, dict) and "clip" in data:
+            raise ValueError("normalization.clip was replaced: values are always clipped to [-1, 1]; "
+                             "for mean_std set normalization.std_bound (standard deviations that map to +-1)")
+        return data
 
 
 class DatasetSpec(_Strict):

@@ -10,7 +10,7 @@ import pyarrow as pa
 from robolake.spec import DatasetSpec
 from schemas.rlds import metadata_fields
 
-SILVER_SCHEMA_VERSION = "1.2.0"
+SILVER_SCHEMA_VERSION = "1.3.0"
 QUARANTINE_SCHEMA_VERSION = "1.0.0"
 RAW_MANIFEST_SCHEMA_VERSION = "1.0.0"
 
@@ -65,6 +65,32 @@ def curated_steps_schema(spec: DatasetSpec, state_dim: int) -> pa.Schema:
     queries read instead of decoding TFRecords. `step_index` is the silver step's."""
     fields = [field for field in steps_schema(spec, state_dim) if not field.name.startswith("image_")]
     return _tagged(fields, "curated_steps", SILVER_SCHEMA_VERSION)
+
+
+def _vector_stats_fields(prefix: str, dims: int) -> list[pa.Field]:
+    """robolake.statistics.VectorStats.row: moments, bounds and the sparse quantile sketch."""
+    vector = pa.list_(pa.float64(), dims)
+    return [
+        pa.field(f"{prefix}_count", pa.int64(), nullable=False),
+        *(pa.field(f"{prefix}_{name}", vector, nullable=False) for name in ("mean", "m2", "min", "max")),
+        pa.field(f"{prefix}_sketch_keys", pa.list_(pa.int32()), nullable=False),  # dimension * SLOTS + slot
+        pa.field(f"{prefix}_sketch_counts", pa.list_(pa.int64()), nullable=False),
+    ]
+
+
+def episode_stats_schema(spec: DatasetSpec, state_dim: int) -> pa.Schema:
+    """One row per written episode: the mergeable statistics of its curated actions and
+    state, and its cameras' pixel moments ([0, 1] scale, over every ingested frame), so
+    that the statistics of any selection of episodes merge from rows (`robolake stats`)."""
+    fields = [pa.field("episode_id", pa.string(), nullable=False)]
+    fields += _vector_stats_fields("action", len(spec.action.names)) + _vector_stats_fields("state", state_dim)
+    for cam in spec.cameras:
+        fields += [
+            pa.field(f"camera_{cam.name}_pixels", pa.int64(), nullable=False),
+            pa.field(f"camera_{cam.name}_mean", pa.list_(pa.float64(), 3), nullable=False),
+            pa.field(f"camera_{cam.name}_m2", pa.list_(pa.float64(), 3), nullable=False),
+        ]
+    return _tagged(fields, "episode_stats", SILVER_SCHEMA_VERSION)
 
 
 FILTERED_ACTIONS_SCHEMA = _tagged(

@@ -14,7 +14,7 @@ import yaml
 from pipelines.build import convert
 from pipelines.derive import complete
 from pipelines.lake_source import copies_by_weight
-from pipelines.stats import ALPHA
+from robolake.statistics import ALPHA
 from robolake.cli import main
 from robolake.errors import RobolakeError
 from robolake.lake import Lake, read_json

@@ -25,11 +25,12 @@ from validation.gate import load_config, run_gate
 NAME, VERSION = "synthetic_tabletop", "1.0.0"
 
 
+MEAN_STD = {"mode": "mean_std", "std_bound": 3.0}
+
+
 @pytest.fixture(scope="module")
-def clean_lake(robomimic_raw, tmp_path_factory) -> Path:
-    """The conftest episodes with Gaussian actions: mean_std normalization clipped at 1 then
-    leaves mean ~0 and std ~0.8 per dimension. (The sample's min-jerk deltas are heavy-
-    tailed, and their clipped std falls below 0.5, which the gate rightly reports.)"""
+def gaussian_raw(robomimic_raw, tmp_path_factory) -> Path:
+    """The conftest episodes with Gaussian actions and a -1/+1 gripper."""
     raw = tmp_path_factory.mktemp("gate_raw")
     rng = np.random.default_rng(3)
     for path in sorted(robomimic_raw.glob("*.hdf5")):
@@ -41,8 +42,15 @@ def clean_lake(robomimic_raw, tmp_path_factory) -> Path:
                 gaussian = rng.normal(0.0, 0.01, actions.shape)
                 gaussian[:, 6] = np.where(rng.random(len(gaussian)) < 0.5, -1.0, 1.0)
                 actions[...] = gaussian
+    return raw
+
+
+@pytest.fixture(scope="module")
+def clean_lake(gaussian_raw, tmp_path_factory) -> Path:
+    """mean_std normalization (3 standard deviations to +-1), so that every check applies;
+    0.3% of Gaussian values clip."""
     lake = tmp_path_factory.mktemp("gate") / "lake"
-    run_convert(robomimic_spec(raw), lake)
+    run_convert(robomimic_spec(gaussian_raw, normalization=MEAN_STD), lake)
     return lake
 
 
@@ -121,6 +129,15 @@ def _break_moments(lake):
     rewrite(lake, "curated_steps", shrink)
 
 
+def _break_saturation(lake):
+    def pile_up(frame, path):
+        if "split=train" in str(path):
+            frame["action"] = [np.concatenate([[1.0] if i % 5 == 0 else a[:1], a[1:]]).astype(np.float32)
+                               for i, a in enumerate(frame["action"])]
+        return frame
+    rewrite(lake, "curated_steps", pile_up)
+
+
 def _break_flags(lake):
     def second_first(frame, _):
         frame.loc[frame.index[1], "is_first"] = True
@@ -174,6 +191,7 @@ def _break_quarantine_share(lake):
     (_break_finite, "finite_values", "non_finite"),
     (_break_range, "normalized_range", "max_abs"),
     (_break_moments, "normalized_moments", "std"),
+    (_break_saturation, "normalization_saturation", "share_at_bound"),
     (_break_flags, "step_flags", "flags_ok"),
     (_break_images, "image_shape", "shape_ok"),
     (_break_instructions, "instructions", "language_instruction"),
@@ -203,7 +221,9 @@ def test_a_warning_is_reported_but_does_not_fail_the_gate(lake):
     _break_moments(lake)
     severity = {**load_config(NAME)["severity"], "normalized_moments": "warning"}
     failed = gate(lake, severity=severity)
-    assert failed["error"] == [] and [o.check for o in failed["warning"]] == ["normalized_moments"]
+    # the round trip notices it too: the shrunk normalized values no longer give back action_raw
+    assert failed["error"] == [] and [o.check for o in failed["warning"]] == ["normalized_moments",
+                                                                             "normalization_roundtrip"]
 
 
 def test_unknown_dataset_and_version_are_one_clear_error(lake, capsys):
@@ -211,3 +231,49 @@ def test_unknown_dataset_and_version_are_one_clear_error(lake, capsys):
     assert "nope: no published version" in capsys.readouterr().err
     assert main(["validate", f"{NAME}:9.9.9", "--lake", str(lake)]) == 2
     assert f"{NAME}:9.9.9: not published; versions: {VERSION}" in capsys.readouterr().err
+
+
+def _convert_and_gate(raw: Path, tmp_path: Path, normalization: dict) -> dict[str, list]:
+    run_convert(robomimic_spec(raw, normalization=normalization), tmp_path / "lake")
+    return gate(tmp_path / "lake")
+
+
+def test_mean_std_at_one_standard_deviation_fails_the_gate_naming_dimensions_and_modes(gaussian_raw, tmp_path):
+    errors = _convert_and_gate(gaussian_raw, tmp_path, {"mode": "mean_std", "std_bound": 1.0})["error"]
+    failed = [o for o in errors if o.check == "normalization_saturation"]
+    assert len(failed) == 1 and failed[0].unexpected == 6, [(o.check, o.examples) for o in errors]
+    statistics = json.loads((tmp_path / "lake/gold/rlds" / NAME / VERSION / "dataset_statistics.json").read_text())
+    shares = statistics["robolake"]["saturation"]["action"]
+    for example in failed[0].examples:  # "dx 31.2% at the bound (would be: bounds_q99 2.1%, min_max 0.6%)"
+        name, share = example.split()[:2]
+        index = ["dx", "dy", "dz", "droll", "dpitch", "dyaw"].index(name)
+        assert 0.25 < float(share.rstrip("%")) / 100 < 0.4  # a standard normal beyond +-1: 31.7%
+        assert float(share.rstrip("%")) / 100 == pytest.approx(shares["mean_std"][index], abs=0.06)
+        assert "bounds_q99" in example and "min_max" in example
+    assert all(share <= 0.05 for share in shares["bounds_q99"][:6])
+
+
+def test_an_unmasked_gripper_is_reported_as_binary_not_as_saturation(gaussian_raw, tmp_path):
+    failed = _convert_and_gate(gaussian_raw, tmp_path, {"mask": [True] * 7})
+    assert [o.check for o in failed["error"]] == []
+    spread = [o for o in failed["warning"] if o.check == "dimension_spread"]
+    assert len(spread) == 1 and spread[0].examples == [
+        "gripper: binary: it sits at +-1 by construction; mask it (normalization.mask) to pass it through as is"]
+
+
+def test_the_round_trip_check_reports_clipping_and_the_largest_error_in_action_units(gaussian_raw, tmp_path):
+    from validation.checks import GateInputs, normalization_roundtrip
+    from validation.lake_views import connect
+
+    run_convert(robomimic_spec(gaussian_raw), tmp_path / "lake")
+    lake = Lake(str(tmp_path / "lake"))
+    target = resolve(lake, NAME)
+    inputs = GateInputs(connect(lake, NAME, VERSION), lake, target.spec, target.manifest, target.statistics,
+                        target.gold_dir, load_config(NAME))
+    table = normalization_roundtrip(inputs).table.set_index("dimension")
+    steps = pq.read_table(tmp_path / "lake/silver" / NAME / "curated_steps").to_pandas()
+    raw = np.stack(steps.action_raw)[:, :6].astype(np.float64)
+    q01, q99 = (np.asarray(target.statistics["action"][k][:6]) for k in ("q01", "q99"))
+    np.testing.assert_allclose(table.clipped_share, ((raw <= q01) | (raw >= q99)).mean(axis=0), atol=2e-3)
+    expected = np.maximum(q01 - raw, raw - q99).clip(0).max(axis=0)  # what clipping to [q01, q99] loses
+    np.testing.assert_allclose(table.max_error, expected, rtol=1e-3, atol=1e-6)

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from robolake.lake import Lake
+from robolake.normalization import AT_BOUND, MODES, affine
 from robolake.spec import DatasetSpec
 from schemas.documents import schema
 
@@ -42,6 +43,22 @@ class GateInputs:
     def normalized_dims(self) -> list[int]:
         mask = self.statistics["action"].get("mask") or [True] * len(self.spec.action.names)
         return [i for i, normalized in enumerate(mask) if normalized]
+
+    @cached_property
+    def train_dimensions(self) -> pd.DataFrame:
+        """Per normalized dimension (see `_normalized_columns`) over the train split: the
+        share of values at the +-1 bound and the number of distinct raw values (None for
+        state, whose raw values gold does not keep once normalized)."""
+        columns = _normalized_columns(self)
+        selects = ", ".join(
+            f"count_if(abs({column}[{i + 1}]) >= {AT_BOUND}) / count(*), "
+            + (f"count(DISTINCT {raw}[{i + 1}])" if raw != column else "NULL")
+            for _, column, raw, i in columns)
+        values = self.con.execute(f"SELECT {selects} FROM steps WHERE split = 'train'").fetchone() if columns else ()
+        return pd.DataFrame({"dimension": [name for name, *_ in columns],
+                             "share_at_bound": [round(values[2 * k], 4) for k in range(len(columns))],
+                             "distinct_values": [np.nan if values[2 * k + 1] is None else values[2 * k + 1]
+                                                 for k in range(len(columns))]})
 
     @cached_property
     def per_episode(self) -> pd.DataFrame:
@@ -100,13 +117,14 @@ def normalized_range(inputs: GateInputs) -> Check:
 
 
 def normalized_moments(inputs: GateInputs) -> Check:
-    name, description = "normalized_moments", "train split: normalized mean near 0 and std near 1 per dimension"
+    name, description = "normalized_moments", "train split: z-scores (normalized x std_bound) have mean near 0 and std near 1"
     if inputs.spec.normalization.mode != "mean_std":
         return Check(name, description, pd.DataFrame(), skipped=f"normalization mode {inputs.spec.normalization.mode}")
     dims = inputs.normalized_dims
     if not dims:
         return Check(name, description, pd.DataFrame(), skipped="no dimension is normalized")
-    moments = ", ".join(f"avg(action[{i + 1}]), stddev_pop(action[{i + 1}])" for i in dims)
+    k = inputs.spec.normalization.std_bound
+    moments = ", ".join(f"avg({k} * action[{i + 1}]), stddev_pop({k} * action[{i + 1}])" for i in dims)
     values = inputs.con.execute(f"SELECT {moments} FROM steps WHERE split = 'train'").fetchone()
     table = pd.DataFrame({
         "dimension": [inputs.spec.action.names[i] for i in dims],
@@ -118,6 +136,85 @@ def normalized_moments(inputs: GateInputs) -> Check:
         gx.expectations.ExpectColumnValuesToBeBetween(column="mean", min_value=-tolerance, max_value=tolerance),
         gx.expectations.ExpectColumnValuesToBeBetween(column="std", min_value=low, max_value=high),
     ], id_column="dimension")
+
+
+def _normalized_columns(inputs: GateInputs) -> list[tuple[str, str, str, int]]:
+    """(name, normalized column, raw column, index) of every normalized dimension: the
+    unmasked actions, and the state when the spec normalizes it."""
+    columns = [(inputs.spec.action.names[i], "action", "action_raw", i) for i in inputs.normalized_dims]
+    if inputs.spec.normalization.state:
+        width = len(inputs.statistics["proprio"]["mean"])
+        columns += [(f"state[{i}]", "state", "state", i) for i in range(width)]
+    return columns
+
+
+def dimension_spread(inputs: GateInputs) -> Check:
+    """A normalized dimension that is constant (it normalizes to 0) or takes two values
+    (a gripper left unmasked sits at +-1 by construction) is reported on its own, not as
+    saturation."""
+    name, description = "dimension_spread", "normalized action dimensions take more than two values in train"
+    if not inputs.normalized_dims:
+        return Check(name, description, pd.DataFrame(), skipped="no action dimension is normalized")
+    table = inputs.train_dimensions.dropna(subset=["distinct_values"]).astype({"distinct_values": int})
+    findings = {1: "constant: it normalizes to 0 and carries nothing",
+                2: "binary: it sits at +-1 by construction; mask it (normalization.mask) to pass it through as is"}
+    table = table.assign(finding=[
+        f"{d}: {findings[n]}" if n in findings else d for d, n in zip(table.dimension, table.distinct_values)])
+    return Check(name, description, table[["finding", "distinct_values"]],
+                 [gx.expectations.ExpectColumnValuesToBeBetween(column="distinct_values", min_value=3)],
+                 id_column="finding")
+
+
+def normalization_saturation(inputs: GateInputs) -> Check:
+    """The share of train values that normalization clips onto +-1, per continuous
+    normalized dimension; a failure names the modes whose share on the same data is
+    within the limit (dataset_statistics.json's `saturation`)."""
+    limit = inputs.config["saturation_max"]
+    name = "normalization_saturation"
+    description = f"train split: at most {limit:.0%} of a continuous normalized dimension's values at the +-1 bound"
+    dimensions = inputs.train_dimensions
+    table = dimensions[dimensions.distinct_values.isna() | (dimensions.distinct_values > 2)]
+    if table.empty:
+        return Check(name, description, pd.DataFrame(), skipped="no continuous dimension is normalized")
+    by_mode = inputs.statistics["robolake"].get("saturation", {})
+
+    def finding(dimension: str, share: float) -> str:
+        key, index = ("proprio", int(dimension[6:-1])) if dimension.startswith("state[") else (
+            "action", inputs.spec.action.names.index(dimension))
+        avoiding = [f"{mode} {by_mode[key][mode][index]:.1%}" for mode in MODES
+                    if mode in by_mode.get(key, {}) and by_mode[key][mode][index] <= limit]
+        return f"{dimension} {share:.1%} at the bound" + (f" (would be: {', '.join(avoiding)})" if avoiding else "")
+
+    table = table.assign(finding=[finding(d, s) for d, s in zip(table.dimension, table.share_at_bound)])
+    return Check(name, description, table[["finding", "share_at_bound"]],
+                 [gx.expectations.ExpectColumnValuesToBeBetween(column="share_at_bound", min_value=0, max_value=limit)],
+                 id_column="finding")
+
+
+def normalization_roundtrip(inputs: GateInputs) -> Check:
+    """What normalization loses, per normalized action dimension over every split: the
+    share of values clipped, and the largest |denormalize(normalize(x)) - x| in the
+    action's own units, also as a share of its train range (max - min)."""
+    tolerance = inputs.config["roundtrip_tolerance"]
+    name = "normalization_roundtrip"
+    description = f"largest round-trip error at most {tolerance:.0%} of a dimension's train range"
+    dims = inputs.normalized_dims
+    if not dims:
+        return Check(name, description, pd.DataFrame(), skipped="no action dimension is normalized")
+    a = affine(inputs.statistics, "action")
+    selects = ", ".join(
+        f"count_if(abs(action[{i + 1}]) >= {AT_BOUND}) / count(*), "
+        f"max(abs(action[{i + 1}] * {float(a.scale[i])!r} + {float(a.center[i])!r} - action_raw[{i + 1}]))" for i in dims)
+    values = inputs.con.execute(f"SELECT {selects} FROM steps").fetchone()
+    spans = np.asarray(inputs.statistics["action"]["max"]) - np.asarray(inputs.statistics["action"]["min"])
+    table = pd.DataFrame({
+        "dimension": [inputs.spec.action.names[i] for i in dims],
+        "clipped_share": [round(values[2 * k], 4) for k in range(len(dims))],
+        "max_error": [values[2 * k + 1] for k in range(len(dims))],
+        "error_share_of_range": [values[2 * k + 1] / spans[i] if spans[i] > 0 else 0.0 for k, i in enumerate(dims)],
+    })
+    return Check(name, description, table, [gx.expectations.ExpectColumnValuesToBeBetween(
+        column="error_share_of_range", min_value=0, max_value=tolerance)], id_column="dimension")
 
 
 def step_flags(inputs: GateInputs) -> Check:
@@ -250,5 +347,6 @@ def quarantine_share(inputs: GateInputs) -> Check:
                  id_column="dataset")
 
 
-CHECKS = [episode_length, finite_values, normalized_range, normalized_moments, step_flags, image_shape,
+CHECKS = [episode_length, finite_values, normalized_range, normalized_moments, dimension_spread,
+          normalization_saturation, normalization_roundtrip, step_flags, image_shape,
           instructions, unique_episode_ids, split_fractions, split_leakage, statistics_schema, quarantine_share]
