@@ -111,10 +111,14 @@ class BuildOutcome:
         c = m["counts"]
         splits = ", ".join(f"{s} {v['episodes']}" for s, v in sorted(c["by_split"].items()))
         seconds = m["timings"]["total_s"]
+        shares = m["saturation"]["action"]
+        worst = max(shares, key=shares.get) if shares else None
+        saturation = f"at most {shares[worst]:.1%} ({worst})" if worst else "none normalized"
         return (
             f"{m['dataset']} {m['version']}: {c['episodes_written']} episodes written ({splits}), "
             f"{c['episodes_quarantined']} quarantined, {c['steps_written']} steps, "
             f"{m['filter']['items_clipped']} action values clipped, {m['filter']['steps_dropped']} steps dropped, "
+            f"{m['saturation']['mode']} train actions at +-1: {saturation}, "
             f"{c['bytes_written'] / 1e6:.1f} MB in {seconds:.1f} s "
             f"({c['steps_written'] / seconds:.0f} steps/s, {c['bytes_written'] / 1e6 / seconds:.1f} MB/s) "
             f"-> {self.gold_dir}"
@@ -200,6 +204,7 @@ def convert(
         if isinstance(reader, LakeSource):
             manifest["members"] = reader.selection()
         manifest["statistics_sha256"] = statistics_sha256
+        manifest["saturation"] = _saturation(statistics)
         manifest["filter"] = filtered
         manifest["timings"]["total_s"] = round(time.time() - started, 3)
         write_json(join(ctx.gold_dir, "provenance.json"), _dataset_provenance(lake, manifest, started_at))
@@ -268,6 +273,18 @@ def _write_statistics(ctx: BuildContext, document: dict, filtered: dict) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _saturation(statistics: dict) -> dict:
+    """Under the version's own mode, the share of train values at the +-1 bound per
+    normalized dimension (action: unmasked ones; state: when normalized)."""
+    settings = statistics["robolake"]["normalization"]
+    shares = statistics["robolake"]["saturation"]
+    mode = settings["mode"]
+    action = {name: share for name, share, normalized in
+              zip(statistics["robolake"]["action_names"], shares["action"][mode], settings["mask"]) if normalized}
+    state = {f"state[{i}]": share for i, share in enumerate(shares["proprio"][mode])} if settings["state"] else {}
+    return {"mode": mode, "action": action, "state": state}
+
+
 def _histogram_csv(histogram: dict) -> bytes:
     """The normalized action histogram as a DVC plot: one row per bin, one column per dimension."""
     edges, counts = histogram["edges"], histogram["counts"]
@@ -291,6 +308,7 @@ def _metrics(manifest: dict) -> dict:
         "quarantined_by_reason": manifest["quarantine_reasons"],
         "dropped_ticks": manifest["alignment"]["dropped_ticks"],
         "filter": manifest["filter"],
+        "saturation": manifest["saturation"],
         "seconds": seconds,
         "steps_per_second": round(counts["steps_written"] / seconds, 1),
     }

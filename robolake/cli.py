@@ -16,7 +16,8 @@ COMMANDS = {
     "lineage": "print the chain from a checkpoint or dataset version back to each raw file's sha256",
     "validate": "run the quality gate (Great Expectations) on a dataset version; exit 1 on an error",
     "report": "write a dataset version's coverage report (DuckDB): HTML, coverage.json, Parquet tables",
-    "query": "run DuckDB SQL over the lake's views (episodes, steps, filtered, quarantine, versions, sources)",
+    "query": "run DuckDB SQL over the lake's views (episodes, steps, episode_stats, filtered, quarantine, ...)",
+    "stats": "statistics of any selection of a version's episodes (--where SQL), merged from stored rows",
     "train": "fine-tune a VLA policy (LoRA or full) on a gold dataset version; torchrun runs it as DDP",
     "evaluate": "measure a checkpoint on a dataset's test split (physical-unit errors, per task) and in closed loop",
     "export": "export a checkpoint's merged policy to TorchScript (optionally int8), checked against PyTorch",
@@ -88,6 +89,12 @@ def _query(argv: list[str]) -> int:
     return run(argv)
 
 
+def _stats(argv: list[str]) -> int:
+    from validation.selection_stats import run
+
+    return run(argv)
+
+
 def _train(argv: list[str]) -> int:
     from training.train import run
 
@@ -126,7 +133,7 @@ def _edit(argv: list[str]) -> None:
 
 HANDLERS = {
     "sample": _sample, "convert": _convert, "lineage": _lineage, "validate": _validate, "report": _report,
-    "query": _query, "train": _train, "evaluate": _evaluate, "export": _export, "lerobot": _lerobot,
+    "query": _query, "stats": _stats, "train": _train, "evaluate": _evaluate, "export": _export, "lerobot": _lerobot,
     "mix": _mix, "edit": _edit,
 }
 

@@ -6,6 +6,7 @@ import copy
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -16,6 +17,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 from pipelines.build import BuildOutcome, convert  # noqa: E402
 from robolake.lake import Lake  # noqa: E402
 from robolake.spec import parse_spec  # noqa: E402
+from robolake.statistics import ALPHA, ZERO_WIDTH  # noqa: E402
 from robolake.sample import write_robomimic_dataset  # noqa: E402
 
 SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
@@ -37,6 +39,19 @@ ROBOMIMIC_SPEC = {
     "episode_length": {"min_steps": 5, "max_steps": 200},
     "output": {"steps_per_shard": 60},
 }
+
+
+def assert_quantiles_match_numpy(statistics: dict, values: np.ndarray) -> None:
+    """q01, median and q99 of a statistics entry (dataset_statistics.json's `action`, ...)
+    equal np.quantile (linear) of `values` (rows, dims) within the sketch's value bound:
+    ALPHA times the larger magnitude of the two order statistics interpolated."""
+    ordered = np.sort(np.asarray(values, np.float64), axis=0)
+    n = len(ordered)
+    for name, q in (("q01", 0.01), ("median", 0.5), ("q99", 0.99)):
+        k = int(np.floor(q * (n - 1)))
+        neighbours = np.maximum(np.abs(ordered[k]), np.abs(ordered[min(k + 1, n - 1)]))
+        error = np.abs(np.asarray(statistics[name]) - np.quantile(ordered, q, axis=0))
+        assert np.all(error <= ALPHA * neighbours * (1 + 1e-9) + ZERO_WIDTH), (name, error, neighbours)
 
 
 def shared_data(folder: str) -> Path:

@@ -18,7 +18,7 @@ from robolake.statistics import ALPHA, VectorStats
 from robolake.normalization import denormalize, load_statistics, normalize
 from robolake.spec import parse_spec
 from schemas.documents import check
-from tests.conftest import load_split, robomimic_spec, run_convert
+from tests.conftest import assert_quantiles_match_numpy, load_split, robomimic_spec, run_convert
 
 
 def stats_of(rows: np.ndarray) -> VectorStats:
@@ -43,9 +43,38 @@ def test_known_answers_against_numpy():
     np.testing.assert_allclose(result["std"], rows.std(axis=0), rtol=1e-6)
     np.testing.assert_array_equal(result["min"], rows.min(axis=0))
     np.testing.assert_array_equal(result["max"], rows.max(axis=0))
-    for name, q in (("q01", 0.01), ("median", 0.5), ("q99", 0.99)):
-        exact = np.quantile(rows, q, axis=0, method="lower")
-        assert np.all(np.abs(np.asarray(result[name]) - exact) <= ALPHA * np.abs(exact) * (1 + 1e-9) + 1e-9), name
+    assert_quantiles_match_numpy(result, rows)
+
+
+def _heavy_tailed(rng, n):
+    return rng.standard_t(1.5, (n, 2)) * 0.01
+
+
+def _bimodal(rng, n):
+    return np.concatenate([rng.normal(-0.5, 0.01, (n // 2, 2)), rng.normal(0.8, 0.02, (n - n // 2, 2))])
+
+
+@pytest.mark.parametrize("make, n", [
+    (_heavy_tailed, 10_000), (_bimodal, 10_000), (lambda rng, n: np.full((n, 2), 0.123), 1_000),
+    (lambda rng, n: rng.normal(size=(n, 2)), 7), (lambda rng, n: rng.normal(size=(n, 2)), 2),
+    (lambda rng, n: np.array([[1.0, -2.0]]), 1), (_heavy_tailed, 1_000_000),
+], ids=["heavy_tailed", "bimodal", "constant", "tiny_7", "tiny_2", "one_value", "heavy_tailed_1e6"])
+def test_quantiles_equal_numpy_linear_interpolation_single_and_merged(make, n):
+    rows = make(np.random.default_rng(n), n)
+    whole = stats_of(rows).result()
+    assert_quantiles_match_numpy(whole, rows)
+    parts = [stats_of(part) for part in np.array_split(rows, 5) if len(part)]
+    merged = parts[0]
+    for part in parts[1:]:
+        merged.merge(part)
+    assert {k: merged.result()[k] for k in ("q01", "median", "q99")} == {k: whole[k] for k in ("q01", "median", "q99")}
+
+
+def test_constant_and_tiny_data_give_numpys_quantiles_exactly():
+    constant = stats_of(np.full((50, 1), 0.3)).result()
+    assert constant["q01"] == constant["median"] == constant["q99"] == [0.3]
+    two = stats_of(np.array([[-1.0], [1.0]])).result()  # the order statistics at ranks 0 and n - 1: min and max
+    assert [two[k][0] for k in ("q01", "median", "q99")] == pytest.approx(list(np.quantile([-1.0, 1.0], [0.01, 0.5, 0.99])))
 
 
 def test_merging_two_halves_equals_the_whole():
@@ -102,10 +131,10 @@ def test_each_policy(policy):
         assert result.quarantined and "bounds rule flagged dz=0.9 at step 0 and 1 more item(s)" in result.rejected
 
 
-def _statistics(mode: str, mask: list[bool], clip: float = 1.0) -> dict:
+def _statistics(mode: str, mask: list[bool], std_bound: float = 1.0) -> dict:
     stats = {"mean": [1.0, -2.0, 0.5], "std": [2.0, 0.0, 1.0], "min": [-3.0, -2.0, -1.0], "max": [5.0, -2.0, 2.0],
              "q01": [-2.0, -2.0, -0.5], "q99": [4.0, -2.0, 1.5], "mask": mask}
-    return {"action": stats, "robolake": {"normalization": {"mode": mode, "clip": clip, "mask": mask}}}
+    return {"action": stats, "robolake": {"normalization": {"mode": mode, "std_bound": std_bound, "mask": mask}}}
 
 
 @pytest.mark.parametrize("mode", ["mean_std", "bounds_q99", "min_max"])
@@ -232,3 +261,11 @@ def test_bounds_q99_mode_normalizes_state_and_leaves_the_gripper(robomimic_raw, 
             state = np.array([raw_state[(episode_id, i)] for i in range(len(episode["steps"]))])
             expected = normalize(state, statistics, "state").astype(np.float32)
             np.testing.assert_allclose([s["observation"]["state"] for s in episode["steps"]], expected, atol=1e-6)
+
+
+def test_mean_std_maps_std_bound_deviations_to_one_and_old_files_keep_their_clip():
+    statistics = _statistics("mean_std", [True, True, True], std_bound=3.0)  # mean 1, std 2 in dimension 0
+    values = np.array([[1.0 + 6.0, -2.0, 0.5], [1.0 - 3.0, -2.0, 0.5], [1.0 + 60.0, -2.0, 0.5]])
+    np.testing.assert_allclose(normalize(values, statistics)[:, 0], [1.0, -0.5, 1.0])
+    old = {"action": statistics["action"], "robolake": {"normalization": {"mode": "mean_std", "clip": 2.0}}}
+    np.testing.assert_allclose(normalize(values, old)[:, 0], [2.0, -1.5, 2.0])  # schema 1.0.0: z clipped at 2

@@ -8,6 +8,8 @@ Views (each with `dataset` and `version` columns; `split` where the table has on
 - steps: the curated steps exactly as gold RLDS stores them (filtered, `action`
   normalized), without images
 - raw_steps: the silver steps as ingested (before filtering), without images
+- episode_stats: each written episode's mergeable statistics (curated action and state
+  moments, bounds and quantile sketch; camera pixel moments), what `robolake stats` merges
 - filtered: every action value the outlier rules flagged
 - quarantine: every rejected episode with its reason
 - versions: one row per published gold version (from its manifest.json)
@@ -29,7 +31,7 @@ import pyarrow as pa
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
 
-VIEWS = ("episodes", "steps", "raw_steps", "filtered", "quarantine", "versions", "sources")
+VIEWS = ("episodes", "steps", "raw_steps", "episode_stats", "filtered", "quarantine", "versions", "sources")
 
 
 def _sql_string(text: str) -> str:
@@ -55,12 +57,12 @@ def _silver_view(root: str, table: str, dataset: str, version: str) -> str | Non
     return f"SELECT {name} AS dataset, {columns} FROM {_parquet(pattern, True)}"
 
 
-def _published_episodes(ingested: str) -> str:
+def _published_episodes(ingested: str, lengths: str) -> str:
     """Silver episodes that gold holds, with their curated length."""
     return f"""
         SELECT e.* REPLACE (c.num_steps::INTEGER AS num_steps)
         FROM ({ingested}) e
-        JOIN (SELECT dataset, version, episode_id, count(*) AS num_steps FROM steps GROUP BY ALL) c
+        JOIN ({lengths}) c
         USING (dataset, version, episode_id)"""
 
 
@@ -101,6 +103,7 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*") -> duckdb.DuckDB
     views = {
         "steps": _silver_view(root, "curated_steps", dataset, version),
         "raw_steps": _silver_view(root, "steps", dataset, version),
+        "episode_stats": _silver_view(root, "episode_stats", dataset, version),
         "filtered": _quarantine_view(root, "filtered_actions/*.parquet", dataset, version),
         "quarantine": _quarantine_view(root, "quarantine.parquet", dataset, version),
     }
@@ -110,7 +113,11 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*") -> duckdb.DuckDB
     ingested = _silver_view(root, "episodes", dataset, version)
     if ingested is not None and views["steps"] is not None:
         kind = "VIEW" if "*" in (dataset, version) else "TEMP TABLE"
-        con.execute(f"CREATE {kind} episodes AS {_published_episodes(ingested)}")
+        # curated lengths from the per-episode statistics rows (versions built before them: from the steps)
+        lengths = ("SELECT dataset, version, episode_id, action_count AS num_steps FROM episode_stats"
+                   if views["episode_stats"] is not None else
+                   "SELECT dataset, version, episode_id, count(*) AS num_steps FROM steps GROUP BY ALL")
+        con.execute(f"CREATE {kind} episodes AS {_published_episodes(ingested, lengths)}")
     versions = versions_table(lake, dataset, version)
     if versions.num_rows:
         con.register("versions", versions)
