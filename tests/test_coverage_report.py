@@ -88,6 +88,12 @@ def test_report_tables_hold_the_cube_and_instruction_diversity(planted_lake):
     assert instructions["distinct_instructions"].to_dict() == {"pick": 3, "place": 2, "push": 1}
     # every other pair of values is crossed evenly, and side's pairs expect < 1 episode: no gap
     assert pd.read_parquet(tables / "gaps.parquet").empty
+    saturation = pd.read_parquet(tables / "saturation.parquet").set_index("dimension")
+    statistics = json.loads((planted_lake / "gold/rlds" / NAME / VERSION / "dataset_statistics.json").read_text())
+    shares = statistics["robolake"]["saturation"]["action"]
+    assert saturation.loc["dx", "bounds_q99 (used)"] == round(shares["bounds_q99"][0], 4)
+    assert saturation.loc["dyaw", "mean_std"] == round(shares["mean_std"][5], 4)
+    assert not saturation.loc["gripper", "normalized"] and not saturation.loc["state[0]", "normalized"]
 
 
 def test_report_html_is_self_contained_with_its_sections_and_plots(planted_lake):
@@ -121,7 +127,7 @@ def test_a_bad_query_gets_duckdbs_message_not_a_traceback(planted_lake, capsys):
     assert main(["query", "SELECT nope FROM episodes", "--lake", str(planted_lake)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("robolake query: error: Binder Error") and "Traceback" not in err
-    assert "(views: episodes, steps, raw_steps, quarantine, versions, sources)" in err
+    assert "(views: episodes, steps, raw_steps, episode_stats, quarantine, versions, sources)" in err
 
 
 def test_gaps_list_empty_and_under_covered_pairs_against_independence():

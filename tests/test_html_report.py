@@ -119,6 +119,8 @@ def make_report() -> CoverageReport:
         filtered_by_rule=pd.DataFrame(columns=["rule", "policy", "dimension", "items"]),
         quarantined_by_reason=pd.DataFrame(columns=["reason_code", "episodes"]),
         splits=pd.DataFrame({"split": ["train", "val"], "episodes": [10, 2], "steps": [500, 100]}),
+        saturation=pd.DataFrame({"dimension": ["x", "gripper"], "normalized": [True, False],
+                                 "bounds_q99 (used)": [0.02, 1.0], "mean_std": [0.003, 1.0], "min_max": [0.001, 1.0]}),
         notes=[f"camera check skipped: {NASTY}"],
     )
 

@@ -219,6 +219,22 @@ def camera_histograms(con: duckdb.DuckDBPyConnection, cameras: list[str]) -> dic
     return result
 
 
+def saturation_table(statistics: dict) -> pd.DataFrame:
+    """dataset_statistics.json's share of train values at the +-1 bound per mode, one row
+    per action and state dimension; `normalized` says whether gold normalizes it."""
+    settings, shares = statistics["robolake"]["normalization"], statistics["robolake"].get("saturation")
+    if shares is None:  # statistics schema 1.0.0 did not measure it
+        return pd.DataFrame(columns=["dimension", "normalized"])
+    names = {"action": statistics["robolake"]["action_names"],
+             "proprio": [f"state[{i}]" for i in range(len(statistics["proprio"]["mean"]))]}
+    normalized = {"action": settings["mask"], "proprio": [settings["state"]] * len(names["proprio"])}
+    return pd.DataFrame([
+        {"dimension": name, "normalized": normalized[key][i],
+         **{f"{mode}{' (used)' if mode == settings['mode'] else ''}": round(values[i], 4)
+            for mode, values in shares[key].items()}}
+        for key in ("action", "proprio") for i, name in enumerate(names[key])])
+
+
 def _table_or_empty(con: duckdb.DuckDBPyConnection, view: str, query: str, columns: list[str]) -> pd.DataFrame:
     return con.execute(query).df() if view in available_views(con) else pd.DataFrame(columns=columns)
 
@@ -264,7 +280,7 @@ def build_report(lake: Lake, target: DatasetVersion, threshold: float = THRESHOL
     return CoverageReport(
         target.dataset, target.version, utc_now(), threshold, fields, totals, full_cube, values, found_gaps,
         under_sampled(values, threshold) + instruction_flags(instructions), instructions, near_duplicates,
-        lengths, actions, cameras, filtered, quarantined, splits, notes,
+        lengths, actions, cameras, filtered, quarantined, splits, saturation_table(target.statistics), notes,
     )
 
 
@@ -294,7 +310,7 @@ def write_report(lake: Lake, report: CoverageReport) -> str:
     tables = {"cube": report.cube, "marginals": report.marginals, "gaps": report.gaps,
               "instructions": report.instructions, "near_duplicates": report.near_duplicates,
               "filtered": report.filtered_by_rule, "quarantined": report.quarantined_by_reason,
-              "splits": report.splits}
+              "splits": report.splits, "saturation": report.saturation}
     os.makedirs(os.path.join(reports, "coverage"), exist_ok=True)
     for name, table in tables.items():
         table.to_parquet(os.path.join(reports, "coverage", f"{name}.parquet"), index=False)

@@ -61,4 +61,7 @@ class CoverageReport:
     filtered_by_rule: pd.DataFrame  # rule, policy, dimension, items
     quarantined_by_reason: pd.DataFrame  # reason_code, episodes
     splits: pd.DataFrame  # split, episodes, steps
+    # per action/state dimension, the share of train values each normalization mode puts at
+    # +-1 (dataset_statistics.json): dimension, normalized, <mode>..., with the version's mode
+    saturation: pd.DataFrame
     notes: list[str] = field(default_factory=list)  # anything the reader should know (skipped parts)

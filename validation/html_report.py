@@ -161,11 +161,16 @@ def _lengths(report: CoverageReport) -> str:
 
 
 def _actions(report: CoverageReport) -> str:
-    return _histogram_grid(
+    return (
+        "<h3>Values at the normalization bound</h3><p>Share of each dimension's train values that a "
+        "normalization mode maps onto +-1 (clipped); the gate fails a normalized continuous dimension "
+        "above its limit. Bimodal or constant dimensions (a gripper) sit at the bound by construction.</p>"
+        + _table_block(report.saturation, "This version's statistics do not record saturation.")
+        + _histogram_grid(
         report.action_histograms,
         "Train split, curated steps: raw values and after normalization.",
         "No action histograms.",
-    )
+    ))
 
 
 def _cameras(report: CoverageReport) -> str:
