@@ -20,8 +20,9 @@ Actions are the gold steps' `action_raw` (physical units): LeRobot normalizes wi
 meta/stats.json itself. stats.json for `action` and `observation.state` is the
 version's dataset_statistics.json (`action`, `proprio`; the train split, as every
 statistic in robolake; its `median` becomes q50); images' stats are exact per-channel
-histograms of the train split's frames; the other features' are aggregated from
-per-episode stats of the train split as LeRobot aggregates them.
+histograms of the train split's frames; the other features' are merged quantile sketches
+of the train split (quantiles as np.quantile gives them over all frames, not LeRobot's
+count-weighted average of per-episode quantiles).
 
 Splits: episodes are written train first, then val, test (then any other split, by
 name), each in the gold shards' order, so each split is one `start:end` range of
@@ -64,6 +65,7 @@ from robolake.hashing import sha256_file  # noqa: E402
 from robolake.lake import Lake  # noqa: E402
 from robolake.progress import console  # noqa: E402
 from robolake.spec import parse_spec  # noqa: E402
+from robolake.statistics import VectorStats, interpolated_quantile  # noqa: E402
 from schemas.documents import check  # noqa: E402
 
 CODEBASE_VERSION = "v3.0"
@@ -117,37 +119,30 @@ def _vector_stats(values: np.ndarray) -> dict[str, np.ndarray]:
     return stats
 
 
-def _aggregate(stats_list: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """lerobot.datasets.compute_stats.aggregate_feature_stats: count-weighted mean, pooled
-    variance, min of mins, max of maxes, count-weighted quantiles."""
-    counts = np.stack([s["count"] for s in stats_list]).astype(np.float64)  # (n, 1)
-    means = np.stack([s["mean"] for s in stats_list])
-    total = counts.sum(0)
-    weights = counts.reshape(counts.shape + (1,) * (means.ndim - counts.ndim))
-    mean = (means * weights).sum(0) / total
-    variance = ((np.stack([s["std"] for s in stats_list]) ** 2 + (means - mean) ** 2) * weights).sum(0) / total
-    result = {"min": np.min(np.stack([s["min"] for s in stats_list]), 0),
-              "max": np.max(np.stack([s["max"] for s in stats_list]), 0),
-              "mean": mean, "std": np.sqrt(variance), "count": total.astype(np.int64)}
-    for key in QUANTILES:
-        if all(key in s for s in stats_list):
-            result[key] = (np.stack([s[key] for s in stats_list]) * weights).sum(0) / total
-    return result
+def _merged_stats(merged: VectorStats) -> dict[str, np.ndarray]:
+    """LeRobot's stats of a split from its merged sketch: quantiles as np.quantile over all of
+    its frames (within the sketch's bound), not LeRobot's count-weighted average of the
+    episodes' quantiles, which is not a quantile of the data."""
+    result = merged.result()
+    stats = {key: np.asarray(result[key], np.float64) for key in ("min", "max", "mean", "std")}
+    stats["count"] = np.array([merged.count])
+    for key, q in QUANTILES.items():
+        stats[key] = np.array([merged.quantile(d, q) for d in range(merged.dims)])
+    return stats
 
 
 def _histogram_stats(histogram: np.ndarray, frames: int) -> dict[str, np.ndarray]:
     """Per-channel stats in [0, 1], shaped (3, 1, 1) as LeRobot's image stats, from
-    (3, 256) counts of uint8 values: exact mean, std, min, max and quantiles."""
+    (3, 256) counts of uint8 values: exact mean, std, min, max and quantiles (np.quantile's)."""
     levels = np.arange(256) / 255.0
     total = histogram.sum(1)
     mean = histogram @ levels / total
     std = np.sqrt(np.maximum(histogram @ levels**2 / total - mean**2, 0))
-    cdf = np.cumsum(histogram, 1)
     stats = {"min": np.array([levels[np.flatnonzero(h)[0]] for h in histogram]),
              "max": np.array([levels[np.flatnonzero(h)[-1]] for h in histogram]),
              "mean": mean, "std": std}
     for key, q in QUANTILES.items():
-        stats[key] = np.array([levels[np.searchsorted(c, q * c[-1])] for c in cdf])
+        stats[key] = np.array([interpolated_quantile(levels, h, q) for h in histogram])
     stats = {k: v.reshape(3, 1, 1) for k, v in stats.items()}
     stats["count"] = np.array([frames])
     return stats
@@ -418,7 +413,7 @@ def _write(root: str, gold_dir: str, manifest: dict, statistics: dict, layout: d
     rows: list[dict] = []
     tasks: dict[str, int] = {}
     splits: dict[str, str] = {}
-    train_stats: dict[str, list] = {}
+    train_stats: dict[str, VectorStats] = {}
     train_histograms = {camera: np.zeros((3, 256), np.int64) for camera in cameras}
     train_frames = 0
     total = sum(layout["splits"].values())
@@ -481,8 +476,10 @@ def _write(root: str, gold_dir: str, manifest: dict, statistics: dict, layout: d
                 chunk, file = data.write(table)
                 if split == "train":
                     train_frames += length
-                    for key, stats in episode_stats.items():
-                        train_stats.setdefault(key, []).append(stats)
+                    for key, values in columns.items():
+                        if isinstance(values, np.ndarray):
+                            train_stats.setdefault(key, VectorStats(values.reshape(length, -1).shape[1])).add(
+                                values.reshape(length, -1))
                 row = {"episode_index": episode_index, "tasks": episode_tasks, "length": length,
                        "data/chunk_index": chunk, "data/file_index": file,
                        "dataset_from_index": frame_count, "dataset_to_index": frame_count + length,
@@ -509,7 +506,7 @@ def _write(root: str, gold_dir: str, manifest: dict, statistics: dict, layout: d
         raise RobolakeError(f"{gold_dir}: the version has no episodes to export")
 
     # meta/stats.json: the dataset's statistics for action and state; the rest from the train split
-    stats = {key: _aggregate(values) for key, values in train_stats.items()}
+    stats = {key: _merged_stats(merged) for key, merged in train_stats.items()}
     for camera in cameras:
         if train_frames:
             stats[image_keys[camera]] = _histogram_stats(train_histograms[camera], train_frames)

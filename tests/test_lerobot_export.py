@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 
 from pipelines.lerobot_export import export, validate_export
 from robolake.cli import main
-from tests.conftest import robomimic_spec, run_convert
+from tests.conftest import assert_quantiles_match_numpy, robomimic_spec, run_convert
 
 SPLITS = ("train", "val", "test")
 
@@ -117,6 +117,12 @@ def _check_common(root: str, gold: dict, gold_episodes: list[dict]) -> tuple[pd.
         assert stats[key]["count"] == [statistics[source]["count"]]
     train = frames[frames.episode_index < by_split["train"]["episodes"]]
     np.testing.assert_allclose(stats["action"]["mean"], np.stack(train.action).mean(0), atol=1e-6)
+    # the other features' quantiles are np.quantile over the train frames, not averaged per episode
+    for key in ("frame_index", "timestamp"):
+        values = train[key].to_numpy(np.float64)[:, None]
+        assert_quantiles_match_numpy({q: stats[key][name] for q, name in (("q01", "q01"), ("median", "q50"),
+                                                                          ("q99", "q99"))}, values)
+        np.testing.assert_allclose(stats[key]["q10"], np.quantile(values, 0.1, axis=0), rtol=0.006)
     for camera in ("front", "wrist"):
         np.testing.assert_allclose(np.ravel(stats[f"observation.images.{camera}"]["mean"]),
                                    statistics["robolake"]["cameras"][camera]["mean"], atol=2e-3)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.filters import RobustStats, filter_episode
-from robolake.statistics import ALPHA, VectorStats
+from robolake.statistics import VectorStats
 from robolake.normalization import denormalize, load_statistics, normalize
 from robolake.spec import parse_spec
 from schemas.documents import check
