@@ -59,7 +59,7 @@ def statistics(action_dim: int) -> dict:
     """A mean_std dataset_statistics.json document: centimeter-scale deltas, the gripper unnormalized."""
     mask = [True] * (action_dim - 1) + [False]
     return {"action": {"mean": [0.0] * action_dim, "std": [0.01] * (action_dim - 1) + [1.0], "mask": mask},
-            "robolake": {"normalization": {"mode": "mean_std", "clip": 1.0, "mask": mask, "state": False}}}
+            "robolake": {"normalization": {"mode": "mean_std", "std_bound": 1.0, "mask": mask, "state": False}}}
 
 
 def child_latency(precision: str, warmup: int, calls: int) -> dict:

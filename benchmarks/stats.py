@@ -30,12 +30,32 @@ It prints figures from one run of each configuration:
    largest difference of mean / std, and whether counts, min/max, quantile sketches and
    quantiles are identical;
 4. `exact` at --steps (a child allowed to hold every step): the sketch's median, q01 and
-   q99 per dimension against numpy's np.quantile(..., method="lower") (the order
-   statistic at rank floor(q * (n - 1)), the one pipelines/stats.py documents its bound
-   ALPHA for), its MAD (which the filter uses) against the exact one, and mean / std
-   against numpy;
-5. the targets and checks, each PASS or MISS (printed only: the exit code is 0 either way):
-   peak RSS independent of the step count, RSS(--steps) / RSS(--small-steps) <= 1.20.
+   q99 per dimension against numpy's np.quantile (its default, linear interpolation,
+   which the sketch reproduces), as error over the bound robolake/statistics.py
+   documents, ALPHA * max(|x_(k)|, |x_(k+1)|) + ZERO_WIDTH with k = floor(q (n - 1));
+   its MAD (which the filter uses) against the exact one, and mean / std against numpy;
+5. `quantiles` at each of --quantile-sizes values: two columns, a heavy-tailed one
+   (Student-t with 1.5 degrees of freedom, times 0.01) and a bimodal one (an even mixture
+   of N(1, 0.05) and N(4, 0.2), its median interpolated across the gap), fed to a
+   VectorStats --batch-rows rows per add (its memory does not grow with the count);
+   q01 / median / q99 against np.quantile: largest absolute error, largest error over
+   |np.quantile| and over the bound above, and the time of the sketch (adds and result)
+   against np.quantile's (both columns together);
+6. `stats --where` on synthetic lakes (benchmarks/synthetic_lake.py, --episodes-sizes
+   episodes of --lake-steps steps, written by a child beforehand): (a) what the command
+   runs, validation/selection_stats.selection_statistics over the train episodes that
+   meet --where (about half of them by default), merged from their episode_stats rows,
+   against (b) the same statistics recomputed from the curated steps: DuckDB streams
+   the action_raw and state of the same episodes (selected in the silver episodes
+   table) into VectorStats, --batch-rows rows per add. Each side runs in its own child,
+   --repeats calls: the first call and the best one, the speedup (b) / (a) of the best
+   calls, the peak RSS of each child, and whether they agree (episode and step counts,
+   min, max equal; mean and std within 1e-9 relative; quantiles identical or within the
+   sketch's bound of each other);
+7. the targets and checks, each PASS or MISS (printed only: the exit code is 0 either way):
+   peak RSS independent of the step count, RSS(--steps) / RSS(--small-steps) <= 1.20;
+   every quantile within its bound; (a) == (b); the first (a) call at the largest lake of
+   at most 10,000 episodes under 0.5 s.
 
 Each configuration runs in a fresh child process (this script with the hidden --child
 flag). Peak RSS is the child's ru_maxrss (getrusage): the kernel's high-water mark of
@@ -44,12 +64,17 @@ RSS of the child's process tree with psutil every 50 ms, as a cross-check (the
 FnApiRunner runs its SDK harness in the child's own process, so there is no tree). Both
 include the interpreter, numpy and Beam (pipelines.stats imports Beam); `base` is the
 child's RSS after its imports, just before the measured work, so peak - base is what
-the work itself added. Rates use the child's own clock around the measured work and
-include generating the synthetic steps (shown apart). "cores" is the CPU time of that
-work over its wall time. MB are 10^6 bytes.
+the work itself added. A child starts with ru_maxrss at its parent's peak (Linux keeps
+it across fork and exec), so the parent does no heavy work itself (it does not even
+write the lakes) and stays at about a child's base; the `stats --where` children also
+report their own VmHWM (/proc/self/status), which counts their address space alone.
+Rates use the child's own clock around the measured work and include generating the
+synthetic steps (shown apart). "cores" is the CPU time of that work over its wall time.
+MB are 10^6 bytes.
 
-    python benchmarks/stats.py      # 1M and 100k steps: about 2 minutes on 2 cores
-    python benchmarks/stats.py --steps 100000 --small-steps 10000 --merge-steps 20000   # quick check
+    python benchmarks/stats.py            # about 7 minutes on 2 cores, 4.5 of them writing the 100k-episode lake
+    python benchmarks/stats.py --quick    # 100k and 10k steps, 10k and 100k values, a 2k-episode lake: under a minute
+    python benchmarks/stats.py --quick --episodes-sizes 10000 --lake-steps 100   # (a) vs (b) on longer episodes
 """
 
 from __future__ import annotations
@@ -61,20 +86,27 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
+import duckdb
 import numpy as np
 import psutil
+import pyarrow as pa
 
 from pipelines.curation import robust_stats
 from pipelines.filters import filter_episode
+from pipelines.silver_writer import vectors
 from pipelines.stats import DatasetStats, DatasetStatsFn
+from robolake.dataset_ref import resolve
+from robolake.lake import Lake
 from robolake.statistics import ALPHA, ZERO_WIDTH, VectorStats
 from robolake.spec import DatasetSpec, parse_spec
+from validation.selection_stats import selection_statistics
 
 from harness import (
     MB, Target, cpu_seconds, keep_or_remove, prepare_workdir, print_machine, print_result, print_targets,
-    run_measured,
+    run_measured, targets_met,
 )
 
 ACTION_DIM = 7  # six arm dimensions and the gripper (the spec's default action names)
@@ -83,6 +115,11 @@ ARM_DIMS = 6
 SAMPLE_S = 0.05
 RSS_GROWTH_LIMIT = 1.20
 QUANTILES = {"q01": 0.01, "median": 0.5, "q99": 0.99}
+DISTRIBUTIONS = ("Student-t(1.5) x 0.01", "bimodal N(1, .05) | N(4, .2)")
+BOUND_SLACK = 1 + 1e-9  # float rounding of the bound's own arithmetic
+AGREE_REL = 1e-9  # (a) vs (b): largest relative difference of mean and std
+WHERE_SECONDS = 0.5  # target: `robolake stats --where` at up to WHERE_TARGET_EPISODES episodes
+WHERE_TARGET_EPISODES = 10_000
 
 # A spec with the default filter rules (zscore 8 -> clip, jump ratio 10 -> drop_step,
 # every action dimension but the gripper); the source is never read.
@@ -146,14 +183,22 @@ def new_stats() -> DatasetStats:
     return DatasetStats(ACTION_DIM, STATE_DIM, [])
 
 
-def summary(stats: VectorStats) -> dict:
-    """What the parent compares between children: count, moments and quantiles."""
-    result = stats.result()
+def summary(result: dict) -> dict:
+    """What the parent compares between children: count, moments and quantiles of a
+    VectorStats.result()."""
     return {key: result[key] for key in ("count", "mean", "std", "min", "max", *QUANTILES)}
 
 
 def rss() -> int:
     return psutil.Process().memory_info().rss
+
+
+def own_peak_rss() -> int:
+    """This process's peak RSS since its exec (VmHWM). Unlike ru_maxrss, which a child
+    starts with at its parent's peak (Linux keeps it across fork and exec), it counts this
+    process alone."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 # --- What the children measure ------------------------------------------------------------
@@ -220,7 +265,8 @@ def child_stats(args: argparse.Namespace) -> dict:
         "time": {"generate (raw pass)": generate, "raw DatasetStats.add_episode": raw_add,
                  "robust_stats": robust_seconds, "generate (filter pass)": generate2,
                  "filter_episode": filter_time, "final DatasetStats.add_episode": final_add},
-        "counts": counts, "raw_action": summary(raw.action), "raw_state": summary(raw.state),
+        "counts": counts, "raw_action": summary(raw.action.result()),
+        "raw_state": summary(raw.state.result()),
     }
 
 
@@ -237,7 +283,7 @@ class _Generate:
 
 def _write_summary(stats: DatasetStats, path: str) -> None:
     with open(path, "w") as f:
-        json.dump({"action": summary(stats.action), "state": summary(stats.state),
+        json.dump({"action": summary(stats.action.result()), "state": summary(stats.state.result()),
                    "trajectories": stats.trajectories}, f)
 
 
@@ -273,8 +319,7 @@ def _same_stats(a: VectorStats, b: VectorStats) -> dict:
         "std_max_abs_diff": float(np.max(np.abs(a.moments.std() - b.moments.std()))),
         "count_equal": a.count == b.count,
         "min_max_equal": bool(np.array_equal(a.min, b.min) and np.array_equal(a.max, b.max)),
-        "sketch_equal": bool(np.array_equal(sa.negative, sb.negative) and np.array_equal(sa.positive, sb.positive)
-                             and np.array_equal(sa.zeros, sb.zeros)),
+        "sketch_equal": bool(np.array_equal(sa.counts, sb.counts)),
         "quantiles_equal": all(ra[name] == rb[name] for name in QUANTILES),
         "robust_equal": all(np.array_equal(x, y) for x, y in zip(a.robust(), b.robust())),
     }
@@ -319,34 +364,149 @@ def child_exact(args: argparse.Namespace) -> dict:
     report = {}
     for field, values in (("action", actions), ("state", state)):
         stats = streamed[field]
-        worst = {"rel_err": 0.0}
-        within = True
-        for name, q in QUANTILES.items():
-            exact = np.quantile(values, q, axis=0, method="lower")
-            for d in range(values.shape[1]):
-                sketch = stats.sketch.quantile(d, q)
-                error = abs(sketch - exact[d])
-                rel = error / abs(exact[d]) if abs(exact[d]) >= ZERO_WIDTH else 0.0
-                within &= rel <= ALPHA * (1 + 1e-9) if abs(exact[d]) >= ZERO_WIDTH else error <= ZERO_WIDTH
-                if rel >= worst["rel_err"]:
-                    worst = {"rel_err": rel, "quantile": name, "dim": d, "sketch": sketch, "exact": float(exact[d])}
+        errors = quantile_errors(values, np.quantile(values, list(QUANTILES.values()), axis=0), stats.result())
         mean, std = values.mean(axis=0), values.std(axis=0)
         report[field] = {
-            "quantile": worst, "within_bound": bool(within),
+            "quantile": largest_error(errors, "rel_err"), "bound": largest_error(errors, "bound_ratio"),
             "mean_max_rel_err": float(np.max(np.abs(stats.moments.mean - mean) / np.maximum(np.abs(mean), 1e-300))),
             "std_max_rel_err": float(np.max(np.abs(stats.moments.std() - std) / np.maximum(std, 1e-300))),
         }
     # MAD of the arm dimensions (what the filter's robust scale uses): no documented bound.
     median, mad = streamed["action"].robust()
-    exact_median = np.quantile(actions[:, :ARM_DIMS], 0.5, axis=0, method="lower")
-    exact_mad = np.quantile(np.abs(actions[:, :ARM_DIMS] - exact_median), 0.5, axis=0, method="lower")
+    exact_median = np.quantile(actions[:, :ARM_DIMS], 0.5, axis=0)
+    exact_mad = np.quantile(np.abs(actions[:, :ARM_DIMS] - exact_median), 0.5, axis=0)
     report["mad_max_rel_err"] = float(np.max(np.abs(mad[:ARM_DIMS] - exact_mad) / exact_mad))
     report["data_bytes"] = actions.nbytes + state.nbytes
     return {"steps": n, "episodes": episodes, "seconds": time.perf_counter() - started, "base_rss": base,
             "report": report}
 
 
-CHILD_MODES = {"stats": child_stats, "beam": child_beam, "merge": child_merge, "exact": child_exact}
+# --- Quantiles against numpy ----------------------------------------------------------------
+
+
+def heavy_tailed_and_bimodal(seed: int, n: int) -> np.ndarray:
+    """n rows, a column per DISTRIBUTIONS entry: Student-t with 1.5 degrees of freedom (no
+    variance) times 0.01, and an even mixture of N(1, 0.05) and N(4, 0.2), whose median
+    np.quantile interpolates across the gap between the modes."""
+    rng = np.random.default_rng([seed, n])
+    values = np.empty((n, len(DISTRIBUTIONS)))
+    values[:, 0] = 0.01 * rng.standard_t(1.5, n)
+    values[:, 1] = np.where(rng.random(n) < 0.5, rng.normal(1.0, 0.05, n), rng.normal(4.0, 0.2, n))
+    return values
+
+
+def interpolated_ranks(q: float, n: int) -> tuple[int, int]:
+    """The ranks np.quantile(x, q) interpolates between: k = floor(q (n - 1)) and k + 1 (at most n - 1)."""
+    k = math.floor(q * (n - 1))
+    return k, min(k + 1, n - 1)
+
+
+def quantile_errors(values: np.ndarray, exact: np.ndarray, sketched: dict) -> list[dict]:
+    """Each column's QUANTILES from the sketch (`sketched`, a VectorStats.result()) against
+    `exact`, np.quantile(values, q) per q: the absolute error, the error over |exact|, and
+    the error over the documented bound ALPHA * max(|x_(k)|, |x_(k+1)|) + ZERO_WIDTH."""
+    ranks = {q: interpolated_ranks(q, len(values)) for q in QUANTILES.values()}
+    ordered = np.partition(values, sorted({r for pair in ranks.values() for r in pair}), axis=0)
+    errors = []
+    for (name, q), expected in zip(QUANTILES.items(), exact):
+        low, high = ranks[q]
+        bound = ALPHA * np.maximum(np.abs(ordered[low]), np.abs(ordered[high])) + ZERO_WIDTH
+        for d, (value, truth) in enumerate(zip(sketched[name], expected.tolist())):
+            error = abs(value - truth)
+            errors.append({"quantile": name, "dim": d, "sketch": value, "exact": truth, "abs_err": error,
+                           "rel_err": error / max(abs(truth), ZERO_WIDTH), "bound_ratio": error / bound[d]})
+    return errors
+
+
+def largest_error(errors: list[dict], key: str) -> dict:
+    return max(errors, key=lambda error: error[key])
+
+
+def child_quantiles(args: argparse.Namespace) -> dict:
+    """The sketch, fed --batch-rows rows per add, against np.quantile on --values values of each distribution."""
+    values = heavy_tailed_and_bimodal(args.seed, args.values)
+    base = rss()
+    started = time.perf_counter()
+    stats = VectorStats(len(DISTRIBUTIONS))
+    for start in range(0, len(values), args.batch_rows):
+        stats.add(values[start:start + args.batch_rows])
+    sketched = stats.result()
+    sketch_seconds = time.perf_counter() - started
+    exact = np.quantile(values, list(QUANTILES.values()), axis=0)
+    numpy_seconds = time.perf_counter() - started - sketch_seconds
+    errors = quantile_errors(values, exact, sketched)
+    largest = {name: {key: largest_error([e for e in errors if e["dim"] == d], key)
+                      for key in ("abs_err", "rel_err", "bound_ratio")}
+               for d, name in enumerate(DISTRIBUTIONS)}
+    return {"steps": len(values), "seconds": time.perf_counter() - started, "base_rss": base,
+            "sketch_seconds": sketch_seconds, "numpy_seconds": numpy_seconds, "data_bytes": values.nbytes,
+            "sketch_bytes": stats.sketch.counts.nbytes, "errors": largest}
+
+
+# --- `robolake stats --where`: merged episode_stats rows vs the curated steps ----------------
+
+
+def selected_from_episode_stats(lake: Lake, reference: str, where: str) -> dict:
+    """(a) `robolake stats --where`: the train episodes that meet `where`, merged from their episode_stats rows."""
+    statistics = selection_statistics(lake, reference, where, "train")
+    return {"episodes": statistics["num_trajectories"], "action": summary(statistics["action"]),
+            "state": summary(statistics["proprio"])}
+
+
+def selected_from_steps(lake: Lake, reference: str, where: str, batch_rows: int) -> dict:
+    """(b) The same statistics recomputed: DuckDB streams the curated action_raw and state
+    of the train episodes that meet `where` (a condition over the silver episodes table)
+    into VectorStats, batch_rows rows per add."""
+    target = resolve(lake, reference)
+    files = {table: f"{lake.silver_partition(target.dataset, table, target.version)}/split=train/*.parquet"
+             for table in ("episodes", "curated_steps")}
+    query = (f"SELECT episode_id, action_raw, state FROM read_parquet('{files['curated_steps']}') WHERE episode_id "
+             f"IN (SELECT episode_id FROM read_parquet('{files['episodes']}') WHERE {where})")
+    action, state = VectorStats(len(target.spec.action.names)), VectorStats(target.manifest["state_dim"])
+    episodes = set()
+    with duckdb.connect() as con:
+        for batch in con.sql(query).to_arrow_reader(batch_rows):
+            table = pa.Table.from_batches([batch])
+            action.add(vectors(table, "action_raw"))
+            state.add(vectors(table, "state"))
+            episodes.update(table.column("episode_id").unique().to_pylist())
+    return {"episodes": len(episodes), "action": summary(action.result()), "state": summary(state.result())}
+
+
+def timed_calls(work: Callable[[], dict], repeats: int) -> dict:
+    """`work()` called `repeats` times in this process: what it returns (the last call's),
+    each call's seconds and this process's RSS before the first."""
+    base = rss()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        selected = work()
+        seconds.append(time.perf_counter() - started)
+    return {**selected, "steps": selected["action"]["count"], "seconds": seconds[0], "calls": seconds,
+            "base_rss": base, "own_peak_rss": own_peak_rss()}
+
+
+def child_lake(args: argparse.Namespace) -> dict:
+    """A synthetic lake of --episodes episodes of --lake-steps steps at --lake; its summary."""
+    from synthetic_lake import write_synthetic_lake  # imports TensorFlow (schemas.rlds): this child only
+
+    lake = write_synthetic_lake(args.lake, args.episodes, args.lake_steps, seed=args.seed)
+    train = resolve(Lake(args.lake), lake.reference).manifest["counts"]["by_split"]["train"]["episodes"]
+    return {**asdict(lake), "reference": lake.reference, "line": lake.line(), "train_episodes": train}
+
+
+def child_selection(args: argparse.Namespace) -> dict:
+    return timed_calls(lambda: selected_from_episode_stats(Lake(args.lake), args.dataset, args.where), args.repeats)
+
+
+def child_recompute(args: argparse.Namespace) -> dict:
+    return timed_calls(lambda: selected_from_steps(Lake(args.lake), args.dataset, args.where, args.batch_rows),
+                       args.repeats)
+
+
+CHILD_MODES = {"stats": child_stats, "beam": child_beam, "merge": child_merge, "exact": child_exact,
+               "quantiles": child_quantiles, "lake": child_lake, "selection": child_selection,
+               "recompute": child_recompute}
 
 
 def run_child(args: argparse.Namespace) -> None:
@@ -395,16 +555,95 @@ class Measurement:
         return self.result["cpu_seconds"] / self.seconds
 
 
-def measure(config: Config, args: argparse.Namespace, workdir: str) -> Measurement:
+def measure(config: Config, options: list[str], workdir: str) -> Measurement:
+    """Run the child `config.mode` with `options` in a fresh process."""
     out_dir = tempfile.mkdtemp(prefix=f"{config.key}-", dir=workdir)
-    log_path = f"{out_dir}.log"
-    command = [
-        sys.executable, os.path.abspath(__file__), "--child", config.mode, "--out", out_dir,
-        "--steps", str(config.steps), "--episode-steps", str(args.episode_steps),
-        "--seed", str(args.seed), "--spike-rate", str(args.spike_rate),
-    ]
-    result, sampled = run_measured(command, log_path, config.label, SAMPLE_S)
+    command = [sys.executable, os.path.abspath(__file__), "--child", config.mode, "--out", out_dir, *options]
+    result, sampled = run_measured(command, f"{out_dir}.log", config.label, SAMPLE_S)
     return Measurement(config, result, sampled)
+
+
+def synthetic_options(config: Config, args: argparse.Namespace) -> list[str]:
+    """A child's options over the synthetic steps."""
+    return ["--steps", str(config.steps), "--episode-steps", str(args.episode_steps), "--seed", str(args.seed),
+            "--spike-rate", str(args.spike_rate)]
+
+
+def measure_quantiles(args: argparse.Namespace, workdir: str) -> list[Measurement]:
+    """The `quantiles` child at each of --quantile-sizes."""
+    measurements = []
+    for n in args.quantile_sizes:
+        print(f"[quantiles] {n:,} values of each distribution ...", flush=True)
+        config = Config(f"quantiles_{n}", "quantiles: sketch vs np.quantile", "quantiles", n)
+        options = ["--values", str(n), "--batch-rows", str(args.batch_rows), "--seed", str(args.seed)]
+        measurements.append(measure(config, options, workdir))
+        r = measurements[-1].result
+        print(f"      sketch {r['sketch_seconds']:.2f} s, np.quantile {r['numpy_seconds']:.2f} s", flush=True)
+    return measurements
+
+
+@dataclass(frozen=True)
+class Selection:
+    """`stats --where` over one synthetic lake: (a) merged from episode_stats rows, (b)
+    recomputed from the curated steps."""
+
+    lake: dict  # the `lake` child's result: synthetic_lake.LakeSummary's fields and train_episodes
+    merged: Measurement
+    recomputed: Measurement
+
+    @property
+    def episodes(self) -> int:
+        return self.lake["episodes"]
+
+    @property
+    def speedup(self) -> float:
+        """(b) / (a), the best call of each."""
+        return min(self.recomputed.result["calls"]) / min(self.merged.result["calls"])
+
+    @property
+    def agreement(self) -> dict:
+        return agreement(self.merged.result, self.recomputed.result)
+
+
+def measure_selection(episodes: int, args: argparse.Namespace, workdir: str) -> Selection:
+    """Write a synthetic lake of `episodes` episodes, then (a) and (b) over it, each in its own child."""
+    print(f"[stats --where] writing a lake of {episodes:,} episodes x {args.lake_steps} steps ...", flush=True)
+    root = os.path.join(workdir, f"lake-{episodes}")
+    options = ["--lake", root, "--episodes", str(episodes), "--lake-steps", str(args.lake_steps),
+               "--seed", str(args.seed)]
+    lake = measure(Config(f"lake_{episodes}", "synthetic lake", "lake", episodes), options, workdir).result
+    print(f"      {lake['line']}", flush=True)
+    options = ["--lake", root, "--dataset", lake["reference"], "--where", args.where, "--repeats", str(args.repeats),
+               "--batch-rows", str(args.batch_rows)]
+    sides = []
+    for mode, label in (("selection", "(a) merge episode_stats rows"), ("recompute", "(b) recompute from steps")):
+        print(f"[stats --where] {label}, {episodes:,} episodes ...", flush=True)
+        sides.append(measure(Config(f"{mode}_{episodes}", label, mode, episodes), options, workdir))
+        print(f"      {', '.join(f'{s:.2f}' for s in sides[-1].result['calls'])} s", flush=True)
+    return Selection(lake, *sides)
+
+
+def agreement(a: dict, b: dict) -> dict:
+    """(a) against (b): equal episode and step counts, min and max; the largest relative
+    difference of mean and std; the quantiles identical, or their largest difference over
+    the sketch's bound."""
+    equal = a["episodes"] == b["episodes"]
+    moments_rel = bound_ratio = 0.0
+    identical = total = 0
+    for field in ("action", "state"):
+        x, y = a[field], b[field]
+        equal &= all(x[key] == y[key] for key in ("count", "min", "max"))
+        for key in ("mean", "std"):
+            diff = np.abs(np.subtract(x[key], y[key])) / np.maximum(np.abs(y[key]), ZERO_WIDTH)
+            moments_rel = max(moments_rel, float(diff.max()))
+        for name in QUANTILES:
+            u, v = np.array(x[name]), np.array(y[name])
+            identical, total = identical + int((u == v).sum()), total + u.size
+            bound = ALPHA * np.maximum(np.abs(u), np.abs(v)) + ZERO_WIDTH
+            bound_ratio = max(bound_ratio, float(np.max(np.abs(u - v) / bound)))
+    return {"equal": equal, "moments_rel": moments_rel, "identical": identical, "quantiles": total,
+            "bound_ratio": bound_ratio,
+            "agree": equal and moments_rel <= AGREE_REL and bound_ratio <= BOUND_SLACK}
 
 
 def short(steps: int) -> str:
@@ -464,17 +703,61 @@ def print_merge(m: Measurement) -> None:
               f"{flags[0]:>6} {flags[1]:>8} {flags[2]:>7} {flags[3]:>10} {flags[4]:>11}")
 
 
+BOUND_TEXT = (f"bound ALPHA * max(|x_(k)|, |x_(k+1)|) + ZERO_WIDTH, k = floor(q (n - 1)), ALPHA = {ALPHA}, "
+              f"ZERO_WIDTH = {ZERO_WIDTH:g}")
+
+
 def print_exact(m: Measurement) -> None:
     report = m.result["report"]
     print(f"\nexact, {m.steps:,} steps ({report['data_bytes'] / MB:.0f} MB of float64 held), sketch vs numpy "
-          f"(np.quantile method='lower'); documented bound ALPHA = {ALPHA}:")
+          f"(np.quantile, linear); {BOUND_TEXT}:")
     for field in ("action", "state"):
-        q = report[field]["quantile"]
+        q, b = report[field]["quantile"], report[field]["bound"]
         print(f"  {field:<7} quantile max rel err {q['rel_err']:.2e} ({q['quantile']}, dim {q['dim']}: "
-              f"{q['sketch']:.6g} vs {q['exact']:.6g}), within bound: {report[field]['within_bound']}; "
-              f"mean max rel err {report[field]['mean_max_rel_err']:.1e}, "
+              f"{q['sketch']:.6g} vs {q['exact']:.6g}), max err/bound {b['bound_ratio']:.3f} ({b['quantile']}, "
+              f"dim {b['dim']}); mean max rel err {report[field]['mean_max_rel_err']:.1e}, "
               f"std max rel err {report[field]['std_max_rel_err']:.1e}")
     print(f"  arm MAD (robust scale of the filter; no documented bound) max rel err {report['mad_max_rel_err']:.2e}")
+
+
+def print_quantiles(measurements: list[Measurement], batch_rows: int) -> None:
+    sketch_mb = measurements[0].result["sketch_bytes"] / MB
+    print(f"\nquantiles (q01, median, q99) vs np.quantile (linear), the sketch fed {batch_rows:,} rows per add "
+          f"({sketch_mb:.2f} MB of counts whatever the count); {BOUND_TEXT}:")
+    print(f"  {'values':>10} {'distribution':<30} {'max |err|':<16} {'max |err|/|np|':<16} {'max err/bound':<16} "
+          f"{'sketch s':>8} {'np s':>6}")
+    for m in measurements:
+        r = m.result
+        for i, (name, largest) in enumerate(r["errors"].items()):
+            cells = " ".join(f"{largest[key][key]:>9.{digits}} {largest[key]['quantile']:<6}"
+                             for key, digits in (("abs_err", "2e"), ("rel_err", "2e"), ("bound_ratio", "3f")))
+            first = i == 0  # the size and the times (of both columns together) once per size
+            size = f"{m.steps:,}" if first else ""
+            times = f"{r['sketch_seconds']:>8.3f} {r['numpy_seconds']:>6.3f}" if first else ""
+            print(f"  {size:>10} {name:<30} {cells} {times}")
+
+
+def print_selections(selections: list[Selection], args: argparse.Namespace) -> None:
+    print(f"\nstats --where \"{args.where}\" over the train split, {args.lake_steps}-step episodes: (a) "
+          f"validation/selection_stats.selection_statistics (merges episode_stats rows) vs (b) DuckDB over "
+          f"curated_steps -> VectorStats ({args.batch_rows:,} rows per add); each side in a fresh child, "
+          f"{args.repeats} calls; peak RSS = the child's ru_maxrss (its own VmHWM beside it), base = its RSS "
+          f"after imports:")
+    for s in selections:
+        a, check = s.merged.result, s.agreement
+        lake = s.lake
+        print(f"  {s.episodes:,} episodes ({lake['bytes'] / MB:.0f} MB, {lake['files']} files, written in "
+              f"{lake['seconds']:.0f} s): {a['episodes']:,} of {lake['train_episodes']:,} train episodes selected "
+              f"({a['episodes'] / lake['train_episodes']:.0%}), {a['steps']:,} steps")
+        for m in (s.merged, s.recomputed):
+            r = m.result
+            print(f"    {m.config.label:<30} first {r['calls'][0]:>6.2f} s, best {min(r['calls']):>6.2f} s; "
+                  f"peak RSS {r['max_rss'] / MB:>5.0f} MB (VmHWM {r['own_peak_rss'] / MB:.0f} MB), "
+                  f"{(r['max_rss'] - r['base_rss']) / MB:+.0f} MB over base {r['base_rss'] / MB:.0f} MB")
+        print(f"    (b)/(a) = {s.speedup:.1f}x (best calls); (a) vs (b): episodes, steps, min/max "
+              f"{'equal' if check['equal'] else 'DIFFER'}, mean/std max rel diff {check['moments_rel']:.1e}, "
+              f"quantiles {check['identical']}/{check['quantiles']} identical (max diff/bound "
+              f"{check['bound_ratio']:.2g}) -> {'agree' if check['agree'] else 'DISAGREE'}")
 
 
 def evaluate(results: dict[str, Measurement]) -> list[Target]:
@@ -488,19 +771,20 @@ def evaluate(results: dict[str, Measurement]) -> list[Target]:
                 f"{small.peak_rss / MB:.0f} -> {large.peak_rss / MB:.0f} MB = {ratio:.3f}x "
                 f"(work: {(small.peak_rss - small.result['base_rss']) / MB:+.1f} -> "
                 f"{(large.peak_rss - large.result['base_rss']) / MB:+.1f} MB over base)",
-                f"<= {RSS_GROWTH_LIMIT:.2f}x", ratio <= RSS_GROWTH_LIMIT,
+                f"<= {RSS_GROWTH_LIMIT:.2f}x", ratio <= RSS_GROWTH_LIMIT, f"{mode} RSS {ratio:.2f}x",
             ))
     if "exact" in results:
         report = results["exact"].result["report"]
-        worst = max(report["action"]["quantile"]["rel_err"], report["state"]["quantile"]["rel_err"])
-        targets.append(Target("quantiles vs exact (median, q01, q99)", f"max rel err {worst:.2e}",
-                              f"<= {ALPHA}", report["action"]["within_bound"] and report["state"]["within_bound"]))
+        ratio = max(report["action"]["bound"]["bound_ratio"], report["state"]["bound"]["bound_ratio"])
+        targets.append(Target("quantiles vs exact (median, q01, q99)", f"max err/bound {ratio:.3f}", "<= 1",
+                              ratio <= BOUND_SLACK, "exact quantiles"))
     if "merge" in results:
         checks = results["merge"].result["checks"].values()
         same = all(c["count_equal"] and c["min_max_equal"] and c["sketch_equal"] and c["quantiles_equal"] for c in checks)
         worst = max(max(c["mean_max_abs_diff"], c["std_max_abs_diff"]) for c in checks)
         targets.append(Target("merge(halves) == whole", f"quantiles {'identical' if same else 'DIFFER'}, "
-                              f"mean/std max|diff| {worst:.1e}", "identical, < 1e-9", same and worst < 1e-9))
+                              f"mean/std max|diff| {worst:.1e}", "identical, < 1e-9", same and worst < 1e-9,
+                              "merge"))
     for mode in ("beam_small", "beam_large"):
         beam = results.get(mode)
         stats = results.get(mode.replace("beam", "stats"))
@@ -509,15 +793,52 @@ def evaluate(results: dict[str, Measurement]) -> list[Target]:
             diff, same = max(d for d, _ in diffs), all(s for _, s in diffs)
             targets.append(Target(f"Beam raw stats == in-process, {beam.steps:,} steps",
                                   f"quantiles {'identical' if same else 'DIFFER'}, mean/std max|diff| {diff:.1e}",
-                                  "identical, < 1e-9", same and diff < 1e-9))
+                                  "identical, < 1e-9", same and diff < 1e-9, f"Beam == in-process {short(beam.steps)}"))
     return targets
+
+
+def evaluate_quantiles(measurements: list[Measurement]) -> list[Target]:
+    ratio = max(largest["bound_ratio"]["bound_ratio"] for m in measurements for largest in m.result["errors"].values())
+    sizes = ", ".join(short(m.steps) for m in measurements)
+    return [Target(f"quantiles vs np.quantile, {sizes} values", f"max err/bound {ratio:.3f}", "<= 1",
+                   ratio <= BOUND_SLACK, "quantile bound")]
+
+
+def evaluate_selections(selections: list[Selection]) -> list[Target]:
+    targets = []
+    for s in selections:
+        check = s.agreement
+        targets.append(Target(
+            f"stats --where == recomputed, {s.episodes:,} episodes",
+            f"counts {'equal' if check['equal'] else 'DIFFER'}, mean/std rel {check['moments_rel']:.1e}, "
+            f"quantiles {check['identical']}/{check['quantiles']} identical",
+            f"equal, <= {AGREE_REL:g}, within bound", check["agree"], f"--where == steps {short(s.episodes)}",
+        ))
+    timed = [s for s in selections if s.episodes <= WHERE_TARGET_EPISODES]
+    if timed:
+        s = max(timed, key=lambda s: s.episodes)
+        first = s.merged.result["calls"][0]
+        targets.append(Target(f"stats --where at {s.episodes:,} episodes, first call", f"{first:.2f} s",
+                              f"< {WHERE_SECONDS} s", first < WHERE_SECONDS, f"--where {first:.2f} s"))
+    return targets
+
+
+# The sizes of a full run and of --quick (a check in about a minute).
+SIZES = {
+    "full": {"steps": 1_000_000, "small_steps": 100_000, "quantile_sizes": [10_000, 1_000_000, 10_000_000],
+             "episodes_sizes": [10_000, 100_000]},
+    "quick": {"steps": 100_000, "small_steps": 10_000, "quantile_sizes": [10_000, 100_000],
+              "episodes_sizes": [2_000]},
+}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=1_000_000, help="the large step count (default: 1000000)")
-    parser.add_argument("--small-steps", type=int, default=100_000,
-                        help="the small step count, RSS baseline of the target (default: 100000)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a check in about a minute: the --quick sizes below unless given")
+    parser.add_argument("--steps", type=int, help="the large step count (default: 1000000; --quick: 100000)")
+    parser.add_argument("--small-steps", type=int,
+                        help="the small step count, RSS baseline of the target (default: 100000; --quick: 10000)")
     parser.add_argument("--merge-steps", type=int, help="steps of the merge check (default: --small-steps)")
     parser.add_argument("--episode-steps", type=int, default=100, help="steps per episode (default: 100)")
     parser.add_argument("--spike-rate", type=float, default=0.05,
@@ -528,12 +849,37 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="run Beam at --steps only if the small run's time, scaled, projects under this "
                              "many seconds (default: 120)")
     parser.add_argument("--skip-exact", action="store_true", help="leave out the exact-quantile child")
-    parser.add_argument("--keep", action="store_true", help="keep the workdir (child logs)")
+    parser.add_argument("--quantile-sizes", type=int, nargs="+", metavar="N",
+                        help="value counts of the quantile check (default: 10000 1000000 10000000; "
+                             "--quick: 10000 100000)")
+    parser.add_argument("--batch-rows", type=int, default=1_000_000,
+                        help="rows per VectorStats.add in the quantile check and in the recomputation from the "
+                             "curated steps (default: 1000000)")
+    parser.add_argument("--episodes-sizes", type=int, nargs="+", metavar="N",
+                        help="episodes of the synthetic lakes of the `stats --where` check (default: 10000 100000; "
+                             "--quick: 2000)")
+    parser.add_argument("--lake-steps", type=int, default=20,
+                        help="steps per episode of those lakes (default: 20; at least 12)")
+    parser.add_argument("--where", default="object = 'cube'",
+                        help="the selection, a condition over the episodes (default: \"object = 'cube'\", "
+                             "about half of them)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="calls of (a) and of (b) in each child, the first one included (default: 3)")
+    parser.add_argument("--keep", action="store_true", help="keep the workdir (child logs, lakes)")
     parser.add_argument("--child", choices=sorted(CHILD_MODES), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--values", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--episodes", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--lake", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for key, value in SIZES["quick" if args.quick else "full"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.episode_steps < 5:
         parser.error("--episode-steps must be at least 5")
+    if args.lake_steps < 12:
+        parser.error("--lake-steps must be at least 12")
     return args
 
 
@@ -570,8 +916,10 @@ def main(argv: list[str]) -> None:
                 print(f"[{i}/{len(configs)}] {config.label}, {config.steps:,} steps: skipped ({why})", flush=True)
                 continue
         print(f"[{i}/{len(configs)}] {config.label}, {config.steps:,} steps ...", flush=True)
-        results[config.key] = measure(config, args, workdir)
+        results[config.key] = measure(config, synthetic_options(config, args), workdir)
         print_progress(results[config.key])
+    quantiles = measure_quantiles(args, workdir)
+    selections = [measure_selection(episodes, args, workdir) for episodes in args.episodes_sizes]
     table = [Measurement(Config(m.config.key, f"{m.config.label} ({short(m.steps)})", m.config.mode, m.steps),
                          m.result, m.sampled_rss) for m in results.values()]
     print_table(table)
@@ -582,7 +930,9 @@ def main(argv: list[str]) -> None:
         print_merge(results["merge"])
     if "exact" in results:
         print_exact(results["exact"])
-    targets = evaluate(results)
+    print_quantiles(quantiles, args.batch_rows)
+    print_selections(selections, args)
+    targets = evaluate(results) + evaluate_quantiles(quantiles) + evaluate_selections(selections)
     print_targets(targets, "target / check")
     keep_or_remove(workdir, args.keep)
     large, small = results.get("stats_large"), results.get("stats_small")
@@ -593,8 +943,8 @@ def main(argv: list[str]) -> None:
     verdict = (f"peak RSS {small.peak_rss / MB:.0f} -> {large.peak_rss / MB:.0f} MB "
                f"({large.peak_rss / small.peak_rss:.3f}x, goal <= {RSS_GROWTH_LIMIT:.2f}x) {rss_target.verdict}"
                if rss_target else "no RSS target (a stats run is missing)")
-    met = sum(t.met for t in targets)
-    print(f"\nsummary: {met}/{len(targets)} targets met; {verdict}; {throughput}; "
+    speedups = ", ".join(f"{short(s.episodes)} episodes {s.speedup:.1f}x" for s in selections)
+    print(f"\nsummary: {targets_met(targets)}; {verdict}; {throughput}; stats --where (b)/(a): {speedups}; "
           f"{time.perf_counter() - started:.0f} s in all")
 
 

@@ -7,11 +7,12 @@ What is written (one spec: an HDF5 robomimic dataset like datasets/sample_tablet
 two 256x256 JPEG cameras front and wrist, 7-d delta end-effector actions with a gripper,
 a 9-d state, splits by episode hash 80/10/10; lake paths as robolake/lake.py gives them):
 
-- silver episodes, steps and curated steps, `silver/<name>/<table>/version=<v>/split=<s>/
-  part-NNNNN.parquet`, with the schemas of schemas/tables.py: splits from the episode id's
-  hash and shards of about `output.steps_per_shard` steps in stable-hash order
-  (pipelines/splits.py itself), one row group per episode as pipelines/silver_writer.py
-  writes them (curated steps one row group per shard file, as convert writes them);
+- silver episodes, steps, curated steps and episode stats, `silver/<name>/<table>/
+  version=<v>/split=<s>/part-NNNNN.parquet`, with the schemas of schemas/tables.py: splits
+  from the episode id's hash and shards of about `output.steps_per_shard` steps in
+  stable-hash order (pipelines/splits.py itself), one row group per episode as
+  pipelines/silver_writer.py writes them (curated steps and episode stats one row group
+  per shard file, as convert writes them);
 - episodes: metadata (task, object, color, scene, lighting, operator) with the skew of
   the sample generator (robolake/sample/scenario.py), its paraphrased instruction
   templates plus a few near-duplicate variants (case and punctuation, a typo), camera
@@ -21,6 +22,10 @@ a 9-d state, splits by episode hash 80/10/10; lake paths as robolake/lake.py giv
   frame of a camera is the same real 256x256 JPEG (cv2.imencode of a constant frame),
   dictionary-encoded in Parquet, so the frames take next to no room (1M steps: ~170 MB
   of silver steps and ~130 MB of curated steps, nearly all random floats);
+- episode stats: one row per written episode, built by convert's own code
+  (pipelines.curation.episode_stats_row) from the episode's curated `action_raw` and
+  `state` and its cameras' pixel moments over every silver frame, so that `robolake stats
+  --where` merges exactly what a pass over the curated steps computes;
 - outlier filtering as convert's rules would leave it: ~1.5% of episodes hold a 15-sigma
   single-step spike (flagged by zscore/clip and jump/drop_step: the step is left out of
   the curated steps, is_first/is_last follow the kept steps), ~1% a 9.5-sigma value
@@ -30,6 +35,7 @@ a 9-d state, splits by episode hash 80/10/10; lake paths as robolake/lake.py giv
   unreadable_file) in `quarantine/<name>/<v>/quarantine.parquet`;
 - gold `gold/rlds/<name>/<v>/`: `dataset_statistics.json` computed from the curated train
   steps by the pipeline's own statistics code (pipelines/stats.py, pipelines/curation.py,
+  the saturation shares counted over the same steps while the tables are written,
   checked against its JSON Schema), `features.json` from schemas/rlds.py (TFDS), and
   `manifest.json` (counts per split, filter totals, quarantine reasons, sources,
   fingerprint, the spec) written last. The curated `action` is normalized with that
@@ -43,8 +49,10 @@ files' bytes as `bytes_written`).
 Numbers are generated shard by shard from a seeded generator per (split, shard): a
 first pass over the train shards computes the statistics, a second generates the same
 numbers again and writes every table, so memory stays flat whatever the size (10k
-episodes / 1M steps: ~35 s and ~300 MB peak RSS on 2 cores, most of it writing one row
-group per episode).
+episodes / 1M steps: ~50 s and ~950 MB peak RSS on 2 cores, most of it the TensorFlow
+that schemas.rlds imports; ~45% of the time builds the episode_stats rows, a VectorStats
+per episode whose sketch costs about 1.5 ms whatever the episode's length, most of the
+rest writes one row group per episode).
 
     python benchmarks/synthetic_lake.py /tmp/lake --episodes 10000 --steps 100
     python -c "from robolake.dataset_ref import resolve; from robolake.lake import Lake; \\
@@ -71,11 +79,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.build import split_totals
-from pipelines.curation import statistics_document
+from pipelines.curation import NumericEpisode, SaturationCountsFn, _rounded, episode_stats_row, statistics_document
 from pipelines.episode import EpisodeRef, stable_hash
 from pipelines.silver_writer import fixed_list, part_name
 from pipelines.splits import assign_shards, assign_split
-from pipelines.stats import DatasetStats, pixel_stats_from_row
+from pipelines.stats import DatasetStats, PixelStats, pixel_stats_from_row
 from robolake.lake import Lake
 from robolake.normalization import normalize
 from robolake.sample.scenario import (
@@ -85,8 +93,8 @@ from robolake.spec import DatasetSpec, parse_spec
 from schemas.documents import check
 from schemas.rlds import rlds_features
 from schemas.tables import (
-    FILTERED_ACTIONS_SCHEMA, QUARANTINE_SCHEMA, RAW_MANIFEST_SCHEMA, curated_steps_schema, episodes_schema,
-    steps_schema,
+    FILTERED_ACTIONS_SCHEMA, QUARANTINE_SCHEMA, RAW_MANIFEST_SCHEMA, curated_steps_schema, episode_stats_schema,
+    episodes_schema, steps_schema,
 )
 
 NAME, VERSION = "synthetic_tabletop", "1.0.0"
@@ -259,8 +267,13 @@ class ShardNumbers:
         episode = np.repeat(np.arange(len(self.lengths)), self.lengths)
         return np.bincount(episode[self.keep], minlength=len(self.lengths))
 
+    @property
+    def curated_state(self) -> np.ndarray:
+        return self.state[self.keep]
+
 
 SPLIT_INDEX = {"train": 0, "val": 1, "test": 2}
+SILVER_TABLES = ("episodes", "steps", "curated_steps", "episode_stats")
 
 
 def shard_numbers(seed: int, split: str, shard: int, refs: list[EpisodeRef]) -> ShardNumbers:
@@ -321,24 +334,25 @@ def shard_numbers(seed: int, split: str, shard: int, refs: list[EpisodeRef]) -> 
 # --- Pass 1: statistics of the train split -----------------------------------------------
 
 
-def _camera_pixels(plan_: Plan, refs: list[EpisodeRef], lengths: np.ndarray):
+def episode_pixels(plan_: Plan, ref: EpisodeRef) -> dict[str, PixelStats]:
+    """Per camera, an episode's PixelStats from its episodes row, over every silver frame
+    (as pipelines.curation.numeric_episodes reads them back)."""
+    return {cam: pixel_stats_from_row(row["mean"], row["std"], ref.num_steps * FRAME_SIZE[0] * FRAME_SIZE[1])
+            for cam, row in plan_.cameras[ref.episode_id].items()}
+
+
+def _camera_pixels(plan_: Plan, refs: list[EpisodeRef]) -> dict[str, PixelStats]:
     """Per camera, the PixelStats of a shard's episodes, merged."""
-    merged = {}
-    for cam in CAMERAS:
-        stats = None
-        for ref, n in zip(refs, lengths):
-            row = plan_.cameras[ref.episode_id][cam]
-            pixels = pixel_stats_from_row(row["mean"], row["std"], int(n) * FRAME_SIZE[0] * FRAME_SIZE[1])
-            if stats is None:
-                stats = pixels
-            else:
-                stats.merge(pixels)
-        merged[cam] = stats
+    merged = {cam: PixelStats() for cam in CAMERAS}
+    for ref in refs:
+        for cam, pixels in episode_pixels(plan_, ref).items():
+            merged[cam].merge(pixels)
     return merged
 
 
 def statistics(plan_: Plan, seed: int) -> tuple[dict, dict]:
-    """dataset_statistics.json (train split, after filtering) and the filter totals (all splits)."""
+    """dataset_statistics.json (train split, after filtering) without its saturation
+    shares (pass 2 counts them), and the filter totals (all splits)."""
     spec = plan_.spec
     raw = DatasetStats(len(ACTION_NAMES), STATE_DIM, list(CAMERAS))
     final = DatasetStats(len(ACTION_NAMES), STATE_DIM, list(CAMERAS))
@@ -353,22 +367,37 @@ def statistics(plan_: Plan, seed: int) -> tuple[dict, dict]:
         totals["by_rule"].update(numbers.by_rule)
         if split != "train":
             continue
-        for stats, actions, state, lengths in ((raw, numbers.raw, numbers.state, numbers.lengths),
-                                               (final, numbers.curated_raw, numbers.state[numbers.keep],
-                                                numbers.curated_lengths)):
+        cameras = _camera_pixels(plan_, refs)
+        for stats, actions, state in ((raw, numbers.raw, numbers.state),
+                                      (final, numbers.curated_raw, numbers.curated_state)):
             stats.action.add(actions)
             stats.state.add(state)
-            for cam, pixels in _camera_pixels(plan_, refs, lengths).items():
+            for cam, pixels in cameras.items():
                 stats.cameras[cam].merge(pixels)
             stats.trajectories += len(refs)
     totals["by_rule"] = dict(sorted(totals["by_rule"].items()))
     document = statistics_document(final, raw, spec)
     document["robolake"]["filter"]["summary"] = totals
-    check(document, "dataset_statistics", "dataset_statistics.json")
     return document, totals
 
 
 # --- Pass 2: the tables ------------------------------------------------------------------
+
+
+def episode_stats_table(plan_: Plan, numbers: ShardNumbers, split: str) -> pa.Table:
+    """The shard's silver episode_stats rows, each built by pipelines.curation.episode_stats_row
+    from the episode's curated actions and state, as convert builds them."""
+    starts = np.concatenate([[0], np.cumsum(numbers.lengths)])
+    kept = np.concatenate([[0], np.cumsum(numbers.curated_lengths)])
+    actions, state = numbers.curated_raw.astype(np.float64), numbers.curated_state
+    rows = []
+    for i, ref in enumerate(numbers.refs):
+        silver = slice(starts[i], starts[i + 1])
+        episode = NumericEpisode(split, ref.episode_id, ref.source_path, ref.source_sha256, numbers.raw[silver],
+                                 numbers.state[silver], episode_pixels(plan_, ref))
+        curated = slice(kept[i], kept[i + 1])
+        rows.append(episode_stats_row(episode, actions[curated], state[curated]))
+    return pa.Table.from_pylist(rows, schema=episode_stats_schema(plan_.spec, STATE_DIM))
 
 
 def constant_jpeg(rgb: tuple[int, int, int], quality: int = 95) -> bytes:
@@ -435,8 +464,7 @@ def write_shard(lake: Lake, plan_: Plan, numbers: ShardNumbers, split: str, shar
     name, version = spec.name, spec.version
     part = f"split={split}/{part_name(shard)}"
     rate = spec.control_rate_hz
-    paths = {table: f"{lake.silver_partition(name, table, version)}/{part}"
-             for table in ("episodes", "steps", "curated_steps")}
+    paths = {table: f"{lake.silver_partition(name, table, version)}/{part}" for table in SILVER_TABLES}
 
     episodes = {
         "episode_id": [r.episode_id for r in refs],
@@ -489,6 +517,11 @@ def write_shard(lake: Lake, plan_: Plan, numbers: ShardNumbers, split: str, shar
     writer.write(pa.Table.from_pydict(columns, schema=schema), None)  # one row group per shard, as convert
     writer.close()
 
+    table = episode_stats_table(plan_, numbers, split)
+    writer = ShardWriter(paths["episode_stats"], table.schema)
+    writer.write(table, None)
+    writer.close()
+
     if numbers.records:
         path = f"{lake.quarantine(name, version)}/filtered_actions/part-{split}-{shard:05d}.parquet"
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -527,7 +560,7 @@ class LakeSummary:
 
 def _remove_version(lake: Lake, name: str, version: str) -> None:
     for path in [lake.gold(name, version), lake.quarantine(name, version), lake.reports(name, version),
-                 *(lake.silver_partition(name, t, version) for t in ("episodes", "steps", "curated_steps"))]:
+                 *(lake.silver_partition(name, t, version) for t in SILVER_TABLES)]:
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -564,10 +597,17 @@ def write_synthetic_lake(
     statistics_, totals = statistics(plan_, seed)
     frames = {cam: constant_jpeg(rgb, spec.cameras[0].jpeg_quality) for cam, rgb in CAMERAS.items()}
 
+    saturation = SaturationCountsFn(len(ACTION_NAMES), STATE_DIM)
+    at_bound = saturation.create_accumulator()
     shards = []
     for (split, shard), refs in plan_.shards.items():
         numbers = shard_numbers(seed, split, shard, refs)
         shards.append(write_shard(lake, plan_, numbers, split, shard, statistics_, frames))
+        if split == "train":
+            curated = (numbers.curated_raw.astype(np.float64), numbers.curated_state, None)
+            at_bound = saturation.add_input(at_bound, (curated, statistics_))
+    statistics_["robolake"]["saturation"] = _rounded(saturation.extract_output(at_bound))
+    check(statistics_, "dataset_statistics", "dataset_statistics.json")
     quarantine_dir = lake.quarantine(name, version)
     os.makedirs(quarantine_dir, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(plan_.quarantined, schema=QUARANTINE_SCHEMA),

@@ -89,6 +89,9 @@ def test_repro_produces_every_stage_output(project):
         bags["counts"]["episodes_written"])
     for name in ("sample_tabletop", "sample_tabletop_ros"):  # the gate passed, the coverage report is there
         assert shown[f"lake/reports/{name}/1.0.0/validate.json"]["data"]["passed"] is True
+        saturation = shown[f"lake/reports/{name}/1.0.0/convert.json"]["data"]["saturation"]
+        assert saturation["mode"] == "bounds_q99" and set(saturation["action"]) == {
+            "dx", "dy", "dz", "droll", "dpitch", "dyaw"}  # the gripper is masked
         assert shown[f"lake/reports/{name}/1.0.0/coverage.json"]["data"]["totals"]["episodes"] == 3
         assert (project / f"lake/reports/{name}/1.0.0/coverage.html").exists()
     for run_name in ("pretrain", "finetune"):

@@ -34,7 +34,7 @@ def statistics() -> dict:
                    "q01": [-0.02] * 6 + [-1.0], "q99": [0.02] * 6 + [1.0],
                    "min": [-0.05] * 6 + [-1.0], "max": [0.05] * 6 + [1.0]},
         "robolake": {
-            "normalization": {"mode": "mean_std", "clip": 1.0, "mask": NORMALIZED_MASK, "state": False},
+            "normalization": {"mode": "mean_std", "std_bound": 1.0, "mask": NORMALIZED_MASK, "state": False},
             "action_names": ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"],
             "cameras": {name: {"mean": [0.5] * 3, "std": [0.2] * 3} for name in reversed(CAMERAS)},
         },

@@ -45,7 +45,9 @@ def test_full_training_lowers_the_loss_and_writes_a_traceable_bundle(lake, tmp_p
     assert main(["train", "--dataset", NAME, "--config", config_file(tmp_path), "--lake", str(lake),
                  "--run-dir", str(run)]) == 0
     rows = metrics(run)
-    assert float(rows[30]["loss"]) < float(rows[5]["loss"]) - 1.0  # from ~ln(256) = 5.5
+    # from ~ln(256) = 5.5; bounds_q99 spreads the labels over the bins (clipping at one std
+    # piled a fifth of them onto the two end bins, an easier and emptier target)
+    assert float(rows[30]["loss"]) < float(rows[5]["loss"]) - 0.5
     assert float(rows[30]["val_loss"]) < float(rows[10]["val_loss"])
     out = capsys.readouterr()
     assert "full: " in out.err and "(100.00%)" in out.err and f"train {NAME} 1.0.0 (full): 30 steps" in out.out
