@@ -793,7 +793,8 @@ def evaluate(results: dict[str, Measurement]) -> list[Target]:
             diff, same = max(d for d, _ in diffs), all(s for _, s in diffs)
             targets.append(Target(f"Beam raw stats == in-process, {beam.steps:,} steps",
                                   f"quantiles {'identical' if same else 'DIFFER'}, mean/std max|diff| {diff:.1e}",
-                                  "identical, < 1e-9", same and diff < 1e-9, f"Beam == in-process {short(beam.steps)}"))
+                                  "identical, < 1e-9", same and diff < 1e-9,
+                                  f"Beam == in-process {short(beam.steps)}"))
     return targets
 
 

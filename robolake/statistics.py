@@ -12,8 +12,11 @@ memory depends on the vector width, never on the number of steps.
   interpolation between the order statistics at ranks k = floor(q (n - 1)) and k + 1).
   Value bound: |returned - np.quantile(x, q)| <= ALPHA * max(|x_(k)|, |x_(k+1)|) + ZERO_WIDTH,
   since each of the two order statistics comes back within ALPHA of its value. The
-  order statistics at ranks 0 and n - 1 are the exact min and max. Buckets are fixed,
-  so merging is adding counts and the result does not depend on the order of merging.
+  order statistics at ranks 0 and n - 1 are the exact min and max. A bucket holds the
+  magnitudes nearest to one power of GAMMA, which represents it, so 0, +-1 and every
+  power of GAMMA come back exactly (a binary gripper's quantiles are its two values).
+  Buckets are fixed, so merging is adding counts and the result does not depend on the
+  order of merging.
 """
 
 from __future__ import annotations
@@ -26,23 +29,27 @@ import numpy as np
 ALPHA = 0.005  # relative accuracy of every order statistic the sketch returns
 ZERO_WIDTH = 1e-9  # |x| below this counts as zero
 MAX_MAGNITUDE = 1e9  # |x| above this is counted in the last bucket (reported as +-MAX_MAGNITUDE)
-GAMMA = (1 + ALPHA) / (1 - ALPHA)
+GAMMA = (1 + ALPHA) ** 2  # |x| within a factor sqrt(GAMMA) = 1 + ALPHA of its bucket's power of GAMMA
 _LOG_GAMMA = math.log(GAMMA)
-_KEY_MIN = math.ceil(math.log(ZERO_WIDTH) / _LOG_GAMMA)
-_KEY_MAX = math.ceil(math.log(MAX_MAGNITUDE) / _LOG_GAMMA)
+_KEY_MIN = round(math.log(ZERO_WIDTH) / _LOG_GAMMA)
+_KEY_MAX = round(math.log(MAX_MAGNITUDE) / _LOG_GAMMA)
 BUCKETS = _KEY_MAX - _KEY_MIN + 1  # per sign, about 4,100
 SLOTS = 2 * BUCKETS + 1  # one dimension's negatives (largest magnitude first), zero, positives
 QUANTILES = {"q01": 0.01, "median": 0.5, "q99": 0.99}
 
 
-def _bucket(magnitudes: np.ndarray) -> np.ndarray:
-    keys = np.ceil(np.log(np.maximum(magnitudes, ZERO_WIDTH)) / _LOG_GAMMA).astype(np.int64)
-    return np.clip(keys, _KEY_MIN, _KEY_MAX) - _KEY_MIN
+def _slots(rows: np.ndarray) -> np.ndarray:
+    """Each value's slot in its dimension's row of SLOTS: negatives (largest magnitude
+    first), zero, positives."""
+    magnitudes = np.abs(rows)
+    keys = np.rint(np.log(np.maximum(magnitudes, ZERO_WIDTH)) / _LOG_GAMMA).astype(np.int64)
+    buckets = np.clip(keys, _KEY_MIN, _KEY_MAX) - _KEY_MIN
+    return np.where(magnitudes < ZERO_WIDTH, BUCKETS, np.where(rows > 0, BUCKETS + 1 + buckets, BUCKETS - 1 - buckets))
 
 
 def _bucket_value(index: np.ndarray) -> np.ndarray:
-    """The value that represents a bucket: within ALPHA of every value in it."""
-    return 2 * GAMMA ** (index + _KEY_MIN) / (GAMMA + 1)
+    """The magnitude that represents a bucket: within ALPHA of every value in it."""
+    return GAMMA ** (index + _KEY_MIN)
 
 
 def interpolated_quantile(values: np.ndarray, counts: np.ndarray, q: float, exact_ends: tuple[float, float] | None = None) -> float:
@@ -75,15 +82,12 @@ class QuantileSketch:
         self.counts = np.zeros((self.dims, SLOTS), np.int64)
 
     def add(self, rows: np.ndarray) -> None:
-        for d in range(self.dims):
-            column = rows[:, d]
-            small = np.abs(column) < ZERO_WIDTH
-            self.counts[d, BUCKETS] += int(small.sum())
-            positive, negative = column[(column > 0) & ~small], -column[(column < 0) & ~small]
-            if positive.size:
-                self.counts[d, BUCKETS + 1:] += np.bincount(_bucket(positive), minlength=BUCKETS)
-            if negative.size:
-                self.counts[d, :BUCKETS] += np.bincount(_bucket(negative), minlength=BUCKETS)[::-1]
+        keys = (_slots(rows) + np.arange(self.dims) * SLOTS).ravel()
+        if len(keys) > SLOTS:
+            self.counts += np.bincount(keys, minlength=self.dims * SLOTS).reshape(self.dims, SLOTS)
+        else:  # a short batch (one episode): touch only the slots it fills
+            occupied, counts = np.unique(keys, return_counts=True)
+            self.counts.ravel()[occupied] += counts
 
     def merge(self, other: QuantileSketch) -> None:
         self.counts += other.counts

@@ -74,7 +74,7 @@ def _vector_stats_fields(prefix: str, dims: int) -> list[pa.Field]:
         pa.field(f"{prefix}_count", pa.int64(), nullable=False),
         *(pa.field(f"{prefix}_{name}", vector, nullable=False) for name in ("mean", "m2", "min", "max")),
         pa.field(f"{prefix}_sketch_keys", pa.list_(pa.int32()), nullable=False),  # dimension * SLOTS + slot
-        pa.field(f"{prefix}_sketch_counts", pa.list_(pa.int64()), nullable=False),
+        pa.field(f"{prefix}_sketch_counts", pa.list_(pa.int32()), nullable=False),
     ]
 
 

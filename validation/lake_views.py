@@ -93,9 +93,10 @@ def versions_table(lake: Lake, dataset: str = "*", version: str = "*") -> pa.Tab
     return pa.Table.from_pylist(rows)
 
 
-def connect(lake: Lake, dataset: str = "*", version: str = "*") -> duckdb.DuckDBPyConnection:
+def connect(lake: Lake, dataset: str = "*", version: str = "*", materialize: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake's views, limited to one dataset and
-    version when given (the default `*` takes every one)."""
+    version when given (the default `*` takes every one). `materialize=False` keeps one
+    version's episodes a view, for a caller that reads it once."""
     if "://" in lake.root:
         raise RobolakeError(f"--lake {lake.root}: queries read a local lake folder (copy or mount it first)")
     root = os.path.abspath(lake.root)
@@ -112,7 +113,7 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*") -> duckdb.DuckDB
             con.execute(f"CREATE VIEW {name} AS {query}")
     ingested = _silver_view(root, "episodes", dataset, version)
     if ingested is not None and views["steps"] is not None:
-        kind = "VIEW" if "*" in (dataset, version) else "TEMP TABLE"
+        kind = "TEMP TABLE" if materialize and "*" not in (dataset, version) else "VIEW"
         # curated lengths from the per-episode statistics rows (versions built before them: from the steps)
         lengths = ("SELECT dataset, version, episode_id, action_count AS num_steps FROM episode_stats"
                    if views["episode_stats"] is not None else

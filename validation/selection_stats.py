@@ -61,7 +61,7 @@ def selection_statistics(lake: Lake, reference: str, where: str | None, split: s
     """The merged statistics of the episodes of `reference` in `split` (or all) that meet
     `where`, a DuckDB condition over the `episodes` view."""
     target = resolve(lake, reference)
-    con = connect(lake, target.dataset, target.version)
+    con = connect(lake, target.dataset, target.version, materialize=False)
     conditions = [f"({where})" for where in [where] if where] + ([f"split = '{split}'"] if split != "all" else [])
     selected = "SELECT episode_id FROM episodes" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
     try:
@@ -74,7 +74,7 @@ def selection_statistics(lake: Lake, reference: str, where: str | None, split: s
     if not table.num_rows:
         raise RobolakeError(f"{target.dataset}:{target.version}: no episode meets {' AND '.join(conditions)}")
     action = merged_vector_stats(table, "action", len(target.spec.action.names))
-    state = merged_vector_stats(table, "state", len(_vectors(table.slice(0, 1), "state_mean")[0]))
+    state = merged_vector_stats(table, "state", target.manifest["state_dim"])
     return {
         "dataset": target.dataset, "version": target.version, "split": split, "where": where,
         "num_trajectories": table.num_rows, "num_transitions": action.count,
