@@ -275,5 +275,8 @@ def test_the_round_trip_check_reports_clipping_and_the_largest_error_in_action_u
     raw = np.stack(steps.action_raw)[:, :6].astype(np.float64)
     q01, q99 = (np.asarray(target.statistics["action"][k][:6]) for k in ("q01", "q99"))
     np.testing.assert_allclose(table.clipped_share, ((raw <= q01) | (raw >= q99)).mean(axis=0), atol=2e-3)
-    expected = np.maximum(q01 - raw, raw - q99).clip(0).max(axis=0)  # what clipping to [q01, q99] loses
-    np.testing.assert_allclose(table.max_error, expected, rtol=1e-3, atol=1e-6)
+    lost = np.maximum(q01 - raw, raw - q99).clip(0)  # what clipping to [q01, q99] loses
+    np.testing.assert_allclose(table.max_error, lost.max(axis=0), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(table.mean_error, lost.mean(axis=0), rtol=1e-2, atol=1e-6)
+    np.testing.assert_allclose(table.signal_lost, lost.mean(axis=0) / np.abs(raw).mean(axis=0), rtol=1e-2, atol=1e-6)
+    assert (table.signal_lost < 0.2).all()

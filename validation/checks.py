@@ -193,28 +193,31 @@ def normalization_saturation(inputs: GateInputs) -> Check:
 
 def normalization_roundtrip(inputs: GateInputs) -> Check:
     """What normalization loses, per normalized action dimension over every split: the
-    share of values clipped, and the largest |denormalize(normalize(x)) - x| in the
-    action's own units, also as a share of its train range (max - min)."""
+    share of values clipped, the largest and the mean |denormalize(normalize(x)) - x| in
+    the action's own units, and the signal lost: mean error / mean |x|. (The largest
+    error alone cannot tell a mode apart: bounds_q99 cuts the 1% tails by design.)"""
     tolerance = inputs.config["roundtrip_tolerance"]
     name = "normalization_roundtrip"
-    description = f"largest round-trip error at most {tolerance:.0%} of a dimension's train range"
+    description = f"round trip loses at most {tolerance:.0%} of a dimension's mean magnitude"
     dims = inputs.normalized_dims
     if not dims:
         return Check(name, description, pd.DataFrame(), skipped="no action dimension is normalized")
     a = affine(inputs.statistics, "action")
+    errors = [f"abs(action[{i + 1}] * {float(a.scale[i])!r} + {float(a.center[i])!r} - action_raw[{i + 1}])"
+              for i in dims]
     selects = ", ".join(
-        f"count_if(abs(action[{i + 1}]) >= {AT_BOUND}) / count(*), "
-        f"max(abs(action[{i + 1}] * {float(a.scale[i])!r} + {float(a.center[i])!r} - action_raw[{i + 1}]))" for i in dims)
+        f"count_if(abs(action[{i + 1}]) >= {AT_BOUND}) / count(*), max({error}), avg({error}), "
+        f"avg({error}) / nullif(avg(abs(action_raw[{i + 1}])), 0)" for i, error in zip(dims, errors))
     values = inputs.con.execute(f"SELECT {selects} FROM steps").fetchone()
-    spans = np.asarray(inputs.statistics["action"]["max"]) - np.asarray(inputs.statistics["action"]["min"])
     table = pd.DataFrame({
         "dimension": [inputs.spec.action.names[i] for i in dims],
-        "clipped_share": [round(values[2 * k], 4) for k in range(len(dims))],
-        "max_error": [values[2 * k + 1] for k in range(len(dims))],
-        "error_share_of_range": [values[2 * k + 1] / spans[i] if spans[i] > 0 else 0.0 for k, i in enumerate(dims)],
+        "clipped_share": [round(values[4 * k], 4) for k in range(len(dims))],
+        "max_error": [values[4 * k + 1] for k in range(len(dims))],
+        "mean_error": [values[4 * k + 2] for k in range(len(dims))],
+        "signal_lost": [values[4 * k + 3] or 0.0 for k in range(len(dims))],
     })
     return Check(name, description, table, [gx.expectations.ExpectColumnValuesToBeBetween(
-        column="error_share_of_range", min_value=0, max_value=tolerance)], id_column="dimension")
+        column="signal_lost", min_value=0, max_value=tolerance)], id_column="dimension")
 
 
 def step_flags(inputs: GateInputs) -> Check:
