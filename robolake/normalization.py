@@ -7,8 +7,8 @@ Every mode maps a center and a half-range per dimension onto 0 and +-1, then cli
 - min_max:    min -> -1, max -> +1. Nothing in the train split clips, but one
   outlier widens the range and squeezes every other value.
 - mean_std:   z / std_bound with z = (x - mean) / std, i.e. std_bound standard
-  deviations -> +-1. std_bound 1 (the old default) clipped 14-26% of every sample
-  action dimension; 3 keeps all but the heavy tails.
+  deviations -> +-1. std_bound 1 (the old default) clipped 10-25% of every sample
+  action dimension; 3 keeps all but the heavy tails (docs/normalization.md).
 Dimensions whose mask entry is false (the gripper, by default) pass through as they
 are. A dimension with zero spread maps to 0, and back to its single value.
 `denormalize(normalize(x)) == x` wherever no clipping happened.

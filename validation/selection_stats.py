@@ -62,17 +62,19 @@ def selection_statistics(lake: Lake, reference: str, where: str | None, split: s
     `where`, a DuckDB condition over the `episodes` view."""
     target = resolve(lake, reference)
     con = connect(lake, target.dataset, target.version, materialize=False)
-    conditions = [f"({where})" for where in [where] if where] + ([f"split = '{split}'"] if split != "all" else [])
-    selected = "SELECT episode_id FROM episodes" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+    in_split = [f"split = '{split}'"] if split != "all" else []
+    conditions = ([f"({where})"] if where else []) + in_split
+    selected = f"SELECT episode_id FROM episodes WHERE {' AND '.join(conditions) or 'true'}"
     try:
         con.execute(f"EXPLAIN {selected}")
     except duckdb.Error as exc:
         message = str(exc).split("\nLINE ")[0]  # DuckDB's message, without the echo of the query
         raise RobolakeError(f"--where {where!r}: {' '.join(message.split())}") from None
-    table = con.sql(f"SELECT * FROM episode_stats WHERE episode_id IN ({selected})").to_arrow_table()
+    rows = " AND ".join([*in_split, f"episode_id IN ({selected})"])  # the split first: DuckDB skips other partitions
+    table = con.sql(f"SELECT * FROM episode_stats WHERE {rows}").to_arrow_table()
     con.close()
     if not table.num_rows:
-        raise RobolakeError(f"{target.dataset}:{target.version}: no episode meets {' AND '.join(conditions)}")
+        raise RobolakeError(f"{target.dataset}:{target.version}: no episode meets {' AND '.join(conditions) or 'true'}")
     action = merged_vector_stats(table, "action", len(target.spec.action.names))
     state = merged_vector_stats(table, "state", target.manifest["state_dim"])
     return {
