@@ -65,17 +65,3 @@ def preprocess_frames(frames: Iterable[np.ndarray], preprocessor: FramePreproces
         encoded.append(preprocessor.encode_resized(resized))
         summary.add_frame(preprocessor.rgb(resized))
     return encoded, summary
-
-
-def kept_frames(
-    encoded: list[bytes], decoded: Iterable[np.ndarray], preprocessor: FramePreprocessor
-) -> tuple[list[bytes], CameraSummary]:
-    """Frames already encoded as the camera asks (a gold version read again): the bytes
-    are kept, so nothing is lost to a second encoding; the decoded RGB frames give the
-    pixel summary and are checked against the camera's size."""
-    summary, size = CameraSummary(), (preprocessor.height, preprocessor.width)
-    for step, frame in enumerate(decoded):
-        if frame.shape[:2] != size:
-            raise ValueError(f"step {step}: a {frame.shape[0]}x{frame.shape[1]} frame, the camera stores {size}")
-        summary.add_frame(frame)
-    return encoded, summary

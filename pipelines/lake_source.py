@@ -10,7 +10,9 @@ of a mixture (`robolake mix`), or the one version an edit derives from (`robolak
   `episode_metadata/episode_id`, actions from `steps/action_raw` (the member's curated
   actions in source units, so statistics and normalization are computed afresh), frames
   resized and re-encoded to the new version's cameras, or kept byte for byte where the
-  member stores them at the same size, encoding and quality. Actions and state are then
+  member stores them at the same size, encoding and quality: those are never decoded,
+  and their pixel summary (moments, brightness, contrast) is the member's silver
+  episodes row, over the frames the member ingested. Actions and state are then
   mapped to the new version's dimensions: picked by name or padded with a number, and
   state zero-padded to the widest member.
 - Episode ids: an edit keeps the member's ids; a mixture prefixes the member's name
@@ -28,6 +30,7 @@ import numpy as np
 
 from pipelines.episode import Episode, EpisodeRef, QuarantineRecord, stable_hash
 from pipelines.images import FramePreprocessor
+from pipelines.stats import CameraSummary
 from pipelines.rlds_source import RldsSource
 from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError
@@ -68,18 +71,20 @@ def _folder_key(folder: str) -> str:
 STORED_AS = ("size", "encoding", "jpeg_quality")  # camera fields that decide the bytes gold holds
 
 
-def _member_reader(spec: DatasetSpec, member: LakeMember, version: DatasetVersion, where: str) -> RldsSource:
-    """The member's gold folder read as RLDS with the new version's cameras; a camera
-    stored already as the new version stores it keeps its bytes."""
+def _member_reader(spec: DatasetSpec, member: LakeMember, version: DatasetVersion,
+                   where: str) -> tuple[RldsSource, dict[str, str]]:
+    """The member's gold folder read as RLDS with the new version's cameras, and the
+    cameras stored already as the new version stores them (target name -> member name):
+    those keep their bytes."""
     member_cameras = {cam.name: cam for cam in version.spec.cameras}
-    cameras, passthrough = [], set()
+    cameras, passthrough = [], {}
     for cam in spec.cameras:
         name = member.cameras.get(cam.name, cam.name)
         if name not in member_cameras:
             raise RobolakeError(f"{where}.cameras: {member.dataset} has no camera {name!r} for {cam.name!r} "
                                 f"(it has {sorted(member_cameras)}); map it: cameras: {{{cam.name}: <camera>}}")
         if all(getattr(cam, field) == getattr(member_cameras[name], field) for field in STORED_AS):
-            passthrough.add(cam.name)
+            passthrough[cam.name] = name
         cameras.append({**cam.model_dump(mode="json"), "key": f"steps/observation/{name}", "channel_order": "rgb"})
     member_spec = parse_spec({
         "name": member.name, "version": member.version, "control_rate_hz": spec.control_rate_hz,
@@ -90,7 +95,7 @@ def _member_reader(spec: DatasetSpec, member: LakeMember, version: DatasetVersio
         "instruction": {"feature": LANGUAGE_INSTRUCTION},
         "episode_length": spec.episode_length.model_dump(mode="json"),
     }, origin=f"{where} ({member.dataset})")
-    return RldsSource(member_spec, id_feature=EPISODE_ID_FEATURE, passthrough=frozenset(passthrough))
+    return RldsSource(member_spec, id_feature=EPISODE_ID_FEATURE, passthrough=frozenset(passthrough)), passthrough
 
 
 def _action_map(spec: DatasetSpec, member: LakeMember, names: list[str], where: str) -> ColumnMap:
@@ -145,7 +150,7 @@ class Member:
         where = f"source.members.{index}"
         self.member = member
         self.folder = _folder_key(version.gold_dir)
-        self.reader = _member_reader(spec, member, version, where)
+        self.reader, kept_cameras = _member_reader(spec, member, version, where)
         self.state_dim = version.manifest["state_dim"]
         self.actions = _action_map(spec, member, version.spec.action.names, where)
         self.state = _state_map(member, self.state_dim, state_width, where)
@@ -158,6 +163,11 @@ class Member:
             self.known = set(rows)  # every episode of the member
             self.columns = {d[0] for d in con.execute("DESCRIBE episodes").fetchall()}
             self.choices, self.counts = self._plan(con, rows, spec, version, where)
+            self.kept_summaries = {
+                episode_id: {target: CameraSummary.from_row(*(rows[episode_id][f"camera_{name}_{column}"]
+                                                              for column in ("mean", "std", "brightness", "contrast")))
+                             for target, name in kept_cameras.items()}
+                for episode_id in self.choices}
         finally:
             con.close()
 
@@ -266,6 +276,7 @@ class LakeSource:
     def read(self, ref: EpisodeRef, state_dim: int, preprocessors: dict[str, FramePreprocessor]) -> Episode:
         member = self.member(ref.source_path)
         episode = member.reader.read(ref, member.state_dim, preprocessors)
+        episode.cameras |= member.kept_summaries[ref.split_key.removeprefix(member.prefix)]
         episode.actions = member.actions.apply(episode.actions)
         episode.state = member.state.apply(episode.state)
         return episode

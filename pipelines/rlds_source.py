@@ -47,7 +47,7 @@ from pipelines.episode import (
     check_step_bounds,
     terminal_rewards,
 )
-from pipelines.images import FramePreprocessor, kept_frames, preprocess_frames
+from pipelines.images import FramePreprocessor, preprocess_frames
 from pipelines.tfrecord import _masked_crc
 from robolake.errors import RobolakeError, SpecError
 from robolake.spec import DatasetSpec, ValueSource
@@ -352,7 +352,9 @@ class RldsSource:
         self.source = spec.source
         self.keys = resolve_keys(spec)
         self.id_feature = id_feature  # episode ids from this feature (unique ones), not shard and index
-        self.passthrough = passthrough  # cameras stored already as the spec asks: their bytes are kept
+        # cameras stored already as the spec asks: their bytes are kept, never decoded, and
+        # `read` leaves their CameraSummary None for the caller to fill (the lake source)
+        self.passthrough = passthrough
         self._builders: dict[str, Builder] = {}
         self._state_problem = ""
 
@@ -513,11 +515,12 @@ class RldsSource:
         check_finite("reward", rewards)
         frames = {}
         for cam, key in self.keys.cameras.items():
-            decoded = self._frames(features, key, num_steps, where)
-            if cam in self.passthrough:
-                frames[cam] = kept_frames(features.strings(key.path, key.field), decoded, preprocessors[cam])
+            if cam in self.passthrough:  # kept as stored, not decoded: the caller brings their summary
+                encoded = features.strings(key.path, key.field)
+                check_length(f"{where}: camera feature {key.path!r}", len(encoded), num_steps)
+                frames[cam] = (encoded, None)
             else:
-                frames[cam] = preprocess_frames(decoded, preprocessors[cam])
+                frames[cam] = preprocess_frames(self._frames(features, key, num_steps, where), preprocessors[cam])
         return Episode(ref, actions, state, rewards.astype(np.float32), {cam: enc for cam, (enc, _) in frames.items()},
                        {cam: summary for cam, (_, summary) in frames.items()})
 

@@ -45,6 +45,14 @@ class CameraSummary:
         self.brightness.append(float(mean[0, 0]) / 255.0)
         self.contrast.append(float(std[0, 0]) / 255.0)
 
+    @classmethod
+    def from_row(cls, mean: list[float], std: list[float], brightness: float, contrast: float) -> CameraSummary:
+        """The summary a silver episodes row holds (a kept camera's, carried into a new version)."""
+        summary = cls()
+        summary.pixels = pixel_stats_from_row(mean, std, 1)
+        summary.brightness, summary.contrast = [brightness], [contrast]
+        return summary
+
     def row(self) -> dict:
         """Columns of the silver episodes table for this camera."""
         return {

@@ -5,6 +5,7 @@ weights, aligned action and state spaces, statistics of the mixture's own train 
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +265,27 @@ def test_copies_stay_with_their_original_under_a_resplit(members):
     for episode_id in copies:
         assert mix[episode_id]["split"] == mix[episode_id.split("#")[0]]["split"]
     assert {v["split"] for v in mix.values()} == {"train", "val"}
+
+
+def test_kept_cameras_carry_the_members_pixel_summaries_without_decoding(members, tmp_path, monkeypatch):
+    """Frames the mixture keeps byte for byte are never decoded: their pixel moments,
+    brightness and contrast are the member's silver episodes rows."""
+    from pipelines.rlds_source import RldsSource
+
+    def no_decoding(*args):
+        raise AssertionError("a kept camera was decoded")
+
+    monkeypatch.setattr(RldsSource, "_frames", staticmethod(no_decoding))
+    lake = tmp_path / "lake"
+    shutil.copytree(members, lake)
+    build(lake, mixture(lake, "kept", [{"dataset": "alpha"}, {"dataset": "beta", "action": {"gripper": "grip"}}]))
+    columns = [f"camera_{c}_{k}" for c in ("front", "wrist") for k in ("mean", "std", "brightness", "contrast")]
+
+    def rows(dataset: str) -> dict[str, tuple]:
+        con = lake_views.connect(Lake(str(lake)), dataset, "1.0.0")
+        return {r[0]: r[1:] for r in con.execute(f"SELECT episode_id, {', '.join(columns)} FROM episodes").fetchall()}
+
+    mixed = rows("kept")
+    for member in ("alpha", "beta"):
+        for episode_id, values in rows(member).items():
+            assert mixed[f"{member}/{episode_id}"] == values
