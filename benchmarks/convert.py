@@ -6,7 +6,9 @@ figures from one run of each configuration:
 
 1. robolake in-process (Beam's FnApiRunner, the default): steps/s, MB/s written, peak RSS;
    once as a first conversion (sha256 of every raw file included) and once with the
-   hashes already registered in lake/raw/manifest.parquet (a re-conversion);
+   hashes already registered in lake/raw/manifest.parquet (a re-conversion); that
+   re-conversion once more without the version's lease (robolake/lease.py), and the
+   lease's own acquire + release time, to show that one writer per version costs nothing;
 2. robolake on Beam's multi_processing runner with 1 and with 2 workers, and the speedup;
 3. the ceiling: the same frames read from HDF5, cropped, resized and JPEG-encoded
    with robolake's own FramePreprocessor.encode in a tight one-process loop (steps/s
@@ -51,11 +53,13 @@ import tensorflow_datasets as tfds  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
 from pipelines import raw_manifest  # noqa: E402
+from pipelines import build  # noqa: E402
 from pipelines.build import convert  # noqa: E402
 from pipelines.hdf5_source import FRAMES_PER_READ  # noqa: E402
 from pipelines.images import FramePreprocessor, center_crop  # noqa: E402
 from robolake.hashing import sha256_file  # noqa: E402
-from robolake.lake import Lake  # noqa: E402
+from robolake.lake import Lake, new_build_id  # noqa: E402
+from robolake.lease import HEARTBEAT_S, Lease  # noqa: E402
 from robolake.spec import DatasetSpec, load_spec  # noqa: E402
 from robolake.sample import write_robomimic_dataset  # noqa: E402
 from harness import (  # noqa: E402
@@ -89,6 +93,36 @@ def child_robolake(input_dir: str, out_dir: str, workers: int) -> dict:
     beam_args = [] if workers == 0 else ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
     counts = convert(tabletop_spec(input_dir), Lake(out_dir), beam_args).manifest["counts"]
     return {"episodes": counts["episodes_written"], "steps": counts["steps_written"], "bytes": counts["bytes_written"]}
+
+
+class NoLease(Lease):
+    """The lease without its file or heartbeat: what a build would cost without one."""
+
+    def acquire(self) -> Lease:
+        self.holder = {"build": self.build}
+        return self
+
+    def assert_held(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+def child_robolake_unleased(input_dir: str, out_dir: str, workers: int) -> dict:
+    """child_robolake with the lease replaced by NoLease."""
+    build.Lease = NoLease
+    return child_robolake(input_dir, out_dir, workers)
+
+
+def lease_seconds(workdir: str, cycles: int = 200) -> float:
+    """Mean seconds of one acquire + release of a version's lease (an O_EXCL create and a delete)."""
+    lake = Lake(tempfile.mkdtemp(prefix="lease-", dir=workdir))
+    started = time.perf_counter()
+    for _ in range(cycles):
+        with Lease(lake, "bench", "1.0.0", new_build_id(), "benchmark"):
+            pass
+    return (time.perf_counter() - started) / cycles
 
 
 def encode_frames(input_dir: str, paths: list[str]) -> dict:
@@ -208,10 +242,11 @@ def register_inputs(input_dir: str, out_dir: str) -> None:
 CHILD_MODES = {
     "robolake": child_robolake,
     "robolake-registered": child_robolake,
+    "robolake-unleased": child_robolake_unleased,
     "ceiling": child_ceiling,
     "plain-tfds": child_plain_tfds,
 }
-CHILD_PREPARE = {"robolake-registered": register_inputs}
+CHILD_PREPARE = {"robolake-registered": register_inputs, "robolake-unleased": register_inputs}
 
 
 def run_child(mode: str, input_dir: str, out_dir: str, workers: int) -> None:
@@ -281,6 +316,7 @@ def plan(episodes: int, growth: int) -> list[Config]:
         Config("ceiling2", "ceiling, files split over 2 processes", "ceiling", episodes, workers=2),
         Config("robolake", "robolake, in-process FnApiRunner", "robolake", episodes),
         Config("registered", "robolake, in-process, hashes registered", "robolake-registered", episodes),
+        Config("unleased", "the same without the version's lease", "robolake-unleased", episodes),
         Config("mp1", "robolake, multi_processing, 1 worker", "robolake", episodes, workers=1),
         Config("mp2", "robolake, multi_processing, 2 workers", "robolake", episodes, workers=2),
         Config("plain", "plain TFDS GeneratorBasedBuilder", "plain-tfds", episodes),
@@ -303,9 +339,10 @@ def print_table(measurements: list[Measurement]) -> None:
         )
 
 
-def evaluate(results: dict[str, Measurement]) -> list[Target]:
+def evaluate(results: dict[str, Measurement], lease_s: float) -> list[Target]:
     robolake, ceiling, plain = results["robolake"], results["ceiling"], results["plain"]
-    registered = results["registered"]
+    registered, unleased = results["registered"], results["unleased"]
+    lease_cost = registered.seconds / unleased.seconds - 1
     of_ceiling_registered = registered.steps_per_s / ceiling.steps_per_s
     mp1, mp2 = results["mp1"], results["mp2"]
     small, large = results["growth_small"], results.get("growth_large", robolake)
@@ -324,6 +361,12 @@ def evaluate(results: dict[str, Measurement]) -> list[Target]:
             "per worker vs ceiling, hashes registered",
             f"{registered.steps_per_s:.0f} / {ceiling.steps_per_s:.0f} steps/s = {of_ceiling_registered:.0%}",
             ">= 70%", of_ceiling_registered >= 0.7, f"{of_ceiling_registered:.0%} (hashes registered)",
+        ),
+        Target(
+            "the version's lease (re-conversion with vs without)",
+            f"{registered.seconds:.2f} / {unleased.seconds:.2f} s = {lease_cost:+.1%}; acquire + release "
+            f"{lease_s * 1e3:.2f} ms, one heartbeat every {HEARTBEAT_S:.0f} s",
+            "< +2%", lease_cost < 0.02, f"lease {lease_cost:+.1%}",
         ),
         Target(
             "robolake vs plain TFDS builder",
@@ -392,7 +435,7 @@ def main(argv: list[str]) -> None:
             flush=True,
         )
     print_table(list(results.values()))
-    targets = evaluate(results)
+    targets = evaluate(results, lease_seconds(workdir))
     print_targets(targets)
     keep_or_remove(workdir, args.keep)
     print("\n" + summary_line(results["robolake"], targets, time.perf_counter() - started))

@@ -84,14 +84,16 @@ from pipelines.episode import EpisodeRef, stable_hash
 from pipelines.silver_writer import fixed_list, part_name
 from pipelines.splits import assign_shards, assign_split
 from pipelines.stats import DatasetStats, PixelStats, pixel_stats_from_row
-from robolake.lake import Lake
+from robolake.lake import Build, Lake, join, new_build_id, read_json
+from robolake.lease import Lease
 from robolake.normalization import normalize
+from robolake.publish import commit, start_build
 from robolake.sample.scenario import (
     COLORS, DIRECTION_WORDS, INSTRUCTIONS, LIGHTINGS, OBJECTS, OPERATORS, PUSH_DIRECTIONS, SCENES, TASKS,
 )
 from robolake.spec import DatasetSpec, parse_spec
 from schemas.documents import check
-from schemas.rlds import rlds_features
+from schemas.rlds import RESOLUTION_CHANGE, TRUNCATED, rlds_features
 from schemas.tables import (
     FILTERED_ACTIONS_SCHEMA, QUARANTINE_SCHEMA, RAW_MANIFEST_SCHEMA, curated_steps_schema, episode_stats_schema,
     episodes_schema, steps_schema,
@@ -458,18 +460,19 @@ def _step_columns(refs: list[EpisodeRef], lengths: np.ndarray, step_index: np.nd
     }
 
 
-def write_shard(lake: Lake, plan_: Plan, numbers: ShardNumbers, split: str, shard: int, statistics_: dict,
+def write_shard(build: Build, plan_: Plan, numbers: ShardNumbers, split: str, shard: int, statistics_: dict,
                 frames: dict[str, bytes]) -> dict:
     spec, refs = plan_.spec, numbers.refs
-    name, version = spec.name, spec.version
     part = f"split={split}/{part_name(shard)}"
     rate = spec.control_rate_hz
-    paths = {table: f"{lake.silver_partition(name, table, version)}/{part}" for table in SILVER_TABLES}
+    paths = {table: f"{build.silver(table)}/{part}" for table in SILVER_TABLES}
 
     episodes = {
         "episode_id": [r.episode_id for r in refs],
         "num_steps": numbers.lengths.astype(np.int32),
         "dropped_ticks": np.zeros(len(refs), np.int32),
+        TRUNCATED: np.zeros(len(refs), bool),  # every episode ends in a terminal state (is_terminal on its last step)
+        RESOLUTION_CHANGE: [""] * len(refs),
         "language_instruction": [r.instruction for r in refs],
         "source_path": [r.source_path for r in refs],
         "source_sha256": [r.source_sha256 for r in refs],
@@ -523,7 +526,7 @@ def write_shard(lake: Lake, plan_: Plan, numbers: ShardNumbers, split: str, shar
     writer.close()
 
     if numbers.records:
-        path = f"{lake.quarantine(name, version)}/filtered_actions/part-{split}-{shard:05d}.parquet"
+        path = f"{build.quarantine}/filtered_actions/part-{split}-{shard:05d}.parquet"
         os.makedirs(os.path.dirname(path), exist_ok=True)
         pq.write_table(pa.Table.from_pylist(numbers.records, schema=FILTERED_ACTIONS_SCHEMA), path, compression="zstd")
     return {"split": split, "episodes": len(refs), "silver_steps": total, "steps": int(kept.sum()),
@@ -559,8 +562,7 @@ class LakeSummary:
 
 
 def _remove_version(lake: Lake, name: str, version: str) -> None:
-    for path in [lake.gold(name, version), lake.quarantine(name, version), lake.reports(name, version),
-                 *(lake.silver_partition(name, t, version) for t in SILVER_TABLES)]:
+    for path in [lake.version_root(name, version), lake.reports(name, version)]:
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -588,10 +590,19 @@ def write_synthetic_lake(
         raise ValueError("steps must be at least 12 (min_steps 10, and a spike needs room)")
     started = time.perf_counter()
     lake = Lake(root)
-    if os.path.exists(os.path.join(lake.gold(name, version), "manifest.json")):
-        if not overwrite:
-            raise FileExistsError(f"{lake.gold(name, version)} exists (overwrite=True replaces it)")
+    if lake.current(name, version) is not None and not overwrite:
+        raise FileExistsError(f"{name}:{version} exists in {root} (overwrite=True replaces it)")
     _remove_version(lake, name, version)
+    with Lease(lake, name, version, new_build_id(), "synthetic_lake") as lease:
+        build = start_build(lake, lease)
+        summary = _write_build(lake, build, episodes, steps, seed, steps_per_shard, length_jitter, started)
+        commit(lake, build, lease, read_json(join(build.gold, "manifest.json")))
+    return summary
+
+
+def _write_build(lake: Lake, build: Build, episodes: int, steps: int, seed: int, steps_per_shard: int,
+                 length_jitter: float, started: float) -> LakeSummary:
+    name, version = build.dataset, build.version
     spec = parse_spec(spec_dict(name, version, steps_per_shard, max(500, 2 * steps)), origin="synthetic_lake.py")
     plan_ = plan(spec, episodes, steps, seed, length_jitter)
     statistics_, totals = statistics(plan_, seed)
@@ -602,13 +613,13 @@ def write_synthetic_lake(
     shards = []
     for (split, shard), refs in plan_.shards.items():
         numbers = shard_numbers(seed, split, shard, refs)
-        shards.append(write_shard(lake, plan_, numbers, split, shard, statistics_, frames))
+        shards.append(write_shard(build, plan_, numbers, split, shard, statistics_, frames))
         if split == "train":
             curated = (numbers.curated_raw.astype(np.float64), numbers.curated_state, None)
             at_bound = saturation.add_input(at_bound, (curated, statistics_))
     statistics_["robolake"]["saturation"] = _rounded(saturation.extract_output(at_bound))
     check(statistics_, "dataset_statistics", "dataset_statistics.json")
-    quarantine_dir = lake.quarantine(name, version)
+    quarantine_dir = build.quarantine
     os.makedirs(quarantine_dir, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(plan_.quarantined, schema=QUARANTINE_SCHEMA),
                    os.path.join(quarantine_dir, "quarantine.parquet"), compression="zstd")
@@ -617,21 +628,20 @@ def write_synthetic_lake(
     for path, session in plan_.sessions.items():
         session |= {"bytes": session["steps"] * 61_000, "mtime": now}
     _write_raw_manifest(lake, plan_.sessions)
-    gold = lake.gold(name, version)
+    gold = build.gold
     os.makedirs(gold, exist_ok=True)
     rlds_features(spec, STATE_DIM).save_config(gold)
     data = (json.dumps(statistics_, indent=2, sort_keys=True) + "\n").encode()
     with open(os.path.join(gold, "dataset_statistics.json"), "wb") as f:
         f.write(data)
     manifest = _manifest(spec, plan_, shards, totals, hashlib.sha256(data).hexdigest(), time.perf_counter() - started)
+    manifest["build"] = build.id
     with open(os.path.join(gold, "manifest.json"), "w", encoding="utf-8") as f:
         f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
-    files = [os.path.join(d, f) for top in ("silver", "quarantine", "gold")
-             for d, _, fs in os.walk(os.path.join(root, top)) for f in fs]
-    ours = [p for p in files if f"/{name}/" in p and (f"/{version}/" in p or f"version={version}" in p)]
+    ours = [os.path.join(d, f) for d, _, fs in os.walk(build.dir) for f in fs]
     return LakeSummary(
-        root, name, version, sum(s["episodes"] for s in shards), len(plan_.quarantined),
+        lake.root, name, version, sum(s["episodes"] for s in shards), len(plan_.quarantined),
         sum(s["silver_steps"] for s in shards), sum(s["steps"] for s in shards), totals["items_flagged"], len(ours),
         sum(os.path.getsize(p) for p in ours), time.perf_counter() - started,
     )
@@ -665,6 +675,8 @@ def _manifest(spec: DatasetSpec, plan_: Plan, shards: list[dict], totals: dict, 
             "episodes_ingested": written,
             "episodes_written": written,
             "episodes_quarantined": len(plan_.quarantined),
+            "episodes_truncated": 0,
+            "episodes_resolution_changed": 0,
             "steps_written": sum(s["steps"] for s in shards),
             "bytes_written": sum(s["bytes"] for s in shards),
             "by_split": dict(sorted(by_split.items())),

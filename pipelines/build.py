@@ -26,16 +26,19 @@ from pipelines.convert import (
     FILTER_TOTALS, GOLD_SHARDS, QUARANTINE, SILVER_SHARDS, SOURCES, STATISTICS, BuildContext, SourceFile, build_pipeline,
 )
 from pipelines import raw_manifest
+from pipelines.beam_options import beam_flags
+from pipelines.episode import QuarantineRecord
 from pipelines.lake_source import LakeSource
 from pipelines.sources import SourceReader, source_reader
 from pipelines.rlds_writer import write_dataset_info
 from robolake import progress, provenance
 from robolake.errors import RobolakeError
-from robolake.lake import Lake, delete_tree, join, read_json, write_bytes, write_json, write_table
-from robolake.publish import publish, refuse_existing, remove_stale_staging
+from robolake.lake import Build, Lake, delete_tree, join, new_build_id, read_json, write_bytes, write_json, write_table
+from robolake.lease import Lease
+from robolake.publish import build_state, commit, mark_rejected, refuse_existing, remove_abandoned_builds, start_build
 from robolake.spec import DatasetSpec, load_spec, parse_spec
 from schemas.documents import check
-from schemas.rlds import RLDS_SCHEMA_VERSION, rlds_features
+from schemas.rlds import RESOLUTION_CHANGE, RLDS_SCHEMA_VERSION, TRUNCATED, rlds_features
 from schemas.tables import QUARANTINE_SCHEMA, SILVER_SCHEMA_VERSION
 
 MANIFEST_SCHEMA_VERSION = "1.0.0"
@@ -47,8 +50,8 @@ def code_version() -> str:
 
 
 def _glob_base(pattern: str) -> str:
-    """The folder part of a glob before its first wildcard."""
-    head = pattern.split("*")[0].split("?")[0].split("[")[0]
+    """The folder part of a glob before its first wildcard (a literal path's parent folder)."""
+    head = pattern.rstrip("/").split("*")[0].split("?")[0].split("[")[0]
     return head.rsplit("/", 1)[0] if "/" in head else ""
 
 
@@ -64,6 +67,8 @@ def discover_sources(spec: DatasetSpec, reader: SourceReader, known: dict[str, d
         base = _glob_base(pattern)
         for path, size, mtime in sorted(matches):
             relative = posixpath.relpath(path, base) if base else path.lstrip("/")
+            if relative in (".", ".."):  # the pattern is the input itself (e.g. "."): its own name
+                relative = posixpath.basename(posixpath.abspath(path))
             stem, suffix = posixpath.splitext(relative)
             # a bag folder keeps its name, and so does a TFDS shard (its ".tfrecord-00000-of-00004" numbers it)
             relative_id = relative if os.path.isdir(path) or not suffix[1:].isalnum() else stem
@@ -81,12 +86,25 @@ def discover_sources(spec: DatasetSpec, reader: SourceReader, known: dict[str, d
     return sorted(found.values(), key=lambda s: s.relative_id)
 
 
-def infer_state_dim(reader: SourceReader, sources: list[SourceFile]) -> int:
+def _unreadable(reader: SourceReader, source: SourceFile) -> str:
+    """Why a source tells no state width: its first quarantine reason when planned."""
+    for item in reader.plan(source.path, source.relative_id, source.known_sha256 or ""):
+        if isinstance(item, QuarantineRecord):
+            return " ".join(item.reason.split())
+    return "no episode holds the state"
+
+
+def infer_state_dim(reader: SourceReader, sources: list[SourceFile], shown: int = 3) -> int:
+    """The state width from the first source that tells it; if none does, an error
+    naming the first `shown` sources and why each could not be read."""
     for source in sources:
         width = reader.state_width(source.path)
         if width is not None:
             return width
-    raise RobolakeError(f"{reader.state_source()}: could not be read from any source")
+    problems = "; ".join(f"{posixpath.basename(s.path)}: {_unreadable(reader, s)}" for s in sources[:shown])
+    more = f"; and {len(sources) - shown} more" if len(sources) > shown else ""
+    raise RobolakeError(f"no source could be read for {reader.state_source()} "
+                        f"({len(sources)} files): {problems}{more}")
 
 
 def fingerprint(spec: DatasetSpec, sources: list[dict]) -> str:
@@ -116,7 +134,8 @@ class BuildOutcome:
         saturation = f"at most {shares[worst]:.1%} ({worst})" if worst else "none normalized"
         return (
             f"{m['dataset']} {m['version']}: {c['episodes_written']} episodes written ({splits}), "
-            f"{c['episodes_quarantined']} quarantined, {c['steps_written']} steps, "
+            f"{c['episodes_quarantined']} quarantined, {c['episodes_truncated']} truncated (no terminal state), "
+            f"{c['steps_written']} steps, "
             f"{m['filter']['items_clipped']} action values clipped, {m['filter']['steps_dropped']} steps dropped, "
             f"{m['saturation']['mode']} train actions at +-1: {saturation}, "
             f"{c['bytes_written'] / 1e6:.1f} MB in {seconds:.1f} s "
@@ -149,12 +168,17 @@ def _reconcile(sources: list[dict], silver: list[dict], gold: list[dict], quaran
             f"by the action filter, {written} in gold"
         )
     by_split = split_totals(gold)
+    flagged: Counter = Counter()
+    for shard in gold:
+        flagged.update(shard["flagged"])
     return {
         "source_files": len(sources),
         "episodes_found": seen,
         "episodes_ingested": ingested,
         "episodes_written": written,
         "episodes_quarantined": len(quarantine),
+        "episodes_truncated": flagged[TRUNCATED],
+        "episodes_resolution_changed": flagged[RESOLUTION_CHANGE],
         "steps_written": sum(g["steps"] for g in gold),
         "bytes_written": sum(g["bytes"] for g in gold),
         "by_split": {k: v for k, v in by_split.items() if v["episodes"]},
@@ -162,68 +186,29 @@ def _reconcile(sources: list[dict], silver: list[dict], gold: list[dict], quaran
 
 
 def convert(
-    spec: DatasetSpec, lake: Lake, beam_args: list[str], overwrite: bool = False, rehash: bool = False
+    spec: DatasetSpec, lake: Lake, beam_args: list[str], overwrite: bool = False, rehash: bool = False,
+    command: str = "convert",
 ) -> BuildOutcome:
-    """Build `spec`'s version into the lake; raises RobolakeError on bad input.
-    Nothing is published unless the whole build succeeds."""
+    """Build `spec`'s version into the lake; raises RobolakeError on bad input. The
+    build holds the version's lease from before planning to after publication, and
+    nothing is published unless the whole build succeeds."""
     started, started_at = time.time(), provenance.utc_now()
-    refuse_existing(lake, spec.name, spec.version, overwrite)
-    reader = source_reader(spec)
-    sources = discover_sources(spec, reader, {} if rehash else raw_manifest.registered(lake))
-    ctx = BuildContext(spec, reader, infer_state_dim(reader, sources), lake.new_staging(spec.name, spec.version))
-    for stale in remove_stale_staging(lake, spec.name, spec.version):
-        progress.console.print(f"removed the leftovers of an interrupted build: {stale}")
-    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        beam_args = [DEFAULT_RUNNER, *beam_args]
-    try:
-        pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
-    except ValueError as exc:  # e.g. an unknown --runner
-        raise RobolakeError(f"Beam pipeline options {beam_args}: {exc}") from None
-    try:
-        with progress.ProgressBar(ctx.progress_dir, f"convert {spec.name} {spec.version}"):
-            with pipeline:
-                build_pipeline(pipeline, ctx, sources)
-        summary = read_json(ctx.summary_path)
-        filtered = summary[FILTER_TOTALS][0]["totals"]
-        counts = _reconcile(summary[SOURCES], summary[SILVER_SHARDS], summary[GOLD_SHARDS], summary[QUARANTINE], filtered)
-        quarantine_dir = join(ctx.staging, "quarantine")
-        write_table(
-            join(quarantine_dir, "quarantine.parquet"),
-            pa.Table.from_pylist(sorted(summary[QUARANTINE], key=lambda q: q["episode_id"]), schema=QUARANTINE_SCHEMA),
-        )
-        if not counts["episodes_written"]:
-            publish(ctx.staging, [(quarantine_dir, lake.quarantine(spec.name, spec.version))])
-            raise RobolakeError(
-                f"{spec.name} {spec.version}: every episode was quarantined, nothing published; "
-                f"reasons in {lake.quarantine(spec.name, spec.version)}/quarantine.parquet, "
-                f"first: {summary[QUARANTINE][0]['episode_id']}: {summary[QUARANTINE][0]['reason']}"
-            )
-        statistics = summary[STATISTICS][0]["document"]
-        statistics_sha256 = _write_statistics(ctx, statistics, filtered)
-        manifest = _write_gold_metadata(ctx, summary, counts, beam_args, time.time() - started)
-        if isinstance(reader, LakeSource):
-            manifest["members"] = reader.selection()
-        manifest["statistics_sha256"] = statistics_sha256
-        manifest["saturation"] = _saturation(statistics)
-        manifest["filter"] = filtered
-        manifest["timings"]["total_s"] = round(time.time() - started, 3)
-        write_json(join(ctx.gold_dir, "provenance.json"), _dataset_provenance(lake, manifest, started_at))
-        write_json(join(ctx.gold_dir, "manifest.json"), manifest)
-    except BaseException:
-        delete_tree(ctx.staging)
-        raise
-    gold_dir = lake.gold(spec.name, spec.version)
-    publish(
-        ctx.staging,
-        [
-            (ctx.steps_root, lake.silver_partition(spec.name, "steps", spec.version)),
-            (ctx.episodes_root, lake.silver_partition(spec.name, "episodes", spec.version)),
-            (ctx.curated_root, lake.silver_partition(spec.name, "curated_steps", spec.version)),
-            (ctx.episode_stats_root, lake.silver_partition(spec.name, "episode_stats", spec.version)),
-            (join(ctx.staging, "quarantine"), lake.quarantine(spec.name, spec.version)),
-            (ctx.gold_dir, gold_dir),
-        ],
-    )
+    lease = Lease(lake, spec.name, spec.version, new_build_id(), command)
+    with lease:
+        refuse_existing(lake, spec.name, spec.version, overwrite)
+        for abandoned in remove_abandoned_builds(lake):
+            progress.console.print(f"removed the folder of a killed build: {abandoned}")
+        build = start_build(lake, lease)
+        try:
+            manifest, statistics = _build(spec, lake, build, beam_args, rehash, started, started_at, command)
+        except RobolakeError as exc:
+            if build_state(build) != "rejected":
+                delete_tree(build.dir)
+            raise exc from None
+        except BaseException:
+            delete_tree(build.dir)
+            raise
+        commit(lake, build, lease, manifest)
     raw_manifest.register(
         lake,
         [{k: s[k] for k in ("path", "sha256", "bytes", "mtime")} | {"format": spec.source.format} for s in manifest["sources"]],
@@ -231,18 +216,65 @@ def convert(
     reports = lake.reports(spec.name, spec.version)
     write_json(join(reports, "convert.json"), _metrics(manifest))
     write_bytes(join(reports, "action_histogram.csv"), _histogram_csv(statistics["robolake"]["action_histogram"]))
-    return BuildOutcome(gold_dir, manifest)
+    return BuildOutcome(build.gold, manifest)
 
 
-def _dataset_provenance(lake: Lake, manifest: dict, started_at: str) -> dict:
+def _build(spec: DatasetSpec, lake: Lake, build: Build, beam_args: list[str], rehash: bool, started: float,
+           started_at: str, command: str) -> tuple[dict, dict]:
+    """Plan and run the pipeline into the build's folder; write its metadata and manifest."""
+    reader = source_reader(spec)
+    sources = discover_sources(spec, reader, {} if rehash else raw_manifest.registered(lake))
+    ctx = BuildContext(spec, reader, infer_state_dim(reader, sources), build.dir)
+    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        beam_args = [DEFAULT_RUNNER, *beam_args]
+    try:
+        pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+    except ValueError as exc:  # e.g. an unknown --runner
+        raise RobolakeError(f"Beam pipeline options {beam_args}: {exc}") from None
+    with progress.ProgressBar(ctx.progress_dir, f"{command} {spec.name} {spec.version}"):
+        with pipeline:
+            build_pipeline(pipeline, ctx, sources)
+    summary = read_json(ctx.summary_path)
+    filtered = summary[FILTER_TOTALS][0]["totals"]
+    counts = _reconcile(summary[SOURCES], summary[SILVER_SHARDS], summary[GOLD_SHARDS], summary[QUARANTINE], filtered)
+    write_table(
+        join(build.quarantine, "quarantine.parquet"),
+        pa.Table.from_pylist(sorted(summary[QUARANTINE], key=lambda q: q["episode_id"]), schema=QUARANTINE_SCHEMA),
+    )
+    if not counts["episodes_written"]:
+        first = summary[QUARANTINE][0]
+        mark_rejected(build, f"every episode was quarantined, first: {first['episode_id']}: {first['reason']}")
+        raise RobolakeError(
+            f"{spec.name} {spec.version}: every episode was quarantined, nothing published; "
+            f"reasons in {build.quarantine}/quarantine.parquet, first: {first['episode_id']}: {first['reason']}"
+        )
+    statistics = summary[STATISTICS][0]["document"]
+    statistics_sha256 = _write_statistics(ctx, statistics, filtered)
+    manifest = _write_gold_metadata(ctx, summary, counts, beam_args, time.time() - started)
+    if isinstance(reader, LakeSource):
+        manifest["members"] = reader.selection()
+    manifest["build"] = build.id
+    manifest["statistics_sha256"] = statistics_sha256
+    manifest["saturation"] = _saturation(statistics)
+    manifest["filter"] = filtered
+    manifest["timings"]["total_s"] = round(time.time() - started, 3)
+    write_json(join(build.gold, "provenance.json"), _dataset_provenance(build, manifest, started_at))
+    write_json(join(build.gold, "manifest.json"), manifest)
+    delete_tree(ctx.summary_path)
+    delete_tree(ctx.progress_dir)
+    return manifest, statistics
+
+
+def _dataset_provenance(build: Build, manifest: dict, started_at: str) -> dict:
     """provenance.json of a gold version: its raw inputs and everything upstream of them."""
     document = provenance.collect(
-        artifact={"kind": "dataset", "path": lake.gold(manifest["dataset"], manifest["version"])},
+        artifact={"kind": "dataset", "path": build.gold},
         dataset={
             "name": manifest["dataset"],
             "version": manifest["version"],
+            "build": build.id,
             "fingerprint": manifest["fingerprint"],
-            "gold_dir": lake.gold(manifest["dataset"], manifest["version"]),
+            "gold_dir": build.gold,
             "statistics_sha256": manifest["statistics_sha256"],
         },
         inputs=[
@@ -302,6 +334,8 @@ def _metrics(manifest: dict) -> dict:
         "episodes_found": counts["episodes_found"],
         "episodes_written": counts["episodes_written"],
         "episodes_quarantined": counts["episodes_quarantined"],
+        "episodes_truncated": counts["episodes_truncated"],
+        "episodes_resolution_changed": counts["episodes_resolution_changed"],
         "steps_written": counts["steps_written"],
         "megabytes_written": round(counts["bytes_written"] / 1e6, 3),
         "episodes_by_split": {split: v["episodes"] for split, v in counts["by_split"].items()},
@@ -368,7 +402,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--rehash", action="store_true", help="hash every source file again, even if registered unchanged in lake/raw"
     )
-    return parser.parse_known_args(argv)
+    args, leftovers = parser.parse_known_args(argv)
+    return args, beam_flags(parser, leftovers)
 
 
 def run(argv: list[str]) -> BuildOutcome:

@@ -9,6 +9,7 @@ is flat in the dataset size on every runner."""
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -26,7 +27,7 @@ from robolake import progress
 from robolake.hashing import sha256_source
 from robolake.lake import join, write_json, write_table
 from robolake.spec import DatasetSpec
-from schemas.rlds import rlds_features
+from schemas.rlds import EPISODE_FLAGS, rlds_features
 from schemas.tables import curated_steps_schema
 
 QUARANTINE = "quarantine"
@@ -75,6 +76,7 @@ class GoldShard:
     episodes: int
     steps: int
     bytes: int
+    flagged: dict[str, int] = dataclasses.field(default_factory=dict)  # episodes per flag (schemas/rlds.py)
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class BuildContext:
 
     @property
     def gold_dir(self) -> str:
-        return join(self.staging, "gold")
+        return join(self.staging, "rlds", self.spec.name, self.spec.version)
 
     @property
     def filtered_actions_dir(self) -> str:
@@ -270,14 +272,21 @@ class _WriteGoldShard(beam.DoFn):
                 curated_tables.append(curated.select(curated_schema.names))
             return curated
 
+        flagged = Counter()
+
+        def serialized(episodes):
+            for episode in episodes:
+                flagged.update(flag for flag in EPISODE_FLAGS if episode["episode_metadata"][flag])
+                yield self.serializer.serialize(episode)
+
         files = shard_files(ctx, result)
         episodes = silver_episodes(files.steps_path, files.episodes_path, ctx.spec, curate)
         path = join(ctx.gold_dir, shard_filename(ctx.spec.name, result.split, index, len(filled)))
-        count, size = write_tfrecord(path, (self.serializer.serialize(e) for e in episodes))
+        count, size = write_tfrecord(path, serialized(episodes))
         # the shard's numeric steps in one row group: readers scan them, never one episode
         curated_path = join(partition_dir(ctx.curated_root, result.split), part_name(result.shard))
         write_table(curated_path, pa.concat_tables(curated_tables) if curated_tables else curated_schema.empty_table())
-        yield GoldShard(result.split, index, count, sum(steps), size)
+        yield GoldShard(result.split, index, count, sum(steps), size, dict(flagged))
 
 
 class WriteRlds(beam.PTransform):

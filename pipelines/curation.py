@@ -97,20 +97,18 @@ def robust_stats(raw: DatasetStats) -> RobustStats:
 
 
 def filter_records(episode: NumericEpisode, result: FilterResult, names: list[str]) -> list[dict]:
-    replacement = {}
-    if not result.quarantined:
-        kept_index = np.cumsum(result.keep) - 1
-        replacement = {
-            (f.step, f.dim): float(result.actions[kept_index[f.step], f.dim])
-            for f in result.flags if f.policy == "clip" and result.keep[f.step]
-        }
+    """One filtered-actions record per flagged item, with the action taken on it."""
+    kept_index = np.cumsum(result.keep) - 1
+    replacement = {
+        (f.step, f.dim): float(result.actions[kept_index[f.step], f.dim]) for f in result.taken if f.policy == "clip"
+    }
     return [
         {
             "episode_id": episode.episode_id, "split": episode.split, "step_index": f.step,
             "dimension": names[f.dim], "value": f.value, "rule": f.rule, "policy": f.policy,
             "replacement": replacement.get((f.step, f.dim)),
         }
-        for f in result.flags
+        for f in result.taken
     ]
 
 
@@ -146,9 +144,9 @@ class _FilterShard(beam.DoFn):
             result = filter_episode(episode.actions, self.spec, robust)
             records += filter_records(episode, result, self.spec.action.names)
             by_rule: dict[str, int] = {}
-            for flag in result.flags:
+            for flag in result.taken:
                 by_rule[flag.rule] = by_rule.get(flag.rule, 0) + 1
-            clipped = sum(f.policy == "clip" for f in result.flags) if not result.quarantined else 0
+            clipped = sum(f.policy == "clip" for f in result.taken)
             yield FilterCounts(
                 episode.split, episode.episode_id, clipped, int((~result.keep).sum()) if not result.quarantined else 0,
                 result.quarantined, by_rule,
@@ -356,10 +354,12 @@ def _statistics(final: DatasetStats, raw: DatasetStats, spec: DatasetSpec) -> di
 
 def curate_steps(steps: pa.Table, spec: DatasetSpec, robust: RobustStats, statistics: dict) -> pa.Table | None:
     """One silver episode as gold stores it: filtered (None if quarantined), `action_raw`
-    the filtered raw actions, `action` normalized, step flags following the kept steps."""
+    the filtered raw actions, `action` normalized, step flags following the kept steps
+    (is_terminal on the last kept step if the episode ends in a terminal state)."""
     result = filter_episode(vectors(steps, "action_raw"), spec, robust)
     if result.quarantined:
         return None
+    terminal = bool(steps.column("is_terminal").to_numpy(zero_copy_only=False).any())
     kept = steps.filter(pa.array(result.keep))
     last = np.arange(kept.num_rows) == kept.num_rows - 1
     replacements = {
@@ -367,7 +367,7 @@ def curate_steps(steps: pa.Table, spec: DatasetSpec, robust: RobustStats, statis
         "action": fixed_list(normalize(result.actions, statistics, "action")),
         "is_first": pa.array(np.arange(kept.num_rows) == 0),
         "is_last": pa.array(last),
-        "is_terminal": pa.array(last),
+        "is_terminal": pa.array(last & terminal),
     }
     if spec.normalization.state:
         replacements["state"] = fixed_list(normalize(vectors(kept, "state"), statistics, "state"))

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
-
+from pipelines.beam_options import beam_flags
 from pipelines.build import BuildOutcome, convert
 from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError, SpecError
 from robolake.lake import Lake
-from robolake.spec import LANGUAGE_INSTRUCTION, DatasetSpec, apply_override, parse_spec
+from robolake.names import dataset_argument
+from robolake.spec import LANGUAGE_INSTRUCTION, DatasetSpec, apply_override, parse_spec, read_yaml_mapping
+from robolake.sql import excluding, parse_condition
 
 NO_FILTERS = {"zscore": None, "bounds": None, "jump": None}  # members' actions are already curated
 KEPT_SECTIONS = ("control_rate_hz", "normalization", "episode_length", "output")
@@ -105,13 +106,8 @@ def run_mix(argv: list[str]) -> BuildOutcome:
                         help="override one spec field, e.g. --set source.members.1.weight=0.5; repeatable")
     _common(parser)
     args, beam_args = parser.parse_known_args(argv)
-    try:
-        with open(args.spec, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpecError(f"{args.spec}: cannot read the mixture spec: {exc}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{args.spec}: a mixture spec must be a YAML mapping")
+    beam_args = beam_flags(parser, beam_args)
+    data = read_yaml_mapping(args.spec, "mixture spec")
     for assignment in args.overrides:
         apply_override(data, assignment)
     if args.version:
@@ -172,12 +168,12 @@ def _edit_parser() -> argparse.ArgumentParser:
     operations = parser.add_subparsers(dest="operation", required=True, metavar="{" + ",".join(EDITS) + "}")
     for operation, text in EDITS.items():
         sub = operations.add_parser(operation, help=text, description=text)
-        sub.add_argument("dataset", help="NAME[:VERSION] to edit (default version: the latest)")
+        sub.add_argument("dataset", type=dataset_argument, help="NAME[:VERSION] to edit (default version: the latest)")
         if operation == "rename":
             sub.add_argument("new_name", help="the new dataset's name")
         sub.add_argument("--version", help="version to write (default: the next minor version; rename: the same)")
         if operation in ("drop", "retask"):
-            sub.add_argument("--where", required=True, help="DuckDB condition over the episodes view, e.g. "
+            sub.add_argument("--where", required=True, help="one DuckDB expression over the episodes view, e.g. "
                                                             "\"lighting = 'side' AND operator = 'operator_2'\"")
         if operation == "retask":
             sub.add_argument("--instruction", help="the new language instruction")
@@ -192,15 +188,18 @@ def _edit_parser() -> argparse.ArgumentParser:
 
 
 def run_edit(argv: list[str]) -> BuildOutcome:
-    args, beam_args = _edit_parser().parse_known_args(argv)
+    parser = _edit_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    beam_args = beam_flags(parser, beam_args)
     lake = Lake(args.lake)
     source = resolve(lake, args.dataset)
     name, splits, member = source.dataset, None, {}
     if args.operation == "drop":
-        member["where"] = f"NOT coalesce(({args.where}), false)"
+        member["where"] = excluding(args.where, "--where")
     elif args.operation == "retask":
         if args.instruction is None and args.task is None:
             raise RobolakeError("edit retask: give --instruction, --task or both")
+        parse_condition(args.where, "--where")  # refused as the flag, not as the spec's retask.0.where
         rule = {"where": args.where, "instruction": args.instruction, "task": args.task}
         member["retask"] = [{k: v for k, v in rule.items() if v is not None}]
     elif args.operation == "rename":

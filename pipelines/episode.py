@@ -82,6 +82,8 @@ class Episode:
     cameras: dict[str, CameraSummary]
     dropped_ticks: dict[str, int] = field(default_factory=dict)  # rosbag: stream -> ticks dropped as stale
     timestamps: np.ndarray | None = None  # seconds since the first step (default: step / control rate)
+    terminal: bool = False  # the last step is a terminal state (see `ends_terminal`); if not, the episode is truncated
+    resolution_change: str = ""  # rosbag, flagged: the camera whose frame size changed, where, from and to
 
     @property
     def num_steps(self) -> int:
@@ -93,6 +95,13 @@ def terminal_rewards(num_steps: int) -> np.ndarray:
     rewards = np.zeros(num_steps, np.float32)
     rewards[-1:] = 1.0
     return rewards
+
+
+def ends_terminal(spec: DatasetSpec, source_says: bool) -> bool:
+    """Whether an episode's last step is a terminal state: the source says so (HDF5 `dones`,
+    RLDS `is_terminal`), or the spec says every episode ends in one (`source.terminal:
+    last_step`). Where the stored episode is cut says nothing about it."""
+    return source_says or spec.source.terminal == "last_step"
 
 
 def check_length(name: str, length: int, expected: int) -> None:

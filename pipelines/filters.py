@@ -1,20 +1,22 @@
 """Outlier-action filtering of one episode, by the rules of the spec's `filters` section.
 
 Every rule looks at the raw actions and flags (step, dimension) items; each flag says
-what its rule's policy does. Then, strongest first: any `quarantine` flag rejects the
-episode; `drop_step` flags remove their steps (is_first / is_last follow the remaining
-steps); `clip` flags clamp the value into the range every clipping rule allows. Every
-flag becomes a record of the filtered-actions table."""
+what its rule's policy does. An item flagged by several rules takes the strongest
+policy among them. Then, strongest first: any `quarantine` item rejects the episode;
+`drop_step` items remove their steps (is_first / is_last follow the remaining steps);
+`clip` items clamp the value into the range every clipping rule allows. Each flagged
+item becomes one record of the filtered-actions table, with the action taken on it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from robolake.spec import DatasetSpec
 
+POLICIES = ("quarantine", "drop_step", "clip")  # strongest first
 MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
 Q01_Q99_TO_STD = 4.6527  # q99 - q01 of a normal distribution, in standard deviations
 
@@ -50,7 +52,8 @@ class Flag:
 class FilterResult:
     actions: np.ndarray  # filtered raw actions of the kept steps
     keep: np.ndarray  # bool per original step
-    flags: list[Flag] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)  # what each rule flagged
+    taken: list[Flag] = field(default_factory=list)  # one per flagged item: its rule and the action taken on it
     rejected: str | None = None  # why the whole episode goes to quarantine
 
     @property
@@ -148,21 +151,41 @@ def _jump_flags(actions: np.ndarray, spec: DatasetSpec, robust: RobustStats) -> 
     return flags
 
 
+def _per_item(flags: list[Flag]) -> list[Flag]:
+    """One flag per flagged (step, dimension), in that order: the one with the strongest
+    policy; a clip into the range every clipping rule allows."""
+    items: dict[tuple[int, int], list[Flag]] = {}
+    for flag in flags:
+        items.setdefault((flag.step, flag.dim), []).append(flag)
+    merged = []
+    for item in sorted(items):
+        same = items[item]
+        strongest = min(same, key=lambda f: POLICIES.index(f.policy))
+        if strongest.policy == "clip":
+            strongest = replace(strongest, low=max(f.low for f in same), high=min(f.high for f in same))
+        merged.append(strongest)
+    return merged
+
+
 def filter_episode(actions: np.ndarray, spec: DatasetSpec, robust: RobustStats) -> FilterResult:
     """Apply the spec's rules to one episode's raw actions (steps x dims)."""
     actions = np.asarray(actions, np.float64)
     flags = _bounds_flags(actions, spec) + _zscore_flags(actions, spec, robust) + _jump_flags(actions, spec, robust)
+    items = _per_item(flags)
     keep = np.ones(len(actions), bool)
-    if any(f.policy == "quarantine" for f in flags):
-        return FilterResult(actions, np.zeros(len(actions), bool), flags, _rejection(flags, spec.action.names))
-    for flag in flags:
-        if flag.policy == "drop_step":
-            keep[flag.step] = False
-    if keep.sum() < spec.episode_length.min_steps:
-        rejection = f"{int(keep.sum())} steps left after dropping outlier steps, fewer than min_steps"
-        return FilterResult(actions, np.zeros(len(actions), bool), flags, rejection)
+    rejected = _rejection(items, spec.action.names) if any(f.policy == "quarantine" for f in items) else None
+    if rejected is None:
+        for item in items:
+            if item.policy == "drop_step":
+                keep[item.step] = False
+        if keep.sum() < spec.episode_length.min_steps:
+            rejected = f"{int(keep.sum())} steps left after dropping outlier steps, fewer than min_steps"
+    if rejected is not None:
+        taken = [replace(f, policy="quarantine") for f in items]
+        return FilterResult(actions, np.zeros(len(actions), bool), flags, taken, rejected)
+    taken = [f if keep[f.step] else replace(f, policy="drop_step") for f in items]  # a dropped step's clip
     filtered = actions.copy()
-    for flag in flags:
-        if flag.policy == "clip" and keep[flag.step]:
-            filtered[flag.step, flag.dim] = np.clip(filtered[flag.step, flag.dim], flag.low, flag.high)
-    return FilterResult(filtered[keep], keep, flags)
+    for item in taken:
+        if item.policy == "clip":
+            filtered[item.step, item.dim] = np.clip(filtered[item.step, item.dim], item.low, item.high)
+    return FilterResult(filtered[keep], keep, flags, taken)

@@ -1,7 +1,8 @@
 """HDF5 demonstrations: robomimic, robosuite (raw), ALOHA/ACT and generic layouts.
 
 A layout only supplies defaults (where episodes are inside a file, which datasets
-hold actions, state, cameras, rewards); every key can be set in the spec. Files are
+hold actions, state, cameras, rewards); every key can be set in the spec. An episode
+ends in a terminal state where its `dones` dataset marks the last step. Files are
 read one episode at a time and camera frames a few at a time, so a file's images
 are never all in memory."""
 
@@ -24,6 +25,7 @@ from pipelines.episode import (
     check_finite,
     check_length,
     check_step_bounds,
+    ends_terminal,
     terminal_rewards,
 )
 from pipelines.images import FramePreprocessor, preprocess_frames
@@ -33,6 +35,7 @@ from robolake.spec import DatasetSpec, ValueSource
 
 FRAMES_PER_READ = 16
 ROOT_EPISODE = "/"
+DONES_KEY = "dones"  # per-step done flags in the episode's group (robomimic writes them; any layout may)
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,16 @@ def _frames(dataset: h5py.Dataset, key: str, preprocessor: FramePreprocessor) ->
     return preprocess_frames((frame for chunk in chunks for frame in chunk), preprocessor)
 
 
+def _ends_done(node: h5py.Group, num_steps: int) -> bool:
+    """Whether the episode's `dones` dataset marks its last step done (False without one)."""
+    dones = node.get(DONES_KEY)
+    if not isinstance(dones, h5py.Dataset):
+        return False
+    values = dones[()].reshape(-1)
+    check_length(f"dones ({DONES_KEY})", len(values), num_steps)
+    return bool(values[-1])
+
+
 def read_episode(
     h5: h5py.File,
     ref: EpisodeRef,
@@ -249,9 +262,11 @@ def read_episode(
     check_finite("action", actions)
     check_finite("state", state)
     check_finite("reward", rewards)
+    terminal = ends_terminal(spec, _ends_done(node, num_steps))
     frames = {cam: _frames(_dataset(node, key), key, preprocessors[cam]) for cam, key in keys.camera_keys.items()}
     images = {cam: encoded for cam, (encoded, _) in frames.items()}
-    return Episode(ref, actions, state, rewards, images, {cam: summary for cam, (_, summary) in frames.items()})
+    return Episode(ref, actions, state, rewards, images, {cam: summary for cam, (_, summary) in frames.items()},
+                   terminal=terminal)
 
 
 def state_width(path: str, spec: DatasetSpec, keys: SourceKeys) -> int | None:

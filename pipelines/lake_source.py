@@ -26,6 +26,7 @@ import math
 import os
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 
 from pipelines.episode import Episode, EpisodeRef, QuarantineRecord, stable_hash
@@ -36,6 +37,7 @@ from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
 from robolake.spec import LANGUAGE_INSTRUCTION, DatasetSpec, LakeMember, ValueSource, parse_spec
+from robolake.sql import one_line, parse_condition
 from validation import lake_views
 
 EPISODE_ID_FEATURE = "episode_metadata/episode_id"
@@ -127,10 +129,13 @@ def _rows(con, query: str) -> list[dict]:
 
 
 def _selected(con, condition: str, where: str, member: str) -> set[str]:
+    """Ids of the member's episodes that `condition`, one SQL expression, selects."""
+    expression = parse_condition(condition, where)
     try:
-        return {row[0] for row in con.execute(f"SELECT episode_id FROM episodes WHERE {condition}").fetchall()}
-    except Exception as exc:  # duckdb.Error: the user's SQL; its message says what is wrong
-        raise RobolakeError(f"{where}: {condition!r} over {member}'s episodes view: {exc}") from None
+        rows = con.table("episodes").filter(expression).project("episode_id").fetchall()
+    except duckdb.Error as exc:  # the user's SQL; DuckDB's message says what is wrong
+        raise RobolakeError(f"{where}: {condition!r} over {member}'s episodes view: {one_line(exc)}") from None
+    return {row[0] for row in rows}
 
 
 def copies_by_weight(ids: list[str], weight: float) -> dict[str, int]:

@@ -63,6 +63,7 @@ from robolake.dataset_ref import resolve  # noqa: E402
 from robolake.errors import RobolakeError  # noqa: E402
 from robolake.hashing import sha256_file  # noqa: E402
 from robolake.lake import Lake  # noqa: E402
+from robolake.names import dataset_argument  # noqa: E402
 from robolake.progress import console  # noqa: E402
 from robolake.spec import parse_spec  # noqa: E402
 from robolake.statistics import VectorStats, interpolated_quantile  # noqa: E402
@@ -724,7 +725,7 @@ def validate_export(root: str) -> list[str]:
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="robolake lerobot", description="export a gold dataset version as a "
                                      "LeRobotDataset (codebase v3.0): Parquet frames, MP4 videos, meta/")
-    parser.add_argument("dataset", help="NAME[:VERSION] (default: the latest published version)")
+    parser.add_argument("dataset", type=dataset_argument, help="NAME[:VERSION] (default: the latest published version)")
     parser.add_argument("out_dir", help="folder to create: LeRobotDataset(repo_id, root=OUT_DIR) loads it")
     parser.add_argument("--lake", default="lake")
     parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")

@@ -16,6 +16,8 @@ under `steps/...` and whose episode features are under `episode_metadata/...`).
   record's byte span; reading one episode seeks to its record, parses the Example with
   protobuf and decodes its frames one at a time with OpenCV (images stay encoded until
   then). At most one episode is in memory; TensorFlow's graph ops are never used.
+- An episode ends in a terminal state where the source's `steps/is_terminal` marks its
+  last step (or the spec says so); a subset cut short (no `is_last`) is truncated.
 - A shard that cannot be framed (a broken length, a truncated record) quarantines the
   rest of the file; a record whose data CRC is wrong, or that does not parse, quarantines
   that episode; a feature the spec maps but features.json lacks quarantines the file."""
@@ -45,6 +47,7 @@ from pipelines.episode import (
     check_finite,
     check_length,
     check_step_bounds,
+    ends_terminal,
     terminal_rewards,
 )
 from pipelines.images import FramePreprocessor, preprocess_frames
@@ -56,6 +59,7 @@ DEFAULT_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 DEFAULT_ACTION = "steps/action"
 DEFAULT_STATE = "steps/observation/state"
 DEFAULT_REWARD = "steps/reward"
+TERMINAL = "steps/is_terminal"
 _KEY = re.compile(r"^(?P<path>[^\[\]]+?)(?:\[(?P<start>-?\d*)(?P<colon>:)?(?P<stop>-?\d*)\])?$")
 _LISTED = 12  # features named in a missing-feature message
 
@@ -513,6 +517,7 @@ class RldsSource:
         check_finite("action", actions)
         check_finite("state", state)
         check_finite("reward", rewards)
+        terminal = ends_terminal(self.spec, self._ends_terminal(features, builder, num_steps, where))
         frames = {}
         for cam, key in self.keys.cameras.items():
             if cam in self.passthrough:  # kept as stored, not decoded: the caller brings their summary
@@ -522,7 +527,17 @@ class RldsSource:
             else:
                 frames[cam] = preprocess_frames(self._frames(features, key, num_steps, where), preprocessors[cam])
         return Episode(ref, actions, state, rewards.astype(np.float32), {cam: enc for cam, (enc, _) in frames.items()},
-                       {cam: summary for cam, (_, summary) in frames.items()})
+                       {cam: summary for cam, (_, summary) in frames.items()}, terminal=terminal)
+
+    @staticmethod
+    def _ends_terminal(features: EpisodeFeatures, builder: Builder, num_steps: int, where: str) -> bool:
+        """Whether the source's `is_terminal` marks the last step (False where it has none;
+        `is_last` only says where the stored episode ends)."""
+        if TERMINAL not in builder.leaves:
+            return False
+        flags = features.steps(parse_key("is_terminal", TERMINAL))
+        check_length(f"{where}: feature {TERMINAL!r}", len(flags), num_steps)
+        return bool(flags[-1, 0])
 
     @staticmethod
     def _frames(features: EpisodeFeatures, key: FeatureKey, num_steps: int, where: str) -> Iterator[np.ndarray]:

@@ -14,7 +14,7 @@ from tensorflow_datasets.core import example_serializer, naming
 
 from pipelines.silver_writer import vectors
 from robolake.spec import DatasetSpec
-from schemas.rlds import metadata_fields
+from schemas.rlds import EPISODE_FLAGS, metadata_fields
 
 FILE_FORMAT = "tfrecord"
 TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
@@ -24,7 +24,7 @@ def shard_filename(dataset: str, split: str, index: int, num_shards: int) -> str
     return f"{dataset}-{split}.{FILE_FORMAT}-{index:05d}-of-{num_shards:05d}"
 
 
-def encoded_episode(steps: pa.Table, metadata: dict[str, str], spec: DatasetSpec) -> dict:
+def encoded_episode(steps: pa.Table, metadata: dict[str, str | bool], spec: DatasetSpec) -> dict:
     """One RLDS episode in the form TFDS's `FeaturesDict.encode_example` returns,
     built column-wise from its silver rows (TFDS encodes step by step in Python,
     which costs more than the rest of the gold write). A test checks that the
@@ -41,7 +41,8 @@ def encoded_episode(steps: pa.Table, metadata: dict[str, str], spec: DatasetSpec
             **{c: steps.column(c).to_numpy() for c in ("reward", "discount", "is_first", "is_last", "is_terminal")},
             "language_instruction": text("language_instruction"),
         },
-        "episode_metadata": {key: value.encode() for key, value in metadata.items()},
+        "episode_metadata": {key: value.encode() if isinstance(value, str) else value
+                             for key, value in metadata.items()},
     }
 
 
@@ -62,7 +63,7 @@ def silver_episodes(
     passed through `curate` first (which returns None to leave an episode out)."""
     with FileSystems.open(episodes_path, compression_type="uncompressed") as f:
         episodes = pq.read_table(f)
-    fields = metadata_fields(spec)
+    fields = [*metadata_fields(spec), *EPISODE_FLAGS]
     rows = {row["episode_id"]: {k: row[k] for k in fields} for row in episodes.to_pylist()}
     with FileSystems.open(steps_path, compression_type="uncompressed") as f:
         steps_file = pq.ParquetFile(f)

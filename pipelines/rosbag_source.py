@@ -4,7 +4,9 @@ resampled onto control ticks, one bag (or one part of a split bag) per episode.
 Planning reads message times only, plus the String topics that carry text. Reading an
 episode deserializes its messages (camera messages stay JPEG/raw bytes), aligns the
 streams, then builds vectors and decodes frames for the picked messages only, each
-frame once. At most one episode is in memory."""
+frame once. At most one episode is in memory. A camera whose frame size changes within
+an episode quarantines it, or flags it (`source.on_resolution_change`). A bag records no
+terminal state: its episodes are truncated unless the spec says otherwise."""
 
 from __future__ import annotations
 
@@ -25,13 +27,14 @@ from pipelines.episode import (
     QuarantineRecord,
     check_finite,
     check_step_bounds,
+    ends_terminal,
     terminal_rewards,
 )
 from pipelines.images import FramePreprocessor, preprocess_frames
 from pipelines.rosbag_reader import STORAGE_SUFFIXES, BagError, messages, open_bag
 from robolake.errors import RobolakeError
 from robolake.hashing import files_under
-from robolake.spec import DatasetSpec, TopicSpec, ValueSource
+from robolake.spec import CameraSpec, DatasetSpec, TopicSpec, ValueSource
 
 BAG_SUFFIXES = (".bag", *STORAGE_SUFFIXES)
 Window = tuple[int, int]
@@ -247,15 +250,19 @@ class RosbagSource:
             raise EpisodeRejected("bad_shape", f"state has {state.shape[1]} dimensions, the dataset has {state_dim}")
         check_finite("action", actions)
         check_finite("state", state)
+        changes: list[str] = []
         frames = {
-            cam.name: preprocess_frames(self._frames(bag, cam.topic, recorded[cam.topic], picked[cam.topic][:kept]),
-                                        preprocessors[cam.name])
+            cam.name: preprocess_frames(
+                self._same_size(bag, cam, self._frames(bag, cam.topic, recorded[cam.topic], picked[cam.topic][:kept]),
+                                changes),
+                preprocessors[cam.name])
             for cam in self.spec.cameras
         }
         dropped = {topic: n for topic, n in alignment.dropped.items() if n}
         timestamps = (alignment.ticks[:kept] - alignment.ticks[0]) / NS_PER_S if kept else None
         return Episode(ref, actions, state, terminal_rewards(kept), {cam: enc for cam, (enc, _) in frames.items()},
-                       {cam: summary for cam, (_, summary) in frames.items()}, dropped, timestamps)
+                       {cam: summary for cam, (_, summary) in frames.items()}, dropped, timestamps,
+                       terminal=ends_terminal(self.spec, False), resolution_change="; ".join(changes))
 
     def _record(self, bag: str, window: Window | None) -> dict[str, tuple[list[int], list]]:
         """Stamps and deserialized messages of every aligned topic (and the reference topic)."""
@@ -308,6 +315,24 @@ class RosbagSource:
                 except (ros_messages.MessageError, AttributeError) as exc:
                     raise EpisodeRejected("bad_message", f"{bag}: topic {topic} at {stamps[i]} ns: {exc}") from None
                 last = i
+            yield frame
+
+    def _same_size(self, bag: str, cam: CameraSpec, frames: Iterator[np.ndarray],
+                   changes: list[str]) -> Iterator[np.ndarray]:
+        """A camera's frames as they come. The first one whose size differs from the first
+        frame's quarantines the episode, or (source.on_resolution_change: flag) is noted
+        in `changes`; every frame is then resized to the camera's size as usual."""
+        first, noted = None, False
+        for step, frame in enumerate(frames):
+            size = frame.shape[:2]
+            first = first or size
+            if size != first and not noted:
+                change = (f"camera {cam.name} ({cam.topic}) changes resolution at step {step}: "
+                          f"{first[0]}x{first[1]} -> {size[0]}x{size[1]}")
+                if self.source.on_resolution_change == "quarantine":
+                    raise EpisodeRejected("resolution_changed", f"{bag}: {change}")
+                changes.append(change)
+                noted = True
             yield frame
 
     # -- the state width -------------------------------------------------------------------

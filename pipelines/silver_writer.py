@@ -14,7 +14,7 @@ from pipelines.episode import Episode, EpisodeRef
 from pipelines.stats import CameraSummary
 from robolake.lake import join, makedirs
 from robolake.spec import DatasetSpec
-from schemas.rlds import metadata_fields
+from schemas.rlds import RESOLUTION_CHANGE, TRUNCATED, metadata_fields
 from schemas.tables import episodes_schema, steps_schema
 
 
@@ -47,7 +47,7 @@ def steps_table(episode: Episode, spec: DatasetSpec, schema: pa.Schema) -> pa.Ta
                               pa.float64()),
         "is_first": pa.array(index == 0),
         "is_last": pa.array(last),
-        "is_terminal": pa.array(last),
+        "is_terminal": pa.array(last & episode.terminal),
         "reward": pa.array(episode.rewards, pa.float32()),
         "discount": pa.array(np.ones(n, np.float32)),
         "action": fixed_list(episode.actions),
@@ -67,20 +67,25 @@ class EpisodeRow(NamedTuple):
     num_steps: int
     cameras: dict[str, CameraSummary]
     dropped_ticks: int
+    truncated: bool
+    resolution_change: str
 
 
 def episode_row(episode: Episode) -> EpisodeRow:
-    return EpisodeRow(episode.ref, episode.num_steps, episode.cameras, sum(episode.dropped_ticks.values()))
+    return EpisodeRow(episode.ref, episode.num_steps, episode.cameras, sum(episode.dropped_ticks.values()),
+                      not episode.terminal, episode.resolution_change)
 
 
 def episodes_table(rows: list[EpisodeRow], spec: DatasetSpec) -> pa.Table:
-    """One row per written episode: metadata, length, ticks dropped in alignment and
-    camera pixel statistics."""
+    """One row per written episode: metadata, length, ticks dropped in alignment, the
+    episode flags (schemas/rlds.py) and camera pixel statistics."""
     refs = [row.ref for row in rows]
     columns = {
         "episode_id": [r.episode_id for r in refs],
         "num_steps": [row.num_steps for row in rows],
         "dropped_ticks": [row.dropped_ticks for row in rows],
+        TRUNCATED: [row.truncated for row in rows],
+        RESOLUTION_CHANGE: [row.resolution_change for row in rows],
         "language_instruction": [r.instruction for r in refs],
         "source_path": [r.source_path for r in refs],
         "source_sha256": [r.source_sha256 for r in refs],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
@@ -24,6 +25,7 @@ COMMANDS = {
     "lerobot": "export a gold dataset version as a LeRobotDataset (v3.0: Parquet frames, MP4 videos, meta/)",
     "mix": "build a versioned mixture of gold versions: sampling weights, aligned actions, merged statistics",
     "edit": "derive a new version from a gold version: drop episodes by query, retask, rename, resplit",
+    "gc": "remove replaced and abandoned builds that no checkpoint or version names; says what it keeps and why",
 }
 
 
@@ -119,6 +121,12 @@ def _lerobot(argv: list[str]) -> int:
     return run(argv)
 
 
+def _gc(argv: list[str]) -> int:
+    from robolake.gc import run
+
+    return run(argv)
+
+
 def _mix(argv: list[str]) -> None:
     from pipelines.derive import run_mix
 
@@ -134,12 +142,17 @@ def _edit(argv: list[str]) -> None:
 HANDLERS = {
     "sample": _sample, "convert": _convert, "lineage": _lineage, "validate": _validate, "report": _report,
     "query": _query, "stats": _stats, "train": _train, "evaluate": _evaluate, "export": _export, "lerobot": _lerobot,
-    "mix": _mix, "edit": _edit,
+    "mix": _mix, "edit": _edit, "gc": _gc,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"did you mean {close[0]}?" if close else "robolake --help lists the commands"
+        print(f"robolake: error: unknown command {argv[0]!r} ({hint})", file=sys.stderr)
+        return 2
     if not argv or argv[0] not in COMMANDS:
         listing = "\n".join(f"  {name:<10} {text}" for name, text in COMMANDS.items())
         print(f"usage: robolake <command> [options]\n\ncommands:\n{listing}", file=sys.stderr)

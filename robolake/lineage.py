@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from robolake.errors import RobolakeError
 from robolake.hashing import sha256_source
-from robolake.lake import Lake, exists, join, read_json
+from robolake.lake import Build, Lake, exists, join, read_json
+from robolake.names import parse_reference
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -22,8 +23,9 @@ def load_provenance(artifact: str) -> dict:
     path = artifact if artifact.endswith(".json") else join(artifact.rstrip("/"), PROVENANCE_FILE)
     if not exists(path):
         raise RobolakeError(
-            f"{artifact}: no {PROVENANCE_FILE} there; give a gold dataset version folder "
-            f"(lake/gold/rlds/<name>/<version>) or a checkpoint folder (lake/runs/<run>/...)"
+            f"{artifact}: no {PROVENANCE_FILE} there; give NAME/VERSION of a published dataset, a gold "
+            f"folder (lake/versions/<name>/<version>/builds/<build>/rlds/<name>/<version>) or a checkpoint "
+            f"folder (lake/runs/<run>/...)"
         )
     try:
         document = read_json(path)
@@ -70,6 +72,35 @@ class Lineage:
 def lineage(artifact: str) -> Lineage:
     links = chain(artifact)
     return Lineage(links, [lineage(member["gold_dir"]) for member in links[-1].get("members", [])])
+
+
+def dataset_change(dataset: dict, current: dict | None) -> str | None:
+    """How a provenance's dataset version (`dataset`) differs from the build published
+    now (`current`: build, fingerprint, statistics_sha256; None when unpublished), naming
+    both fingerprints; None when they are the same."""
+    name = f"{dataset['name']}:{dataset['version']}"
+    then = (f"build {dataset.get('build', '(unknown)')} fingerprint {dataset['fingerprint']} "
+            f"(statistics {dataset['statistics_sha256']})")
+    if current is None:
+        return f"{name} is no longer published; provenance names {then}"
+    if (current["fingerprint"], current["statistics_sha256"]) == (dataset["fingerprint"], dataset["statistics_sha256"]):
+        return None
+    return (f"{name} changed: provenance names {then}, the lake now publishes build {current['build']} "
+            f"fingerprint {current['fingerprint']} (statistics {current['statistics_sha256']})")
+
+
+def _published_now(dataset: dict) -> dict | None:
+    """The pointer of the version in the lake its gold folder sits in."""
+    build = Build.of_gold(dataset["gold_dir"])
+    return Lake(build.lake_root).current(dataset["name"], dataset["version"])
+
+
+def dataset_changes(node: Lineage) -> list[str]:
+    """dataset_change of every dataset the tree names (a mixture's members included)."""
+    found = [dataset_change(document["dataset"], _published_now(document["dataset"]))
+             for document in node.links if Build.of_gold(document["dataset"]["gold_dir"])]
+    found += [change for member in node.members for change in dataset_changes(member)]
+    return list(dict.fromkeys(change for change in found if change))
 
 
 def verify_inputs(items: list[dict]) -> dict[str, str]:
@@ -136,19 +167,24 @@ def run(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     artifact = args.artifact
     if not exists(artifact) and artifact.count("/") == 1:
-        artifact = Lake(args.lake).gold(*artifact.split("/"))
+        artifact = Lake(args.lake).gold(*parse_reference(artifact.replace("/", ":")))
     tree = lineage(artifact)
     statuses = verify_inputs(tree.all_inputs()) if args.verify else None
     bad = [path for path, status in (statuses or {}).items() if status != "ok"]
+    changes = dataset_changes(tree)
+    failed = bool(bad or (args.verify and changes))
     if args.json:
         raw = [{**item, **({"status": statuses[item["path"]]} if statuses else {})} for item in tree.raw_files()]
-        print(json.dumps({**tree.as_json(), "raw_files": raw}, indent=2))
-        return 1 if bad else 0
+        print(json.dumps({**tree.as_json(), "raw_files": raw, "dataset_changes": changes}, indent=2))
+        return 1 if failed else 0
     print(render(tree, statuses))
+    for change in changes:
+        print(f"dataset changed since: {change}")
     if statuses is None:
         print(f"{len(tree.raw_files())} raw files behind {args.artifact}")
     else:
         files = "gold and raw files" if tree.members else "raw files"
         print(f"{len(statuses) - len(bad)} of {len(statuses)} {files} unchanged"
-              + (f", {len(bad)} changed or missing" if bad else ""))
-    return 1 if bad else 0
+              + (f", {len(bad)} changed or missing" if bad else "")
+              + (f", {len(changes)} dataset versions changed since" if changes else ""))
+    return 1 if failed else 0

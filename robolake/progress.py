@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from robolake.lake import join, write_bytes
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages stay one line in logs, whatever the width
 
 
 def report(progress_dir: str, key: str, **counters: int) -> None:

@@ -14,12 +14,12 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from robolake.errors import SpecError
+from robolake.names import IDENTIFIER, NAME, SEMVER, VERSION, VERSION_RULE
 
 DEFAULT_ACTION_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
-IDENTIFIER = r"^[a-z][a-z0-9_]*$"
-SEMVER = r"^\d+\.\d+\.\d+$"
 
 
 class _Strict(BaseModel):
@@ -169,6 +169,13 @@ class SplitPolicy(_Strict):
         return self
 
 
+Terminal = Annotated[Literal["from_source", "last_step"], Field(
+    description="is_terminal on an episode's last step: `from_source` (HDF5 `dones`, RLDS `is_terminal`; "
+    "a bag has none) or `last_step` (every episode ends in a terminal state, e.g. recordings stopped at "
+    "task success). An episode that does not end in one is marked truncated.",
+)]
+
+
 class Hdf5SourceSpec(_Strict):
     format: Literal["hdf5"] = "hdf5"
     layout: Literal["robomimic", "robosuite", "aloha", "generic"] = "generic"
@@ -177,6 +184,7 @@ class Hdf5SourceSpec(_Strict):
         default=None,
         description="glob of episode groups inside a file ('data/demo_*'); '/' for one episode per file",
     )
+    terminal: Terminal = "from_source"
 
 
 class EpisodeSplitSpec(_Strict):
@@ -213,6 +221,12 @@ class RosbagSourceSpec(_Strict):
     max_age_s: float = Field(default=0.2, gt=0, description="default staleness limit of every stream at a tick")
     split: EpisodeSplitSpec | None = None
     sidecar: str = Field(default="{bag}.yaml", description="per-bag metadata YAML; {bag}: the bag path, no suffix")
+    on_resolution_change: Literal["quarantine", "flag"] = Field(
+        default="quarantine", description="a camera whose frame size changes within an episode: quarantine the "
+        "episode (reason resolution_changed), or `flag` it: written (every frame resized to the camera's size), "
+        "with the change in its episode_metadata and episodes row, and counted in the manifest",
+    )
+    terminal: Terminal = "from_source"
 
 
 class RldsSourceSpec(_Strict):
@@ -225,9 +239,10 @@ class RldsSourceSpec(_Strict):
     splits: list[str] | None = Field(
         default=None, min_length=1, description="source splits to read (default: every split of dataset_info.json)"
     )
+    terminal: Terminal = "from_source"
 
 
-MEMBER_REF = r"^[a-z][a-z0-9_]*:\d+\.\d+\.\d+$"
+MEMBER_REF = f"^{NAME}:{VERSION}$"
 
 
 class RetaskRule(_Strict):
@@ -386,13 +401,22 @@ class DatasetSpec(_Strict):
     filters: FilterSpec = Field(default_factory=FilterSpec)
     normalization: NormalizationSpec = Field(default_factory=NormalizationSpec)
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _semver(cls, version: object) -> object:
+        """A version is a string: YAML reads `version: 1.0` as a float."""
+        if not isinstance(version, str) or not re.fullmatch(VERSION, version):
+            raise PydanticCustomError("semver", f"{VERSION_RULE} (got {{got}})", {"got": repr(version)})
+        return version
+
     @model_validator(mode="after")
     def _unique_names(self) -> DatasetSpec:
         cams = [c.name for c in self.cameras]
         if len(cams) != len(set(cams)):
             raise ValueError(f"camera names must be unique, got {cams}")
         for field in self.metadata:
-            if not re.match(IDENTIFIER, field) or field in ("episode_id", "source_path", "source_sha256"):
+            if not re.match(IDENTIFIER, field) or field in ("episode_id", "source_path", "source_sha256",
+                                                            "truncated", "resolution_change"):
                 raise ValueError(f"metadata field {field!r} must match {IDENTIFIER} and not be a reserved name")
         width = len(self.action.names)
         for name, values in (("normalization.mask", self.normalization.mask),
@@ -565,16 +589,55 @@ def apply_override(data: dict, assignment: str) -> None:
         raise SpecError(f"--set {assignment!r}: cannot set {last!r} there")
 
 
-def load_spec(path: str, overrides: list[str] = ()) -> DatasetSpec:
-    """Read a spec YAML file, apply `--set` overrides, validate."""
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (SafeLoader keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base`: the keys given beside it override the merged ones
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):
+                continue  # SafeLoader refuses it with its own message
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: where, then what."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return where + " ".join(str(getattr(exc, "problem", None) or exc).split())
+
+
+def read_yaml_mapping(path: str, what: str = "dataset spec") -> dict:
+    """The mapping a spec YAML file holds; one SpecError naming the file when it is
+    missing, a folder, not UTF-8 text, not YAML, gives a key twice or is not a mapping."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=UniqueKeyLoader)
     except FileNotFoundError:
-        raise SpecError(f"{path}: dataset spec not found") from None
+        raise SpecError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder, not a {what} YAML file") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file; a {what} is UTF-8 YAML") from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
-    if overrides and isinstance(data, dict):
+        raise SpecError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a {what} must be a YAML mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def load_spec(path: str, overrides: list[str] = ()) -> DatasetSpec:
+    """Read a spec YAML file, apply `--set` overrides, validate."""
+    data = read_yaml_mapping(path)
+    if overrides:
         for assignment in overrides:
             apply_override(data, assignment)
         path = f"{path} (with --set {' '.join(overrides)})"

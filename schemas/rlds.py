@@ -7,8 +7,13 @@ import tensorflow_datasets as tfds
 
 from robolake.spec import DatasetSpec
 
-RLDS_SCHEMA_VERSION = "1.0.0"
+RLDS_SCHEMA_VERSION = "1.1.0"
 EPISODE_METADATA_FIXED = ("episode_id", "source_path", "source_sha256", "task")
+# Facts about how an episode was recorded, kept beside its text metadata (episode_metadata
+# and the silver episodes table): no terminal state at its end, a camera's size changing.
+TRUNCATED = "truncated"
+RESOLUTION_CHANGE = "resolution_change"
+EPISODE_FLAGS = (TRUNCATED, RESOLUTION_CHANGE)
 
 
 def metadata_fields(spec: DatasetSpec) -> list[str]:
@@ -43,8 +48,15 @@ def rlds_features(spec: DatasetSpec, state_dim: int) -> tfds.features.FeaturesDi
     return tfds.features.FeaturesDict(
         {
             "steps": tfds.features.Dataset(step),
-            "episode_metadata": tfds.features.FeaturesDict(
-                {field: tfds.features.Text() for field in metadata_fields(spec)}
-            ),
+            "episode_metadata": tfds.features.FeaturesDict({
+                **{field: tfds.features.Text() for field in metadata_fields(spec)},
+                TRUNCATED: tfds.features.Scalar(
+                    dtype=np.bool_, doc="the episode ends without a terminal state (no step is_terminal)"
+                ),
+                RESOLUTION_CHANGE: tfds.features.Text(
+                    doc="rosbag, source.on_resolution_change: flag: the camera whose frame size changed, "
+                    "at which step, from and to (empty if none did)"
+                ),
+            }),
         }
     )

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pyarrow as pa
 
 from robolake.spec import DatasetSpec
-from schemas.rlds import metadata_fields
+from schemas.rlds import RESOLUTION_CHANGE, TRUNCATED, metadata_fields
 
-SILVER_SCHEMA_VERSION = "1.3.0"
+SILVER_SCHEMA_VERSION = "1.4.0"
 QUARANTINE_SCHEMA_VERSION = "1.0.0"
 RAW_MANIFEST_SCHEMA_VERSION = "1.0.0"
 
@@ -25,6 +25,8 @@ def episodes_schema(spec: DatasetSpec) -> pa.Schema:
         pa.field("episode_id", pa.string(), nullable=False),
         pa.field("num_steps", pa.int32(), nullable=False),
         pa.field("dropped_ticks", pa.int32(), nullable=False),  # control ticks dropped as stale (rosbag)
+        pa.field(TRUNCATED, pa.bool_(), nullable=False),  # ends without a terminal state (schemas/rlds.py)
+        pa.field(RESOLUTION_CHANGE, pa.string(), nullable=False),  # a camera's size changed (rosbag, flagged)
         pa.field("language_instruction", pa.string(), nullable=False),
     ]
     fields += [pa.field(name, pa.string(), nullable=False) for name in metadata_fields(spec)[1:]]

@@ -12,6 +12,7 @@ import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from pipelines.build import BuildOutcome, convert  # noqa: E402
@@ -86,7 +87,8 @@ def load_split(gold_dir: str, split: str) -> list[dict]:
         episodes.append(
             {
                 "steps": list(episode["steps"].as_numpy_iterator()),
-                "episode_metadata": {k: v.numpy().decode() for k, v in episode["episode_metadata"].items()},
+                "episode_metadata": {k: v.numpy().decode() if v.dtype == tf.string else v.numpy()
+                                     for k, v in episode["episode_metadata"].items()},
             }
         )
     return episodes

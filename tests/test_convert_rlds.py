@@ -41,7 +41,11 @@ def source_episodes(folder: str, cameras: list[str], split: str) -> list[dict]:
 
 
 def quarantined(lake: Path, name: str, version: str = "1.0.0") -> list[dict]:
-    return read_table(f"{Lake(str(lake)).quarantine(name, version)}/quarantine.parquet").to_pylist()
+    """The quarantine of the version's published build or, when every episode was
+    quarantined, of its one rejected build."""
+    lake = Lake(str(lake))
+    [build] = [lake.current_build(name, version)] if lake.current(name, version) else lake.build_dirs()
+    return read_table(f"{build.quarantine}/quarantine.parquet").to_pylist()
 
 
 # ---------------------------------------------------------------- the Bridge debug dataset
@@ -263,7 +267,7 @@ def test_spec_checks_rlds_fields():
         ({"state": {"keys": ["observation/state"]}}, "state.keys: an rlds key is a step feature path"),
         ({"action": {"topics": [{"topic": "/cmd"}]}}, "action.topics is for rosbag sources; rlds uses action.keys"),
         ({"source": {"format": "rlds", "paths": ["x"], "layout": "robomimic"}}, "source.layout: unknown field "
-                                                                               "(allowed: format, paths, splits)"),
+                                                                               "(allowed: format, paths, splits, terminal)"),
     ]
     for override, expected in cases:
         with pytest.raises(SpecError) as error:

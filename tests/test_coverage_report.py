@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from robolake.cli import main
+from robolake.lake import Lake
 from robolake.sample import write_robomimic_dataset
 from tests.conftest import robomimic_spec, run_convert
 from validation.coverage import GAP_RATIO, _words, gaps, near_duplicate_pairs
@@ -89,7 +90,7 @@ def test_report_tables_hold_the_cube_and_instruction_diversity(planted_lake):
     # every other pair of values is crossed evenly, and side's pairs expect < 1 episode: no gap
     assert pd.read_parquet(tables / "gaps.parquet").empty
     saturation = pd.read_parquet(tables / "saturation.parquet").set_index("dimension")
-    statistics = json.loads((planted_lake / "gold/rlds" / NAME / VERSION / "dataset_statistics.json").read_text())
+    statistics = json.loads((Path(Lake(str(planted_lake)).gold(NAME, VERSION)) / "dataset_statistics.json").read_text())
     shares = statistics["robolake"]["saturation"]["action"]
     assert saturation.loc["dx", "bounds_q99 (used)"] == round(shares["bounds_q99"][0], 4)
     assert saturation.loc["dyaw", "mean_std"] == round(shares["mean_std"][5], 4)
@@ -109,7 +110,7 @@ def test_report_html_is_self_contained_with_its_sections_and_plots(planted_lake)
 
 
 def test_query_counts_match_the_manifest_and_formats(planted_lake, capsys, tmp_path):
-    manifest = json.loads((planted_lake / "gold" / "rlds" / NAME / VERSION / "manifest.json").read_text())
+    manifest = json.loads((Path(Lake(str(planted_lake)).gold(NAME, VERSION)) / "manifest.json").read_text())
     sql = "SELECT split, count(*) AS episodes FROM episodes GROUP BY split ORDER BY split"
     assert main(["query", sql, "--lake", str(planted_lake), "--format", "json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

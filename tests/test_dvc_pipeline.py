@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from robolake.lake import Lake
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +67,7 @@ def project(tmp_path_factory) -> Path:
 
 
 def gold_dir(root: Path, version: str = "1.0.0", name: str = "sample_tabletop") -> Path:
-    return root / "lake/gold/rlds" / name / version
+    return Path(Lake(str(root / "lake")).gold(name, version))
 
 
 def test_repro_produces_every_stage_output(project):
@@ -130,7 +132,7 @@ def test_provenance_ties_the_dataset_to_dvc_lock_and_git(project):
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
     assert provenance["git"] == {"commit": head, "dirty": False, "changed_files": []}
     assert provenance["params"]["sample"]["episodes"] == 6
-    lineage = run(["robolake", "lineage", "lake/gold/rlds/sample_tabletop/1.0.0"], project).stdout
+    lineage = run(["robolake", "lineage", "sample_tabletop/1.0.0"], project).stdout
     assert f"dvc stage   sample: lake/raw/sample_tabletop md5 {lock['sample']['outs'][0]['md5']}" in lineage
     assert lineage.count("sha256 ") == len(provenance["inputs"])
 

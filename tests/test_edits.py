@@ -144,4 +144,4 @@ def test_bad_edits_give_one_clear_error(lake, capsys):
     assert "give --instruction, --task or both" in capsys.readouterr().err
     assert edit(lake, "drop", "synthetic_tabletop:7.0.0", "--where", "true") == 2
     assert "synthetic_tabletop:7.0.0: not published" in capsys.readouterr().err
-    assert not Path(Lake(str(lake)).gold("synthetic_tabletop", "9.0.0")).exists()
+    assert Lake(str(lake)).current("synthetic_tabletop", "9.0.0") is None

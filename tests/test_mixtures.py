@@ -210,7 +210,7 @@ def test_mix_command_fills_in_from_members_and_refuses_an_existing_version(membe
      "source.members.1.cameras: beta:1.0.0 has no camera 'top' for 'front'"),
     ({"dataset": "alpha:1.0.0", "weight": 2}, "members must be distinct versions"),
     ({"dataset": "beta", "action": {"gripper": "grip"}, "where": "lighting = "},
-     "source.members.1.where: 'lighting = ' over beta:1.0.0's episodes view: Parser Error"),
+     "source.members.1.where: 'lighting = ' is not one SQL expression: Parser Error"),
     ({"dataset": "beta", "action": {"gripper": "grip"}, "where": "task = 'fly'"},
      "keeps none of beta:1.0.0's 16 episodes"),
     ({"dataset": "gamma"}, "gamma: no published version"),

@@ -75,7 +75,7 @@ def gate(lake: Path, **overrides) -> dict[str, list]:
 
 def rewrite(lake: Path, table: str, change) -> None:
     """Apply `change(pandas frame) -> frame` to every Parquet file of a silver table."""
-    for path in sorted((lake / "silver" / NAME / table / f"version={VERSION}").glob("split=*/*.parquet")):
+    for path in sorted(Path(Lake(str(lake)).silver_partition(NAME, table, VERSION)).glob("split=*/*.parquet")):
         original = pq.read_table(path)
         frame = change(original.to_pandas(), path)
         pq.write_table(pa.Table.from_pandas(frame, schema=original.schema, preserve_index=False), path)
@@ -106,7 +106,7 @@ def _break_length(lake):
 
 
 def _break_finite(lake):
-    path = sorted((lake / "silver" / NAME / "curated_steps").glob("*/split=train/*.parquet"))[0]
+    path = sorted(Path(Lake(str(lake)).silver_partition(NAME, "curated_steps", VERSION)).glob("split=train/*.parquet"))[0]
     table = pq.read_table(path)
     actions = vectors(table, "action_raw").copy()
     actions[1, 3] = np.nan  # a NaN, as a broken raw file would give (pandas would turn it into null)
@@ -165,21 +165,21 @@ def _break_unique_ids(lake):
 
 
 def _break_leakage(lake):
-    episodes = lake / "silver" / NAME / "episodes" / f"version={VERSION}"
+    episodes = Path(Lake(str(lake)).silver_partition(NAME, "episodes", VERSION))
     train = pq.read_table(next((episodes / "split=train").glob("*.parquet")))
     (episodes / "split=leak").mkdir()
     pq.write_table(train.slice(0, 1), episodes / "split=leak" / "part-00000.parquet")
 
 
 def _break_statistics(lake):
-    path = lake / "gold" / "rlds" / NAME / VERSION / "dataset_statistics.json"
+    path = Path(Lake(str(lake)).gold(NAME, VERSION)) / "dataset_statistics.json"
     document = json.loads(path.read_text())
     del document["num_transitions"]
     path.write_text(json.dumps(document))
 
 
 def _break_quarantine_share(lake):
-    path = lake / "gold" / "rlds" / NAME / VERSION / "manifest.json"
+    path = Path(Lake(str(lake)).gold(NAME, VERSION)) / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["counts"]["episodes_found"] += 5
     manifest["counts"]["episodes_quarantined"] += 5
@@ -242,7 +242,7 @@ def test_mean_std_at_one_standard_deviation_fails_the_gate_naming_dimensions_and
     errors = _convert_and_gate(gaussian_raw, tmp_path, {"mode": "mean_std", "std_bound": 1.0})["error"]
     failed = [o for o in errors if o.check == "normalization_saturation"]
     assert len(failed) == 1 and failed[0].unexpected == 6, [(o.check, o.examples) for o in errors]
-    statistics = json.loads((tmp_path / "lake/gold/rlds" / NAME / VERSION / "dataset_statistics.json").read_text())
+    statistics = json.loads((Path(Lake(str(tmp_path / "lake")).gold(NAME, VERSION)) / "dataset_statistics.json").read_text())
     shares = statistics["robolake"]["saturation"]["action"]
     for example in failed[0].examples:  # "dx 31.2% at the bound (would be: bounds_q99 2.1%, min_max 0.6%)"
         name, share = example.split()[:2]
@@ -271,7 +271,7 @@ def test_the_round_trip_check_reports_clipping_and_the_largest_error_in_action_u
     inputs = GateInputs(connect(lake, NAME, VERSION), lake, target.spec, target.manifest, target.statistics,
                         target.gold_dir, load_config(NAME))
     table = normalization_roundtrip(inputs).table.set_index("dimension")
-    steps = pq.read_table(tmp_path / "lake/silver" / NAME / "curated_steps").to_pandas()
+    steps = pq.read_table(lake.silver_partition(NAME, "curated_steps", VERSION)).to_pandas()
     raw = np.stack(steps.action_raw)[:, :6].astype(np.float64)
     q01, q99 = (np.asarray(target.statistics["action"][k][:6]) for k in ("q01", "q99"))
     np.testing.assert_allclose(table.clipped_share, ((raw <= q01) | (raw >= q99)).mean(axis=0), atol=2e-3)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from robolake.lake import Lake
 from robolake.sample import write_robomimic_dataset, write_robomimic_file
 from tests.conftest import CAMERAS, load_split, robomimic_spec, run_convert
 
@@ -61,7 +63,7 @@ def faulty_build(tmp_path_factory):
     lake = tmp_path_factory.mktemp("faulty_lake")
     spec = robomimic_spec(raw, episode_length={"min_steps": 5, "max_steps": 30})
     outcome = run_convert(spec, lake)
-    table = pq.read_table(lake / "quarantine/synthetic_tabletop/1.0.0/quarantine.parquet")
+    table = pq.read_table(Path(Lake(str(lake)).quarantine("synthetic_tabletop", "1.0.0")) / "quarantine.parquet")
     quarantined = {row["episode_id"]: row for row in table.to_pylist()}
     written = {
         e["episode_metadata"]["episode_id"]
@@ -102,8 +104,10 @@ def test_all_quarantined_publishes_no_version_but_keeps_the_reasons(tmp_path):
     raw = tmp_path / "raw"
     write_robomimic_dataset(str(raw), episodes=2, steps=STEPS, seed=5, per_file=2, cameras=CAMERAS)
     spec = robomimic_spec(raw, episode_length={"min_steps": 100})
-    with pytest.raises(RobolakeError, match="every episode was quarantined, nothing published"):
+    with pytest.raises(RobolakeError, match="every episode was quarantined, nothing published") as error:
         run_convert(spec, tmp_path / "lake")
-    assert not (tmp_path / "lake/gold/rlds/synthetic_tabletop/1.0.0").exists()
-    table = pq.read_table(tmp_path / "lake/quarantine/synthetic_tabletop/1.0.0/quarantine.parquet")
+    assert Lake(str(tmp_path / "lake")).published() == []
+    [rejected] = Lake(str(tmp_path / "lake")).build_dirs()  # kept for its reasons, until `robolake gc`
+    assert f"reasons in {rejected.quarantine}/quarantine.parquet" in str(error.value)
+    table = pq.read_table(Path(rejected.quarantine) / "quarantine.parquet")
     assert table.column("reason_code").to_pylist() == ["too_short", "too_short"]

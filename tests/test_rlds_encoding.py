@@ -11,7 +11,7 @@ from pipelines.images import FramePreprocessor
 from pipelines.rlds_writer import EpisodeSerializer, encoded_episode
 from pipelines.silver_writer import steps_table
 from robolake.spec import parse_spec
-from schemas.rlds import metadata_fields, rlds_features
+from schemas.rlds import RESOLUTION_CHANGE, TRUNCATED, metadata_fields, rlds_features
 from schemas.tables import steps_schema
 from tests.conftest import robomimic_spec
 
@@ -42,7 +42,8 @@ def test_columnwise_encoding_matches_tfds(tmp_path):
         cam.name: [FramePreprocessor(cam).encode(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)) for _ in range(steps)]
         for cam in spec.cameras
     }
-    metadata = {field: f"value of {field}" for field in metadata_fields(spec)}
+    metadata = {**{field: f"value of {field}" for field in metadata_fields(spec)}, TRUNCATED: True,
+                RESOLUTION_CHANGE: "camera front changes resolution at step 3: 40x50 -> 80x100"}
     ref = EpisodeRef("f/data/demo_1", "f.hdf5", "0" * 64, "data/demo_1", steps, "pick up the cube", {"task": "pick"})
     episode = Episode(
         ref,

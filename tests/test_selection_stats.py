@@ -28,14 +28,14 @@ def lake(robomimic_raw, tmp_path_factory) -> Path:
 
 def curated(lake: Path) -> dict[str, np.ndarray]:
     """Gold's raw actions per episode, with the split and the task of each."""
-    steps = pads.dataset(lake / "silver" / NAME / "curated_steps", partitioning="hive").to_table().to_pandas()
-    episodes = pads.dataset(lake / "silver" / NAME / "episodes", partitioning="hive").to_table().to_pandas()
+    steps = pads.dataset(Lake(str(lake)).silver_partition(NAME, "curated_steps", "1.0.0"), partitioning="hive").to_table().to_pandas()
+    episodes = pads.dataset(Lake(str(lake)).silver_partition(NAME, "episodes", "1.0.0"), partitioning="hive").to_table().to_pandas()
     return steps.merge(episodes[["episode_id", "task"]], on="episode_id")
 
 
 def test_without_a_condition_the_train_selection_is_dataset_statistics(lake):
     merged = selection_statistics(Lake(str(lake)), NAME, None)
-    published = load_statistics(str(lake / "gold/rlds" / NAME / "1.0.0"))
+    published = load_statistics(Lake(str(lake)).gold(NAME, "1.0.0"))
     assert merged["num_transitions"] == published["num_transitions"]
     assert merged["num_trajectories"] == published["num_trajectories"]
     for key in ("action", "proprio"):

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from robolake.cli import main
-from robolake.errors import SpecError
+from robolake.errors import RobolakeError, SpecError
 from robolake.spec import DEFAULT_ACTION_NAMES, load_spec, parse_spec
 from tests.conftest import ROBOMIMIC_SPEC, merged, robomimic_spec
 
@@ -38,7 +38,7 @@ def test_defaults_follow_rlds_practice():
         ({"splits": {"by": "task"}}, "by: task needs held_out_tasks"),
         ({"instruction": {"value": "x", "episode_attr": "y"}}, "instruction: Value error, give exactly one of"),
         ({"control_rate_hz": 0}, "control_rate_hz: Input should be greater than 0"),
-        ({"version": "v1"}, "version: String should match pattern"),
+        ({"version": "v1"}, "version: versions are MAJOR.MINOR.PATCH strings"),
         ({"colour": "red"}, "colour: unknown field (allowed: name, version, description, source"),
         ({"cameras": [{"name": "front", "fps": 30}]}, "cameras.0.fps: unknown field (allowed: name, key, size"),
         ({"episode_length": {"min_steps": 10, "max_steps": 5}}, "max_steps must be >= min_steps"),
@@ -84,10 +84,11 @@ def test_bad_lake_spec_names_field(override, expected):
     assert expected in str(error.value)
 
 
-def test_lake_spec_points_at_member_gold_folders():
-    spec = parse_spec(LAKE_SPEC)
-    assert spec.source.paths == ["lake/gold/rlds/alpha/1.0.0", "lake/gold/rlds/beta/1.0.0"]
-    assert [m.weight for m in spec.source.members] == [1.0, 2.0]
+def test_lake_spec_names_its_members_and_resolves_them_in_the_lake(tmp_path):
+    spec = parse_spec(merged(LAKE_SPEC, source={**LAKE_SPEC["source"], "lake": str(tmp_path)}))
+    assert [(m.name, m.version, m.weight) for m in spec.source.members] == [("alpha", "1.0.0", 1.0), ("beta", "1.0.0", 2.0)]
+    with pytest.raises(RobolakeError, match=f"alpha:1.0.0: not published in {tmp_path}"):
+        spec.source.paths
 
 
 def test_missing_required_field(tmp_path):

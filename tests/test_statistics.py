@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.filters import RobustStats, filter_episode
+from robolake.lake import Build, Lake
 from robolake.statistics import VectorStats
 from robolake.normalization import denormalize, load_statistics, normalize
 from robolake.spec import parse_spec
@@ -171,7 +172,8 @@ def test_policies_in_the_gold_dataset(spiked_raw, tmp_path, policy):
     rules = {"bounds": {"max": [1.0] * 6 + [None], "policy": policy}, "zscore": None, "jump": None}
     spec = robomimic_spec(spiked_raw, filters=rules)
     outcome = run_convert(spec, tmp_path)
-    quarantine_dir = Path(outcome.gold_dir.replace("/gold/rlds/", "/quarantine/"))
+    build = Build.of_gold(outcome.gold_dir)
+    quarantine_dir = Path(build.quarantine)
     records = pq.read_table(quarantine_dir / "filtered_actions").to_pylist()
     spike = records
     assert [(r["episode_id"], r["step_index"], r["dimension"], r["value"], r["policy"]) for r in spike] == [
@@ -199,8 +201,7 @@ def test_policies_in_the_gold_dataset(spiked_raw, tmp_path, policy):
         assert steps[-1]["is_last"] and steps[-1]["is_terminal"]
     assert outcome.manifest["filter"]["by_rule"]["bounds"] == 1
     # the curated steps table holds exactly gold's numeric steps
-    curated = pads.dataset(quarantine_dir.parents[2] / "silver" / outcome.manifest["dataset"] / "curated_steps",
-                           partitioning="hive").to_table().to_pylist()
+    curated = pads.dataset(build.silver("curated_steps"), partitioning="hive").to_table().to_pylist()
     by_episode = {}
     for row in sorted(curated, key=lambda r: r["step_index"]):
         by_episode.setdefault(row["episode_id"], []).append(row)
@@ -248,7 +249,7 @@ def test_bounds_q99_mode_normalizes_state_and_leaves_the_gripper(robomimic_raw, 
     outcome = run_convert(spec, tmp_path)
     statistics = load_statistics(outcome.gold_dir)
     assert statistics["robolake"]["normalization"]["mode"] == "bounds_q99"
-    silver = pq.read_table(tmp_path / "silver/synthetic_tabletop/steps").to_pylist()
+    silver = pq.read_table(Lake(str(tmp_path)).silver_partition("synthetic_tabletop", "steps", "1.0.0")).to_pylist()
     raw_state = {(r["episode_id"], r["step_index"]): r["state"] for r in silver}
     for split in outcome.manifest["counts"]["by_split"]:
         for episode in load_split(outcome.gold_dir, split):

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from robolake.errors import RobolakeError
+from robolake.lake import Lake
+from validation.lake_views import connect
 from tests.conftest import load_split, robomimic_spec, run_convert
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,15 +41,20 @@ def records(gold_dir: str, manifest: dict) -> dict:
     return result
 
 
-def test_existing_version_is_refused_and_overwrite_replaces_it(robomimic_raw, tmp_path):
+def test_existing_version_is_refused_and_overwrite_keeps_the_replaced_build(robomimic_raw, tmp_path):
     spec = robomimic_spec(robomimic_raw)
     first = run_convert(spec, tmp_path)
-    with pytest.raises(RobolakeError, match="already exists and published versions are immutable"):
+    with pytest.raises(RobolakeError, match="is already published .* published versions are immutable"):
         run_convert(spec, tmp_path)
     second = run_convert(spec, tmp_path, overwrite=True)
-    assert second.gold_dir == first.gold_dir
+    assert second.gold_dir != first.gold_dir and Path(first.gold_dir, "manifest.json").exists()
     assert second.manifest["fingerprint"] == first.manifest["fingerprint"]
-    assert not list((tmp_path / ".staging").iterdir())
+    lake = Lake(str(tmp_path))
+    assert lake.gold("synthetic_tabletop", "1.0.0") == second.gold_dir
+    assert [b.id for b in lake.build_dirs()] == sorted([first.manifest["build"], second.manifest["build"]])
+    rows = connect(lake).sql("SELECT build, current, gold_dir FROM versions ORDER BY created_at").fetchall()
+    assert rows == [(first.manifest["build"], False, first.gold_dir), (second.manifest["build"], True, second.gold_dir)]
+    assert not (tmp_path / "versions/synthetic_tabletop/1.0.0/lease.json").exists()
 
 
 def test_rebuild_gives_same_fingerprint_and_identical_shards(robomimic_raw, tmp_path):
@@ -86,22 +93,22 @@ def test_killed_build_publishes_nothing_and_rerun_succeeds(robomimic_raw, tmp_pa
     build = subprocess.Popen(_convert_command(spec_path, lake), cwd=REPO, env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not list(lake.glob(".staging/*/_progress/ingest-*.json")):
+    while not list(lake.glob("versions/*/*/builds/*/_progress/ingest-*.json")):
         assert build.poll() is None, "the build ended before it could be killed"
         assert time.time() < deadline, "the build never started ingesting"
         time.sleep(0.02)
     os.killpg(build.pid, signal.SIGKILL)
     build.wait()
-    assert not (lake / "gold/rlds/synthetic_tabletop/1.0.0").exists()
-    assert not (lake / "silver/synthetic_tabletop/steps/version=1.0.0").exists()
-    assert list((lake / ".staging").iterdir()), "the killed build left its staging folder"
+    assert Lake(str(lake)).published() == []
+    [left] = Lake(str(lake)).build_dirs()  # the killed build's folder and its (dead) lease stay behind
 
     rerun = subprocess.run(_convert_command(spec_path, lake), cwd=REPO, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
-    assert "removed the leftovers of an interrupted build" in rerun.stderr
+    assert f"took over the lease of synthetic_tabletop:1.0.0 from build {left.id}" in rerun.stderr
+    assert f"removed the folder of a killed build: {left.dir}" in rerun.stderr
     assert "10 episodes written" in rerun.stdout
-    assert not list((lake / ".staging").iterdir())
-    assert (lake / "gold/rlds/synthetic_tabletop/1.0.0/manifest.json").exists()
+    [published] = Lake(str(lake)).build_dirs()
+    assert published.id != left.id and Path(published.gold, "manifest.json").exists()
 
 
 def test_registered_hashes_are_reused_only_for_unchanged_files(robomimic_raw, tmp_path):

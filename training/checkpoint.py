@@ -39,6 +39,7 @@ def _provenance(bundle: Path, target: DatasetVersion, state: dict, started_at: s
         artifact={"kind": "checkpoint", "path": str(bundle), "step": state["step"]},
         dataset={
             "name": target.dataset, "version": target.version, "fingerprint": target.manifest["fingerprint"],
+            **({"build": target.manifest["build"]} if "build" in target.manifest else {}),
             "gold_dir": target.gold_dir, "statistics_sha256": target.manifest.get("statistics_sha256"),
         },
         inputs=[{"path": str(path), "sha256": sha256_file(str(path))} for path in (manifest, statistics)],

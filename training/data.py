@@ -45,7 +45,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 import torch  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
-from robolake.lake import exists, join, list_files, read_json  # noqa: E402
+from robolake.lake import Build, exists, join, list_files, read_json  # noqa: E402
 from robolake.normalization import load_statistics  # noqa: E402
 from training.frames import model_pixels, resized  # noqa: E402
 
@@ -270,13 +270,9 @@ def train_instructions(gold_dir: str, builder: tfds.core.DatasetBuilder | None =
     folder sits in (gold's exact steps without images; two columns read), else by a
     pass over the train shards with the images left encoded."""
     builder = builder or tfds.builder_from_directory(gold_dir)
-    parts = gold_dir.rstrip("/").split("/")
     pairs: set[tuple[str, str]] = set()
-    files = []
-    if parts[-4:-2] == ["gold", "rlds"]:
-        lake_root = "/".join(parts[:-4]) or ("/" if gold_dir.startswith("/") else ".")
-        silver = join(lake_root, "silver", builder.info.name, "curated_steps", f"version={builder.info.version}")
-        files = list_files(join(silver, "split=train", "*.parquet"))
+    build = Build.of_gold(gold_dir)
+    files = list_files(join(build.silver("curated_steps"), "split=train", "*.parquet")) if build else []
     for path in files:
         with FileSystems.open(path, compression_type="uncompressed") as f:
             table = pq.read_table(f, columns=["episode_id", "language_instruction"])

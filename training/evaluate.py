@@ -29,6 +29,8 @@ from robolake import progress
 from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
+from robolake.lineage import dataset_change
+from robolake.names import dataset_argument
 from robolake.normalization import denormalize, load_statistics
 from training.data import DataConfig, RldsSteps, collate
 from training.metrics import EpisodePrediction, grouped_metrics
@@ -96,6 +98,15 @@ def trained_on(bundle: Path) -> dict:
     return json.loads((bundle / "provenance.json").read_text())["dataset"]
 
 
+def _dataset_change(own: dict, target: DatasetVersion) -> str | None:
+    """The change of the checkpoint's own dataset version since training, if evaluated on it."""
+    if (own["name"], own["version"]) != (target.dataset, target.version):
+        return None
+    current = {"build": target.manifest.get("build"), "fingerprint": target.manifest["fingerprint"],
+               "statistics_sha256": target.manifest.get("statistics_sha256")}
+    return dataset_change(own, current)
+
+
 def evaluate_offline(bundle: Path, target: DatasetVersion, split: str, lake: Lake, batch_size: int = 32) -> dict:
     """Offline metrics of the checkpoint on `split` of `target` (see the module docstring)."""
     available = target.manifest["counts"]["by_split"]
@@ -150,7 +161,8 @@ def write_per_dimension(metrics: dict, path: Path) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="robolake evaluate", description="Evaluate a checkpoint on held-out data.")
     parser.add_argument("run", help="a run folder (its best/ bundle is evaluated) or a checkpoint bundle folder")
-    parser.add_argument("--dataset", help="NAME[:VERSION] to evaluate on (default: the checkpoint's own dataset)")
+    parser.add_argument("--dataset", type=dataset_argument,
+                        help="NAME[:VERSION] to evaluate on (default: the checkpoint's own dataset)")
     parser.add_argument("--split", default="test", help="split to evaluate on (default: test)")
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
     parser.add_argument("--out", help="output folder (default: <run>/eval)")
@@ -158,6 +170,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rollouts", type=int, default=0,
                         help="closed-loop episodes per task of the split in the built-in tabletop environment")
     parser.add_argument("--max-steps", type=int, help="closed-loop episode limit (default: the environment's)")
+    parser.add_argument("--allow-dataset-change", action="store_true",
+                        help="evaluate even if the checkpoint's dataset version was rebuilt since training "
+                             "(the change is recorded in eval.json)")
     return parser.parse_args(argv)
 
 
@@ -168,9 +183,16 @@ def run(argv: list[str]) -> int:
     lake = Lake(args.lake)
     own = trained_on(bundle)
     target = resolve(lake, args.dataset or f"{own['name']}:{own['version']}")
+    change = _dataset_change(own, target)
+    if change and not args.allow_dataset_change:
+        raise RobolakeError(f"{change}; the {args.split} split is not the one held out from training. Pass "
+                            f"--allow-dataset-change to evaluate anyway (recorded in eval.json)")
     out = Path(args.out) if args.out else bundle.parent / "eval"  # the run folder's eval/
     out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_offline(bundle, target, args.split, lake, args.batch_size)
+    if change:
+        metrics["dataset_change"] = change
+        progress.console.print(f"warning: {change}")
     if args.rollouts:
         metrics["rollouts"] = closed_loop(bundle, sorted(metrics["per_task"]), args.rollouts, out / "rollouts",
                                           args.max_steps)

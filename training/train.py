@@ -33,6 +33,7 @@ from robolake import progress
 from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
+from robolake.names import dataset_argument
 from robolake.provenance import utc_now
 from training.checkpoint import load_trainer_state, save_checkpoint
 from training.config import TrainConfig, load_config
@@ -292,7 +293,8 @@ def train(config: TrainConfig, target: DatasetVersion, run_dir: Path, resume: bo
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="robolake train", description="Fine-tune a VLA policy on a gold dataset version.")
-    parser.add_argument("--dataset", required=True, help="NAME or NAME:VERSION (default: the latest version)")
+    parser.add_argument("--dataset", required=True, type=dataset_argument,
+                        help="NAME or NAME:VERSION (default: the latest version)")
     parser.add_argument("--config", required=True, help="training config YAML (fields: training/config.py)")
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
     parser.add_argument("--run-dir", help="run folder (default: <lake>/runs/<dataset>-<version>-<mode>)")

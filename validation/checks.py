@@ -226,6 +226,16 @@ def step_flags(inputs: GateInputs) -> Check:
                  [gx.expectations.ExpectColumnValuesToBeInSet(column="flags_ok", value_set=[True])])
 
 
+def truncated_episodes(inputs: GateInputs) -> Check:
+    """Episodes that end without a terminal state (a subset cut short, a recording without
+    done flags): training code that reads is_terminal as success should know which."""
+    name, description = "truncated_episodes", "episodes end in a terminal state (is_terminal on the last step)"
+    if "truncated" not in {row[0] for row in inputs.con.execute("DESCRIBE episodes").fetchall()}:
+        return Check(name, description, pd.DataFrame(), skipped="built before episodes recorded truncation")
+    return Check(name, description, _df(inputs, "SELECT episode_id, truncated FROM episodes ORDER BY episode_id"),
+                 [gx.expectations.ExpectColumnValuesToBeInSet(column="truncated", value_set=[False])])
+
+
 def _frame_size(data: bytes) -> tuple[int, int] | None:
     frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     return None if frame is None else frame.shape[:2]
@@ -351,5 +361,5 @@ def quarantine_share(inputs: GateInputs) -> Check:
 
 
 CHECKS = [episode_length, finite_values, normalized_range, normalized_moments, dimension_spread,
-          normalization_saturation, normalization_roundtrip, step_flags, image_shape,
+          normalization_saturation, normalization_roundtrip, step_flags, truncated_episodes, image_shape,
           instructions, unique_episode_ids, split_fractions, split_leakage, statistics_schema, quarantine_share]

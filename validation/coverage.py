@@ -23,9 +23,11 @@ from rich.progress import Progress
 from robolake import progress
 from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.lake import Lake, write_bytes, write_json
+from robolake.names import dataset_argument
 from robolake.provenance import utc_now
 from validation.coverage_model import CoverageReport, Histogram, UnderSampled
-from validation.lake_views import available_views, connect
+from validation.lake_views import available_views
+from validation.version_views import connect_version
 
 THRESHOLD = 0.5  # a value is under-sampled below this fraction of an even share (1 / number of values)
 GAP_RATIO = 0.25  # a pair of values is a gap below this fraction of its count under independence
@@ -241,7 +243,7 @@ def _table_or_empty(con: duckdb.DuckDBPyConnection, view: str, query: str, colum
 
 def build_report(lake: Lake, target: DatasetVersion, threshold: float = THRESHOLD,
                  gap_ratio: float = GAP_RATIO) -> CoverageReport:
-    con = connect(lake, target.dataset, target.version)
+    con = connect_version(lake, target)
     notes: list[str] = []
     with Progress(console=progress.console, transient=True) as bar:
         task = bar.add_task(f"report {target.dataset} {target.version}", total=7)
@@ -319,7 +321,7 @@ def write_report(lake: Lake, report: CoverageReport) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="robolake report", description="Write a dataset version's coverage report.")
-    parser.add_argument("dataset", help="NAME or NAME:VERSION (default: the latest version)")
+    parser.add_argument("dataset", type=dataset_argument, help="NAME or NAME:VERSION (default: the latest version)")
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD,
                         help=f"flag values below this fraction of an even share (default: {THRESHOLD})")

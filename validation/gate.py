@@ -24,8 +24,9 @@ from robolake import progress
 from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError
 from robolake.lake import Lake, write_json
+from robolake.names import dataset_argument
 from validation.checks import CHECKS, Check, GateInputs
-from validation.lake_views import connect
+from validation.version_views import connect_version
 
 CONFIG = Path(__file__).with_name("gate.yaml")
 GX_SEVERITY = {"error": "critical", "warning": "warning"}
@@ -120,7 +121,7 @@ def _outcome(check: Check, severity: str, result) -> Outcome:
 
 def run_gate(lake: Lake, target: DatasetVersion, config: dict) -> tuple[list[Outcome], list[Check]]:
     """Run every check of one dataset version; returns the outcomes and the skipped checks."""
-    inputs = GateInputs(connect(lake, target.dataset, target.version), lake, target.spec, target.manifest,
+    inputs = GateInputs(connect_version(lake, target), lake, target.spec, target.manifest,
                         target.statistics, target.gold_dir, config)
     runner = GxRunner(os.path.join(lake.reports(target.dataset, target.version), "data_docs"))
     outcomes, skipped = [], []
@@ -181,7 +182,7 @@ def print_summary(outcomes: list[Outcome], skipped: list[Check]) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="robolake validate", description="Run the quality gate on a dataset version.")
-    parser.add_argument("dataset", help="NAME or NAME:VERSION (default: the latest version)")
+    parser.add_argument("dataset", type=dataset_argument, help="NAME or NAME:VERSION (default: the latest version)")
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
     parser.add_argument("--config", default=str(CONFIG), help=f"gate settings YAML (default: {CONFIG.name} in validation/)")
     return parser.parse_args(argv)

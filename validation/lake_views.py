@@ -12,7 +12,8 @@ Views (each with `dataset` and `version` columns; `split` where the table has on
   moments, bounds and quantile sketch; camera pixel moments), what `robolake stats` merges
 - filtered: every action value the outlier rules flagged
 - quarantine: every rejected episode with its reason
-- versions: one row per published gold version (from its manifest.json)
+- versions: one row per build of a published version: the current one and each replaced
+  one kept until `robolake gc` (from its manifest.json)
 - sources: every registered raw file (lake/raw/manifest.parquet)
 
 A view is left out when the lake has no file for it yet. For one dataset version the
@@ -22,14 +23,13 @@ times. The lake must be a local folder (DuckDB reads it directly)."""
 from __future__ import annotations
 
 import glob
-import json
 import os
 
 import duckdb
 import pyarrow as pa
 
 from robolake.errors import RobolakeError
-from robolake.lake import Lake
+from robolake.lake import Build, Lake, join, read_json
 
 VIEWS = ("episodes", "steps", "raw_steps", "episode_stats", "filtered", "quarantine", "versions", "sources")
 
@@ -38,23 +38,33 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _parquet(pattern: str, across_datasets: bool) -> str:
-    """read_parquet of a glob; across datasets, schemas are unioned by name and the file
-    name kept (both cost time, so only then)."""
-    options = ", union_by_name = true, filename = true" if across_datasets else ""
-    return f"read_parquet({_sql_string(pattern)}, hive_partitioning = true{options})"
+def _union(selects: list[str]) -> str | None:
+    """One view over every build's part: columns unioned by name (datasets differ in width)."""
+    return "\nUNION ALL BY NAME\n".join(selects) or None
 
 
-def _silver_view(root: str, table: str, dataset: str, version: str) -> str | None:
-    """A silver table without its image columns (encoded frames are no use in SQL)."""
-    pattern = f"{root}/silver/{dataset}/{table}/version={version}/split=*/*.parquet"
-    if not glob.glob(pattern):
-        return None
-    columns = "COLUMNS(lambda c: NOT starts_with(c, 'image_') AND c <> 'filename')"
-    if dataset != "*":
-        return f"SELECT {_sql_string(dataset)} AS dataset, {columns} FROM {_parquet(pattern, False)}"
-    name = f"regexp_extract(filename, '/silver/([^/]+)/{table}/', 1)"
-    return f"SELECT {name} AS dataset, {columns} FROM {_parquet(pattern, True)}"
+def _build_files(builds: list[Build], tail: str) -> list[tuple[Build, str]]:
+    """(build, glob) for each build that has files matching `tail` under its folder."""
+    return [(b, join(b.dir, tail)) for b in builds if glob.glob(join(b.dir, tail))]
+
+
+def _silver_view(builds: list[Build], table: str) -> str | None:
+    """A silver table of the published builds, without its image columns (encoded frames
+    are no use in SQL); `dataset` and `version` from the build, `split` from the path."""
+    columns = "COLUMNS(lambda c: NOT starts_with(c, 'image_'))"
+    return _union([
+        f"SELECT {_sql_string(b.dataset)} AS dataset, {_sql_string(b.version)} AS version, {columns} "
+        f"FROM read_parquet({_sql_string(pattern)}, hive_partitioning = true)"
+        for b, pattern in _build_files(builds, f"silver/{table}/split=*/*.parquet")
+    ])
+
+
+def _quarantine_view(builds: list[Build], tail: str) -> str | None:
+    return _union([
+        f"SELECT {_sql_string(b.dataset)} AS dataset, {_sql_string(b.version)} AS version, * "
+        f"FROM read_parquet({_sql_string(pattern)})"
+        for b, pattern in _build_files(builds, f"quarantine/{tail}")
+    ])
 
 
 def _published_episodes(ingested: str, lengths: str) -> str:
@@ -66,52 +76,50 @@ def _published_episodes(ingested: str, lengths: str) -> str:
         USING (dataset, version, episode_id)"""
 
 
-def _quarantine_view(root: str, pattern_tail: str, dataset: str, version: str) -> str | None:
-    pattern = f"{root}/quarantine/{dataset}/{version}/{pattern_tail}"
-    if not glob.glob(pattern):
-        return None
-    parts = "regexp_extract(filename, '/quarantine/([^/]+)/([^/]+)/', ['dataset', 'version'])"
-    return (f"SELECT parts.dataset, parts.version, * EXCLUDE (filename, parts) "
-            f"FROM (SELECT {parts} AS parts, * FROM {_parquet(pattern, True)})")
-
-
 def versions_table(lake: Lake, dataset: str = "*", version: str = "*") -> pa.Table:
-    """One row per published gold version, from its manifest.json."""
+    """One row per build of a published version: the current one, and each replaced one
+    still kept (until `robolake gc`), from its manifest.json."""
     rows = []
-    for path in sorted(glob.glob(os.path.join(lake.gold_root(), dataset, version, "manifest.json"))):
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        counts = manifest["counts"]
-        rows.append({
-            "dataset": manifest["dataset"], "version": manifest["version"],
-            "created_at": manifest["created_at"], "fingerprint": manifest["fingerprint"],
-            "episodes_found": counts["episodes_found"], "episodes_written": counts["episodes_written"],
-            "episodes_quarantined": counts["episodes_quarantined"], "steps_written": counts["steps_written"],
-            "bytes_written": counts["bytes_written"], "statistics_sha256": manifest.get("statistics_sha256"),
-            "gold_dir": os.path.dirname(path),
-        })
+    for name, number in lake.published(dataset, version):
+        pointer = lake.current(name, number)
+        replaced = {r["build"]: r["replaced_at"] for r in pointer["replaced"]}
+        for build_id in [*replaced, pointer["build"]]:
+            build = lake.build(name, number, build_id)
+            manifest = read_json(join(build.gold, "manifest.json"))
+            counts = manifest["counts"]
+            rows.append({
+                "dataset": name, "version": number, "build": build_id, "current": build_id == pointer["build"],
+                "created_at": manifest["created_at"], "replaced_at": replaced.get(build_id),
+                "fingerprint": manifest["fingerprint"],
+                "episodes_found": counts["episodes_found"], "episodes_written": counts["episodes_written"],
+                "episodes_quarantined": counts["episodes_quarantined"], "steps_written": counts["steps_written"],
+                "bytes_written": counts["bytes_written"], "statistics_sha256": manifest.get("statistics_sha256"),
+                "gold_dir": build.gold,
+            })
     return pa.Table.from_pylist(rows)
 
 
 def connect(lake: Lake, dataset: str = "*", version: str = "*", materialize: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake's views, limited to one dataset and
-    version when given (the default `*` takes every one). `materialize=False` keeps one
-    version's episodes a view, for a caller that reads it once."""
+    version when given (the default `*` takes every one). Views read the published
+    builds only (each version's current.json). `materialize=False` keeps one version's
+    episodes a view, for a caller that reads it once."""
     if "://" in lake.root:
         raise RobolakeError(f"--lake {lake.root}: queries read a local lake folder (copy or mount it first)")
-    root = os.path.abspath(lake.root)
+    lake = Lake(os.path.abspath(lake.root))
+    builds = [lake.current_build(name, number) for name, number in lake.published(dataset, version)]
     con = duckdb.connect()
     views = {
-        "steps": _silver_view(root, "curated_steps", dataset, version),
-        "raw_steps": _silver_view(root, "steps", dataset, version),
-        "episode_stats": _silver_view(root, "episode_stats", dataset, version),
-        "filtered": _quarantine_view(root, "filtered_actions/*.parquet", dataset, version),
-        "quarantine": _quarantine_view(root, "quarantine.parquet", dataset, version),
+        "steps": _silver_view(builds, "curated_steps"),
+        "raw_steps": _silver_view(builds, "steps"),
+        "episode_stats": _silver_view(builds, "episode_stats"),
+        "filtered": _quarantine_view(builds, "filtered_actions/*.parquet"),
+        "quarantine": _quarantine_view(builds, "quarantine.parquet"),
     }
     for name, query in views.items():
         if query is not None:
             con.execute(f"CREATE VIEW {name} AS {query}")
-    ingested = _silver_view(root, "episodes", dataset, version)
+    ingested = _silver_view(builds, "episodes")
     if ingested is not None and views["steps"] is not None:
         kind = "TEMP TABLE" if materialize and "*" not in (dataset, version) else "VIEW"
         # curated lengths from the per-episode statistics rows (versions built before them: from the steps)

@@ -1,17 +1,25 @@
 """`robolake query "<SQL>"`: ad-hoc DuckDB SQL over the lake's views (validation/lake_views.py),
-printed as a table or written as CSV, JSON or Parquet."""
+printed as a table or written as CSV, JSON or Parquet.
+
+The SQL runs with the local user's rights: it can read and write any file they can
+(COPY, read_csv, ATTACH, ...). `--read-only`, for SQL from others, runs one SELECT with
+file access limited to the lake folder and DuckDB's settings locked."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
 import duckdb
 
 from robolake import progress
+from robolake.dataset_ref import resolve
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
+from robolake.names import dataset_argument
+from robolake.sql import one_line
 from validation.lake_views import VIEWS, available_views, connect
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -20,16 +28,61 @@ FORMATS = ("table", "csv", "json", "parquet")
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="robolake query",
-        description=f"Run DuckDB SQL over the lake's views: {', '.join(VIEWS)}.",
+        description=f"Run DuckDB SQL over the lake's views: {', '.join(VIEWS)}. The SQL runs as the local "
+        "user and may read and write any of their files (COPY, read_csv, ATTACH); use --read-only for SQL "
+        "from others.",
         epilog='e.g. robolake query "SELECT task, lighting, count(*) FROM episodes GROUP BY ALL ORDER BY 3"',
     )
     parser.add_argument("sql", help="one DuckDB SQL statement")
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
-    parser.add_argument("--dataset", help="NAME or NAME:VERSION to limit every view to (default: the whole lake)")
+    parser.add_argument("--dataset", type=dataset_argument,
+                        help="NAME or NAME:VERSION to limit every view to (default: the whole lake)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     parser.add_argument("--output", "-o", help="write to this file (parquet needs one; else stdout)")
     parser.add_argument("--max-rows", type=int, default=100, help="rows printed as a table (default: 100)")
+    parser.add_argument("--read-only", action="store_true",
+                        help="one SELECT only; no COPY, ATTACH, INSTALL/LOAD, SET, nor files outside the lake")
     return parser.parse_args(argv)
+
+
+def scope(lake: Lake, reference: str | None) -> tuple[str, str]:
+    """The dataset and version (`*`: every one) that --dataset limits the views to;
+    a dataset or version the lake has not published is refused, named."""
+    if reference is None:
+        return "*", "*"
+    target = resolve(lake, reference)
+    return target.dataset, target.version if ":" in reference else "*"
+
+
+def check_statement(con: duckdb.DuckDBPyConnection, sql: str, read_only: bool) -> None:
+    """Refuse SQL without a statement and, under --read-only, anything but one SELECT."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise RobolakeError(one_line(exc)) from None
+    if not statements:
+        raise RobolakeError("no SQL statement given (the text is empty or only a comment)")
+    if read_only and len(statements) > 1:
+        raise RobolakeError(f"--read-only runs one statement, got {len(statements)}")
+    if read_only and statements[0].type != duckdb.StatementType.SELECT:
+        raise RobolakeError(f"--read-only runs a SELECT (or DESCRIBE, SHOW, SUMMARIZE), got {statements[0].type.name}")
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """--read-only, once the views exist: files only inside the lake folder (the views
+    read them), no extensions, and the settings locked so the SQL cannot undo it."""
+    con.execute("SET allowed_directories = $folders", {"folders": [os.path.abspath(lake.root) + os.sep]})
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def check_output(path: str) -> None:
+    """Refuse an --output that cannot be written, before the query runs."""
+    if os.path.isdir(path):
+        raise RobolakeError(f"--output {path}: is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise RobolakeError(f"--output {path}: folder {folder} does not exist")
 
 
 def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelation:
@@ -37,7 +90,8 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelati
     try:
         return con.sql(sql)
     except duckdb.Error as exc:
-        raise RobolakeError(f"{exc}\n(views: {', '.join(available_views(con)) or 'none: the lake is empty'})") from None
+        views = ", ".join(available_views(con)) or "none: the lake is empty"
+        raise RobolakeError(f"{one_line(exc)} (views: {views})") from None
 
 
 def write(relation: duckdb.DuckDBPyRelation, fmt: str, output: str | None, max_rows: int) -> int:
@@ -68,8 +122,13 @@ def write(relation: duckdb.DuckDBPyRelation, fmt: str, output: str | None, max_r
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
     started = time.time()
-    dataset, _, version = (args.dataset or "*").partition(":")
-    con = connect(Lake(args.lake), dataset, version or "*")
+    if args.output:
+        check_output(args.output)
+    lake = Lake(args.lake)
+    con = connect(lake, *scope(lake, args.dataset))
+    check_statement(con, args.sql, args.read_only)
+    if args.read_only:
+        lock_down(con, lake)
     rows = write(run_query(con, args.sql), args.format, args.output, args.max_rows)
     where = f" -> {args.output}" if args.output else ""
     progress.console.print(f"query: {rows} rows in {time.time() - started:.2f} s{where}")

@@ -22,8 +22,10 @@ from robolake import progress
 from robolake.dataset_ref import resolve
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
+from robolake.names import dataset_argument
+from robolake.sql import one_line, parse_condition
 from robolake.statistics import VectorStats
-from validation.lake_views import connect
+from validation.version_views import connect_version
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -61,20 +63,22 @@ def selection_statistics(lake: Lake, reference: str, where: str | None, split: s
     """The merged statistics of the episodes of `reference` in `split` (or all) that meet
     `where`, a DuckDB condition over the `episodes` view."""
     target = resolve(lake, reference)
-    con = connect(lake, target.dataset, target.version, materialize=False)
-    in_split = [f"split = '{split}'"] if split != "all" else []
-    conditions = ([f"({where})"] if where else []) + in_split
-    selected = f"SELECT episode_id FROM episodes WHERE {' AND '.join(conditions) or 'true'}"
+    con = connect_version(lake, target, ("episodes", "episode_stats"), materialize=False)
+    episodes, rows = con.table("episodes"), con.table("episode_stats")
+    if split != "all":  # on both sides: DuckDB then skips the other splits' partitions
+        in_split = duckdb.ColumnExpression("split") == duckdb.ConstantExpression(split)
+        episodes, rows = episodes.filter(in_split), rows.filter(in_split)
     try:
-        con.execute(f"EXPLAIN {selected}")
+        if where:
+            episodes = episodes.filter(parse_condition(where, "--where"))
+        table = rows.join(episodes.select("episode_id"), "episode_id", how="semi").to_arrow_table()
     except duckdb.Error as exc:
-        message = str(exc).split("\nLINE ")[0]  # DuckDB's message, without the echo of the query
-        raise RobolakeError(f"--where {where!r}: {' '.join(message.split())}") from None
-    rows = " AND ".join([*in_split, f"episode_id IN ({selected})"])  # the split first: DuckDB skips other partitions
-    table = con.sql(f"SELECT * FROM episode_stats WHERE {rows}").to_arrow_table()
-    con.close()
+        raise RobolakeError(f"--where {where!r}: {one_line(exc)}") from None
+    finally:
+        con.close()
     if not table.num_rows:
-        raise RobolakeError(f"{target.dataset}:{target.version}: no episode meets {' AND '.join(conditions) or 'true'}")
+        chosen = ([f"({where})"] if where else []) + ([f"split = '{split}'"] if split != "all" else [])
+        raise RobolakeError(f"{target.dataset}:{target.version}: no episode meets {' AND '.join(chosen) or 'true'}")
     action = merged_vector_stats(table, "action", len(target.spec.action.names))
     state = merged_vector_stats(table, "state", target.manifest["state_dim"])
     return {
@@ -106,8 +110,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Statistics of a selection of a version's episodes, merged from the silver episode_stats rows.",
         epilog="""e.g. robolake stats sample_tabletop --where "task = 'pick'" """,
     )
-    parser.add_argument("dataset", help="NAME or NAME:VERSION (default: the latest version)")
-    parser.add_argument("--where", help="DuckDB condition over the episodes view (robolake query's columns)")
+    parser.add_argument("dataset", type=dataset_argument, help="NAME or NAME:VERSION (default: the latest version)")
+    parser.add_argument("--where", help="one DuckDB expression over the episodes view (robolake query's columns)")
     parser.add_argument("--split", choices=SPLITS, default="train",
                         help="episodes of this split only (default: train, what dataset_statistics.json holds)")
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
