@@ -90,7 +90,7 @@ def _unreadable(reader: SourceReader, source: SourceFile) -> str:
     """Why a source tells no state width: its first quarantine reason when planned."""
     for item in reader.plan(source.path, source.relative_id, source.known_sha256 or ""):
         if isinstance(item, QuarantineRecord):
-            return " ".join(item.reason.split())
+            return " ".join(item.reason.removeprefix(f"{source.path}: ").split())
     return "no episode holds the state"
 
 
@@ -103,8 +103,8 @@ def infer_state_dim(reader: SourceReader, sources: list[SourceFile], shown: int 
             return width
     problems = "; ".join(f"{posixpath.basename(s.path)}: {_unreadable(reader, s)}" for s in sources[:shown])
     more = f"; and {len(sources) - shown} more" if len(sources) > shown else ""
-    raise RobolakeError(f"no source could be read for {reader.state_source()} "
-                        f"({len(sources)} files): {problems}{more}")
+    files = f"{len(sources)} file{'s' if len(sources) > 1 else ''}"
+    raise RobolakeError(f"{reader.state_source()}: no source could be read ({files}): {problems}{more}")
 
 
 def fingerprint(spec: DatasetSpec, sources: list[dict]) -> str:

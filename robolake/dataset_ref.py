@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from robolake.errors import RobolakeError
-from robolake.lake import Lake, join, read_json
+from robolake.lake import Lake, exists, join, read_json
 from robolake.names import parse_reference
 from robolake.spec import DatasetSpec, parse_spec
 
@@ -31,7 +31,9 @@ def resolve(lake: Lake, reference: str) -> DatasetVersion:
     published = sorted((v for _, v in lake.published(dataset)), key=_semver)
     if not published:
         known = sorted({d for d, _ in lake.published()})
-        raise RobolakeError(f"{dataset}: no published version in {lake.root} (datasets there: {known or 'none'})")
+        older = "; its gold/rlds/ has the layout before versions/ (docs/versions.md): convert again" if exists(
+            join(lake.root, "gold", "rlds")) else ""
+        raise RobolakeError(f"{dataset}: no published version in {lake.root} (datasets there: {known or 'none'}){older}")
     version = version or published[-1]
     if version not in published:
         raise RobolakeError(f"{dataset}:{version}: not published; versions: {', '.join(published)}")

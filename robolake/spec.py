@@ -562,33 +562,6 @@ def parse_spec(data: object, origin: str = "<spec>") -> DatasetSpec:
         raise SpecError(f"{origin}: invalid dataset spec: {problems}") from None
 
 
-def apply_override(data: dict, assignment: str) -> None:
-    """Apply one `dotted.key=value` override (value parsed as YAML) to a spec mapping,
-    e.g. `splits.fractions.train=0.7` or `cameras.0.size=[128,128]`."""
-    key, sep, raw_value = assignment.partition("=")
-    if not sep or not key:
-        raise SpecError(f"--set {assignment!r}: expected KEY=VALUE, e.g. splits.fractions.train=0.7")
-    try:
-        value = yaml.safe_load(raw_value)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"--set {assignment!r}: value is not valid YAML: {exc}") from None
-    *parents, last = key.split(".")
-    node: object = data
-    for part in parents:
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            node = node.setdefault(part, {})
-        else:
-            raise SpecError(f"--set {assignment!r}: {part!r} is not a section of the spec")
-    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        node[int(last)] = value
-    elif isinstance(node, dict):
-        node[last] = value
-    else:
-        raise SpecError(f"--set {assignment!r}: cannot set {last!r} there")
-
-
 class UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping (SafeLoader keeps the last)."""
 
@@ -611,6 +584,33 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
     return where + " ".join(str(getattr(exc, "problem", None) or exc).split())
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one `dotted.key=value` override (value parsed as YAML) to a spec mapping,
+    e.g. `splits.fractions.train=0.7` or `cameras.0.size=[128,128]`."""
+    key, sep, raw_value = assignment.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--set {assignment!r}: expected KEY=VALUE, e.g. splits.fractions.train=0.7")
+    try:
+        value = yaml.load(raw_value, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"--set {assignment!r}: value is not valid YAML: {_yaml_problem(exc)}") from None
+    *parents, last = key.split(".")
+    node: object = data
+    for part in parents:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            raise SpecError(f"--set {assignment!r}: {part!r} is not a section of the spec")
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise SpecError(f"--set {assignment!r}: cannot set {last!r} there")
 
 
 def read_yaml_mapping(path: str, what: str = "dataset spec") -> dict:

@@ -76,7 +76,8 @@ def test_turtlesim_bag_without_messages_is_quarantined_with_its_reason(tmp_path)
 
 def test_only_an_empty_bag_fails_the_build_naming_the_state_topics(tmp_path):
     bag = shared_data("ros1_rosbagjs_turtlesim") / "no-messages.bag"
-    with pytest.raises(RobolakeError, match=r"state.topics \['/turtle1/pose'\]: could not be read from any source"):
+    with pytest.raises(RobolakeError, match=r"state.topics \['/turtle1/pose'\]: no source could be read \(1 file\): "
+                                            r"no-messages.bag: the bag holds no messages"):
         run_convert(merged(TURTLESIM, source={"paths": [str(bag)]}), tmp_path / "lake")
 
 
