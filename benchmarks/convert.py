@@ -66,7 +66,7 @@ from harness import (  # noqa: E402
     MB, Target, Throughput, cpu_seconds, keep_or_remove, prepare_workdir, print_machine, print_result,
     print_targets, run_measured, targets_met,
 )
-from schemas.rlds import rlds_features  # noqa: E402
+from schemas.rlds import RESOLUTION_CHANGE, TRUNCATED, rlds_features  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CAMERAS = {"front": (480, 640), "wrist": (240, 320)}
@@ -181,7 +181,8 @@ class PlainRldsBuilder(tfds.core.GeneratorBasedBuilder):
                 env = str(h5["data"].attrs["env_args"])
                 for group, demo in h5["data"].items():
                     episode_id = f"{os.path.splitext(os.path.basename(path))[0]}/data/{group}"
-                    metadata = {"episode_id": episode_id, "source_path": path, "source_sha256": sha256, "env": env}
+                    metadata = {"episode_id": episode_id, "source_path": path, "source_sha256": sha256, "env": env,
+                                TRUNCATED: False, RESOLUTION_CHANGE: ""}
                     metadata.update({attr: str(demo.attrs[attr]) for attr in EPISODE_ATTRS})
                     yield episode_id, {"steps": self._steps(demo), "episode_metadata": metadata}
 

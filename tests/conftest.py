@@ -16,7 +16,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from pipelines.build import BuildOutcome, convert  # noqa: E402
-from robolake.lake import Lake  # noqa: E402
+from robolake.lake import Lake, read_table  # noqa: E402
 from robolake.spec import parse_spec  # noqa: E402
 from robolake.statistics import ALPHA, ZERO_WIDTH  # noqa: E402
 from robolake.sample import write_robomimic_dataset  # noqa: E402
@@ -77,6 +77,14 @@ def robomimic_spec(raw_dir: Path, **overrides) -> dict:
 
 def run_convert(spec: dict, lake_dir: Path, beam_args: list[str] | None = None, overwrite: bool = False) -> BuildOutcome:
     return convert(parse_spec(spec), Lake(str(lake_dir)), beam_args or [], overwrite=overwrite)
+
+
+def quarantine_records(lake_dir: Path, name: str, version: str) -> list[dict]:
+    """The quarantine of the version's published build or, when every episode was
+    quarantined (nothing published), of its one rejected build."""
+    lake = Lake(str(lake_dir))
+    [build] = [lake.current_build(name, version)] if lake.current(name, version) else lake.build_dirs()
+    return read_table(f"{build.quarantine}/quarantine.parquet").to_pylist()
 
 
 def load_split(gold_dir: str, split: str) -> list[dict]:

@@ -17,9 +17,9 @@ import yaml
 from pipelines.rlds_source import parse_key
 from robolake.errors import RobolakeError, SpecError
 from robolake.hashing import sha256_source
-from robolake.lake import Lake, read_json, read_table
+from robolake.lake import read_json
 from robolake.spec import parse_spec
-from tests.conftest import load_split, merged, robomimic_spec, run_convert, shared_data
+from tests.conftest import load_split, merged, quarantine_records, robomimic_spec, run_convert, shared_data
 
 REPO = Path(__file__).resolve().parents[1]
 NO_FILTERS = {"zscore": None, "jump": None}
@@ -41,11 +41,7 @@ def source_episodes(folder: str, cameras: list[str], split: str) -> list[dict]:
 
 
 def quarantined(lake: Path, name: str, version: str = "1.0.0") -> list[dict]:
-    """The quarantine of the version's published build or, when every episode was
-    quarantined, of its one rejected build."""
-    lake = Lake(str(lake))
-    [build] = [lake.current_build(name, version)] if lake.current(name, version) else lake.build_dirs()
-    return read_table(f"{build.quarantine}/quarantine.parquet").to_pylist()
+    return quarantine_records(lake, name, version)
 
 
 # ---------------------------------------------------------------- the Bridge debug dataset

@@ -9,8 +9,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from robolake.errors import RobolakeError
-from robolake.lake import Lake, read_table
-from tests.conftest import merged, run_convert, shared_data
+from robolake.lake import Lake
+from tests.conftest import merged, quarantine_records, run_convert, shared_data
 
 VERSION = "1.0.0"
 NUMERIC = ["step_index", "timestamp", "is_first", "is_last", "action_raw", "state"]
@@ -38,7 +38,7 @@ def silver(lake_dir, name: str, table: str):
 
 
 def quarantine(lake_dir, name: str) -> list[dict]:
-    return read_table(f"{Lake(str(lake_dir)).quarantine(name, VERSION)}/quarantine.parquet").to_pylist()
+    return quarantine_records(lake_dir, name, VERSION)
 
 
 def numeric_steps(lake_dir, name: str) -> dict:
