@@ -91,6 +91,33 @@ def test_evaluate_measures_the_test_split_in_physical_units(trained, capsys):
         np.testing.assert_allclose(recorded, np.stack([s["action_raw"] for s in episode["steps"]]))
 
 
+def test_rollouts_are_a_total_with_intervals_a_baseline_and_a_report(trained, capsys):
+    lake, run = trained
+    out = run / "eval_rollouts"
+    assert main(["evaluate", str(run), "--lake", str(lake), "--out", str(out), "--rollouts", "4", "--max-steps", "3",
+                 "--baseline", str(run / "best")]) == 0
+    printed = capsys.readouterr().out
+    assert "closed-loop success 0 of 4 (0%, 95% CI 0%-49%)" in printed and f"{out / 'eval.html'}" in printed
+    rollouts = json.loads((out / "eval.json").read_text())["rollouts"]
+    # 4 episodes in all, cycled over the test split's tasks
+    tasks = sorted(json.loads((out / "eval.json").read_text())["per_task"])
+    assert rollouts["episodes"] == 4 and rollouts["seed"] == 1
+    assert {task: s["episodes"] for task, s in rollouts["per_task"].items()} == {
+        task: len(range(k, 4, len(tasks))) for k, task in enumerate(tasks)}
+    low, high = rollouts["success_ci"]
+    assert rollouts["successes"] == 0 and low == 0.0 and high == pytest.approx(1.96 ** 2 / (4 + 1.96 ** 2), abs=1e-3)
+    assert set(rollouts["by_field"]) >= {"task", "color"}
+    demonstrations = rollouts["demonstrations"]["overall"]
+    assert demonstrations["policy_mean_length"] == 3 and demonstrations["demo_episodes"] > 0
+    assert demonstrations["length_ratio"] == pytest.approx(3 / demonstrations["demo_mean_length"])
+    baseline = json.loads((out / "eval.json").read_text())["baseline_rollouts"]
+    assert baseline["checkpoint"] == str(run / "best") and baseline["episodes"] == 4
+    assert baseline["per_task"].keys() == rollouts["per_task"].keys()
+    assert len(list((out / "rollouts").glob("*.png"))) == 4  # every failure has its contact sheet
+    page = (out / "eval.html").read_text()
+    assert "baseline success (same scenes)" in page and page.count('<img src="rollouts/') == 4
+
+
 def test_evaluate_names_a_missing_split(trained, capsys):
     lake, run = trained
     assert main(["evaluate", str(run), "--lake", str(lake), "--split", "val"]) == 2

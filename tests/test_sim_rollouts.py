@@ -1,12 +1,16 @@
-"""Closed-loop rollouts in the built-in tabletop env: the interface, kinematics and failure
-modes, the scripted expert (100%) against random actions (~0%), saved failures, determinism."""
+"""Closed-loop rollouts in the built-in tabletop env: the interface, kinematics, each failure
+mode produced by hand-steered episodes, the scripted expert (100%) against random actions
+(~0%), per-metadata summaries with Wilson intervals, saved failures with contact sheets,
+determinism."""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -16,6 +20,7 @@ from robolake.sample.motion import CONTROL_HZ, MAX_STEPS, OPEN_WIDTH
 from robolake.sample.scenario import INSTRUCTIONS
 from training.rollout import FAILURES_TABLE, load_failed_rollout, run_rollouts
 from training.sim_env import (
+    FAILURE_MODES,
     STATE_NAMES,
     RandomPolicy,
     RuntimePolicyAdapter,
@@ -26,7 +31,7 @@ from training.sim_env import (
 
 CAMERAS = {"front": (48, 64), "wrist": (24, 32)}  # the sample's aspect ratios, small enough to be quick
 TASKS = ["pick", "place", "push"]
-FAILURE_MODES = {"never grasped", "dropped", "missed target", "timeout", "left workspace", "never touched"}
+METADATA_FIELDS = {"task", "object", "color", "scene", "lighting", "operator"}  # and direction for push
 
 
 def _action(dx=0.0, dy=0.0, dz=0.0, dyaw=0.0, gripper=-1.0) -> np.ndarray:
@@ -58,7 +63,7 @@ def test_reset_and_step_follow_the_gymnasium_shape():
     for _ in range(3):
         observation, reward, terminated, truncated, info = env.step(_action())
     assert truncated is True and terminated is False
-    assert info["success"] is False and info["failure_mode"] == "never grasped"
+    assert info["success"] is False and info["failure_mode"] == "missed grasp"
     with pytest.raises(RuntimeError, match="reset"):
         env.step(_action())
     env.reset()
@@ -77,7 +82,8 @@ def test_scripted_policy_succeeds_on_every_task():
     assert {task: s["success_rate"] for task, s in summary["per_task"].items()} == dict.fromkeys(TASKS, 1.0)
     assert all(10 < r.length <= MAX_STEPS and r.failure_mode is None for r in report.records)
     assert [r.task for r in report.records] == TASKS * 2
-    assert "success 100%" in report.line()
+    assert summary["successes"] == 6 and summary["success_ci"][1] == 1.0 and 0.5 < summary["success_ci"][0] < 1.0
+    assert "success 100% (95% CI 61-100%)" in report.line()
 
 
 def test_episodes_are_the_sample_generators_and_the_expert_replays_its_motion():
@@ -113,9 +119,32 @@ def test_random_policy_rarely_succeeds(random_rollouts):
     report, _ = random_rollouts
     assert len(report.records) == 10 and report.success_rate <= 0.1
     assert all(r.length <= 40 for r in report.records)
-    assert {r.failure_mode for r in report.records if not r.success} <= FAILURE_MODES
+    assert {r.failure_mode for r in report.records if not r.success} <= set(FAILURE_MODES)
     # Random actions are far less smooth than the expert's min-jerk motion.
     assert report.summary()["mean_smoothness"] > 1.0
+
+
+def test_records_carry_the_episode_metadata_and_the_summary_groups_by_it(random_rollouts):
+    report, _ = random_rollouts
+    env = TabletopEnv(cameras=CAMERAS)
+    for record in report.records:
+        _, info = env.reset(seed=2) if record.episode == 0 else env.reset()
+        expected = METADATA_FIELDS | ({"direction"} if record.task == "push" else set())
+        assert set(record.metadata) == expected and record.metadata["task"] == record.task
+        assert record.metadata == {name: info[name] for name in expected}
+    summary = report.summary()
+    low, high = summary["success_ci"]
+    assert low <= summary["success_rate"] <= high and summary["successes"] == sum(r.success for r in report.records)
+    assert set(summary["by_field"]) == METADATA_FIELDS | {"direction"}
+    for name, groups in summary["by_field"].items():
+        # An episode without the field (a pick's direction) is in none of its groups.
+        assert sum(g["episodes"] for g in groups.values()) == sum(name in r.metadata for r in report.records)
+        for value, group in groups.items():
+            assert group["success_ci"][0] <= group["success_rate"] <= group["success_ci"][1]
+            assert sum(group["failure_modes"].values()) == group["episodes"] - group["successes"]
+    assert summary["by_field"]["task"] == {task: {k: s[k] for k in summary["by_field"]["task"][task]}
+                                           for task, s in summary["per_task"].items()}
+    assert f"success {summary['success_rate']:.0%} (95% CI {100 * low:.0f}-{100 * high:.0f}%)" in report.line()
 
 
 def test_failed_rollouts_are_saved_and_listed(random_rollouts):
@@ -132,6 +161,13 @@ def test_failed_rollouts_are_saved_and_listed(random_rollouts):
         assert saved["states"].shape == (record.length + 1, 9)
         assert saved["frames"].shape == (record.length + 1, *CAMERAS["front"], 3)
         assert saved["frames"].dtype == np.uint8 and saved["frames"].std() > 5  # a scene, not a blank
+        # The contact sheet: up to 12 frames, 4 to a row, 2 px apart.
+        assert row["contact_sheet"] == record.contact_sheet == str(Path(record.saved_to).with_suffix(".png"))
+        sheet = cv2.imread(record.contact_sheet)
+        tiles = min(12, record.length + 1)
+        rows, columns = -(-tiles // 4), min(4, tiles)
+        height, width = CAMERAS["front"]
+        assert sheet.shape == (rows * (height + 2) - 2, columns * (width + 2) - 2, 3) and sheet.std() > 5
 
 
 def test_grasped_object_moves_with_the_tool_until_dropped():
@@ -154,14 +190,158 @@ def test_grasped_object_moves_with_the_tool_until_dropped():
     assert truncated and not info["success"] and info["failure_mode"] == "dropped"
 
 
-def test_leaving_the_workspace_ends_the_episode():
-    env = TabletopEnv(cameras=CAMERAS)
-    env.reset(seed=5, options={"task": "push"})
-    for steps in range(1, 30):
-        _, _, terminated, truncated, info = env.step(_action(dx=0.05))
-        if terminated:
-            break
-    assert terminated and not truncated and info["failure_mode"] == "left workspace" and steps < 15
+class HandDriver:
+    """Steers the tabletop tool by hand through one episode; every step checks that an
+    episode still running names no failure mode."""
+
+    max_steps = 40
+
+    def __init__(self, task: str):
+        self.env = TabletopEnv(cameras=CAMERAS)
+        self.env.reset(seed=0, options={"task": task, "max_steps": self.max_steps})
+        self.terminated = self.truncated = False
+        self.info: dict = {}
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
+
+    @property
+    def object_xy(self) -> np.ndarray:
+        return self.env.scene.object_pose[:2].copy()
+
+    @property
+    def push_direction(self) -> np.ndarray:
+        """Unit vector from the object towards the push goal."""
+        away = self.env.goal[:2] - self.object_xy
+        return away / np.linalg.norm(away)
+
+    def step(self, delta=(0.0, 0.0, 0.0), gripper: float = -1.0) -> None:
+        _, _, self.terminated, self.truncated, self.info = self.env.step(_action(*delta, gripper=gripper))
+        assert self.done or self.info["failure_mode"] is None
+
+    def to(self, xy, z: float, gripper: float = -1.0) -> None:
+        """Full speed to (x, y, z), or until the episode ends."""
+        goal = np.array([*xy, z])
+        while not self.done and not np.allclose(self.env.scene.tool_pose[:3], goal, atol=1e-9):
+            self.step(goal - self.env.scene.tool_pose[:3], gripper)
+
+    def hold(self, gripper: float, steps: int | None = None) -> None:
+        """Stay put `steps` steps, or (None) until the episode ends."""
+        while not self.done and (steps is None or (steps := steps - 1) >= 0):
+            self.step(gripper=gripper)
+
+    def grasp(self) -> None:
+        """Down around the object from above, close, and check it is held."""
+        half_height = self.env.layout.target.size[1] / 2
+        self.to(self.object_xy, half_height + 0.1)
+        self.to(self.object_xy, half_height)
+        self.hold(gripper=1.0, steps=3)
+        assert self.env.holding
+
+    def lift_to(self, base_height: float) -> None:
+        """Carry the held object up until its base is `base_height` above the table."""
+        self.to(self.env.scene.tool_pose[:2], base_height + self.env.layout.target.size[1] / 2, gripper=1.0)
+
+    def closed_beside_object(self, offset: float) -> None:
+        """Closed fingers low on the table `offset` m from the object towards the push goal
+        (negative: behind it), clear of it."""
+        xy = self.object_xy + offset * self.push_direction
+        self.to(xy, 0.1, gripper=1.0)
+        self.to(xy, 0.01, gripper=1.0)
+
+
+def _fly_out(d: HandDriver) -> None:
+    d.to((1.0, 0.0), 0.3)
+
+
+def _close_in_the_air(d: HandDriver) -> None:
+    d.hold(gripper=1.0)
+
+
+def _close_beside_the_object(d: HandDriver) -> None:
+    d.to(d.object_xy + [0.06, 0.0], 0.02)
+    d.hold(gripper=1.0)
+
+
+def _stay_away(d: HandDriver) -> None:
+    d.hold(gripper=-1.0)
+
+
+def _open_at_low_height(d: HandDriver) -> None:
+    d.grasp()
+    d.lift_to(0.05)  # below the pick's LIFT_HEIGHT
+    d.hold(gripper=-1.0)
+
+
+def _open_high_off_the_plate(d: HandDriver) -> None:
+    d.grasp()
+    d.lift_to(0.08)  # the object starts well off the plate
+    d.hold(gripper=-1.0)
+
+
+def _set_down_off_the_plate(d: HandDriver) -> None:
+    d.grasp()
+    plate = np.array([d.env.layout.plate.x, d.env.layout.plate.y])
+    away = (d.object_xy - plate) / np.linalg.norm(d.object_xy - plate)
+    d.to(d.env.scene.tool_pose[:2] + 0.03 * away, d.env.scene.tool_pose[2], gripper=1.0)  # slid along the table
+    d.hold(gripper=-1.0)
+
+
+def _push_the_wrong_way_and_retreat(d: HandDriver) -> None:
+    d.closed_beside_object(0.08)
+    d.to(d.env.scene.tool_pose[:2] - 0.06 * d.push_direction, 0.01, gripper=1.0)
+    d.to(d.env.scene.tool_pose[:2], 0.15, gripper=1.0)
+    d.hold(gripper=1.0)
+
+
+def _hold_near_the_table(d: HandDriver) -> None:
+    d.grasp()
+    d.lift_to(0.03)
+    d.hold(gripper=1.0)
+
+
+def _carry_without_releasing(d: HandDriver) -> None:
+    d.grasp()
+    d.lift_to(0.08)
+    d.to([d.env.layout.plate.x, d.env.layout.plate.y], d.env.scene.tool_pose[2], gripper=1.0)
+    d.hold(gripper=1.0)
+
+
+def _push_partway_and_stay_in_contact(d: HandDriver) -> None:
+    d.closed_beside_object(-0.08)
+    d.to(d.env.scene.tool_pose[:2] + 0.05 * d.push_direction, 0.01, gripper=1.0)
+    d.hold(gripper=1.0)
+
+
+FAILURE_CASES = [
+    ("left workspace", "pick", _fly_out),
+    ("missed grasp", "pick", _close_in_the_air),
+    ("missed grasp", "place", _close_beside_the_object),
+    ("missed contact", "push", _stay_away),
+    ("dropped", "pick", _open_at_low_height),
+    ("dropped", "place", _open_high_off_the_plate),
+    ("wrong place", "place", _set_down_off_the_plate),
+    ("wrong place", "push", _push_the_wrong_way_and_retreat),
+    ("timeout", "pick", _hold_near_the_table),
+    ("timeout", "place", _carry_without_releasing),
+    ("timeout", "push", _push_partway_and_stay_in_contact),
+]
+
+
+def test_failure_cases_cover_every_mode():
+    assert FAILURE_MODES == ("left workspace", "missed grasp", "missed contact", "dropped", "wrong place", "timeout")
+    assert {mode for mode, *_ in FAILURE_CASES} == set(FAILURE_MODES)
+
+
+@pytest.mark.parametrize(("mode", "task", "drive"), FAILURE_CASES,
+                         ids=[f"{mode}-{task}-{drive.__name__.strip('_')}" for mode, task, drive in FAILURE_CASES])
+def test_each_failure_mode_names_its_cause(mode, task, drive):
+    driver = HandDriver(task)
+    drive(driver)
+    assert driver.done and not driver.info["success"] and driver.info["failure_mode"] == mode
+    # Only leaving the workspace ends an episode early; the other failures run out of steps.
+    assert driver.terminated == (mode == "left workspace") == (driver.env.steps < driver.max_steps)
 
 
 def test_rollouts_are_deterministic_for_a_seed():

@@ -280,3 +280,32 @@ def test_hf_causal_lm_as_the_language_model(tmp_path, tokenizer, batch):
     shutil.rmtree(tmp_path / "tiny_llama")  # the checkpoint alone restores the model
     loaded, _ = load_pretrained(tmp_path / "checkpoint")
     assert_same_predictions(predict(loaded, batch), predict(model, batch))
+
+
+# ---- state input ----
+
+
+def test_state_token_is_read_normalized_and_saved(tmp_path, tokenizer, batch):
+    """A model with state input learns actions that only the state determines (the images and
+    instructions are the same for every row), and keeps its state bounds through save/load."""
+    torch.manual_seed(0)
+    model = CompactVLA(tiny_config(state_dim=3), tokenizer)
+    model.set_state_bounds(torch.tensor([0.0, -1.0, 5.0]), torch.tensor([2.0, 1.0, 5.0]))
+    state = torch.tensor([[0.0, -1.0, 5.0], [2.0, 1.0, 5.0], [0.5, 0.5, 5.0], [1.5, -0.5, 5.0]])
+    same_view = {"images": batch["images"][:1].expand(4, -1, -1, -1, -1), "instruction": [INSTRUCTIONS[0]] * 4}
+    actions = torch.zeros(4, 7)
+    actions[:, 0] = torch.tensor([-0.9, 0.9, -0.3, 0.3])  # a function of the state alone
+    losses = train(model, {**same_view, "action": actions, "state": state}, 150, lr=3e-3)
+    assert losses[-1] < losses[0] / 4
+    predicted = model.predict_actions(same_view["images"], same_view["instruction"], state)["actions"][:, 0]
+    assert torch.allclose(predicted, actions[:, 0], atol=0.05)
+    # normalization: q01 -> -1, q99 -> +1, clipped beyond; a dimension without spread reads 0
+    assert torch.allclose(model._state_embedding(torch.tensor([[9.0, 3.0, 7.0]]), 1),
+                          model._state_embedding(torch.tensor([[2.0, 1.0, 5.0]]), 1))
+    with pytest.raises(ValueError, match="reads the robot state"):
+        model.predict_actions(same_view["images"], same_view["instruction"])
+    save_pretrained(model, tokenizer, tmp_path)
+    loaded, _ = load_pretrained(tmp_path)
+    assert torch.equal(loaded.state_center, model.state_center) and torch.equal(loaded.state_scale, model.state_scale)
+    assert_same_predictions(loaded.predict_actions(same_view["images"], same_view["instruction"], state),
+                            model.predict_actions(same_view["images"], same_view["instruction"], state))

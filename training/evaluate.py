@@ -5,12 +5,16 @@ the policy predicts each step's action from the step's cameras and instruction; 
 predictions are denormalized with the statistics bundled in the checkpoint and
 compared with the recorded actions (`training/metrics.py`), overall, per task, and
 for tasks seen in training apart from held-out ones. Closed loop (`--rollouts N`):
-N episodes of each task of the split in the built-in tabletop environment
-(`training/sim_env.py`), acting through the safe runtime (`training/runtime.py`);
-failed rollouts are saved with their frames, actions and failure mode.
+N episodes in all, cycled over the split's tasks, in the built-in tabletop environment
+(`training/sim_env.py`; episode k is the sample generator's episode (seed, k)), acting
+through the safe runtime (`training/runtime.py`); failed rollouts are saved with their
+frames, actions and failure mode. `--baseline` rolls another checkpoint out on the same
+scenes and tasks. The rollouts are joined to the training data (training/eval_report.py):
+length and smoothness against the demonstrations, success per metadata value against
+its train coverage, and the values the policy is weak on.
 
-Writes `<run>/eval/eval.json` (DVC metrics), `per_dimension.csv` (DVC plots) and
-`rollouts/` (failed rollouts and `failures.csv`)."""
+Writes `<run>/eval/eval.json` (DVC metrics), `per_dimension.csv` (DVC plots), with
+rollouts `eval.html` and `rollouts/` (failed rollouts and `failures.csv`)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import csv
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,9 +38,14 @@ from robolake.lineage import dataset_change
 from robolake.names import dataset_argument
 from robolake.normalization import denormalize, load_statistics
 from training.data import DataConfig, RldsSteps, collate
+from training.eval_report import (compare_with_demonstrations, coverage_join, success_text, weak_lines,
+                                   write_eval_html)
 from training.metrics import EpisodePrediction, grouped_metrics
 from training.model import load_pretrained
 from validation.lake_views import connect
+
+if TYPE_CHECKING:
+    from training.rollout import RolloutReport
 
 GRIPPER_NAME = "gripper"
 
@@ -67,7 +77,7 @@ def predict_episodes(bundle: Path, target: DatasetVersion, split: str, batch_siz
     by_episode: dict[str, dict] = {}
     with torch.inference_mode():
         for batch in torch.utils.data.DataLoader(steps, batch_size=batch_size, collate_fn=collate):
-            out = model.predict_actions(batch["images"], batch["instruction"])
+            out = model.predict_actions(batch["images"], batch["instruction"], state=batch["state"])
             predicted = denormalize(out["actions"].cpu().numpy(), statistics)
             predicted_bins = (out["tokens"] - model.config.instruction_vocab_size).cpu().numpy()
             recorded_bins = tokenizer.encode(batch["action"]).numpy()
@@ -132,21 +142,43 @@ def evaluate_offline(bundle: Path, target: DatasetVersion, split: str, lake: Lak
     }
 
 
-def closed_loop(bundle: Path, tasks: list[str], per_task: int, failures_dir: Path, max_steps: int | None,
-                seed: int = 0) -> dict:
-    """`per_task` episodes of each task in the built-in tabletop environment, the checkpoint
-    acting through the safe runtime; failed rollouts are saved in `failures_dir`."""
+def closed_loop(bundle: Path, tasks: list[str], episodes: int, failures_dir: Path | None, max_steps: int | None,
+                seed: int) -> RolloutReport:
+    """`episodes` episodes cycled over `tasks` in the built-in tabletop environment (the
+    sample generator's episodes (seed, k)), the checkpoint acting through the safe
+    runtime; failed rollouts are saved in `failures_dir` (when given)."""
     from training.rollout import run_rollouts
     from training.runtime import Policy
     from training.sim_env import RuntimePolicyAdapter, TabletopEnv
 
     env = TabletopEnv()
     try:
-        report = run_rollouts(RuntimePolicyAdapter(Policy.from_checkpoint(bundle)), env, per_task * len(tasks),
-                              tasks=tasks, seed=seed, max_steps=max_steps, failures_dir=failures_dir)
+        return run_rollouts(RuntimePolicyAdapter(Policy.from_checkpoint(bundle)), env, episodes,
+                            tasks=tasks, seed=seed, max_steps=max_steps, failures_dir=failures_dir)
     finally:
         env.close()
-    return report.summary()
+
+
+def evaluate_closed_loop(bundle: Path, baseline: Path | None, metrics: dict, lake: Lake, out: Path,
+                         episodes: int, max_steps: int | None, seed: int) -> list[str]:
+    """Rollouts of the checkpoint over the offline split's tasks into `metrics["rollouts"]`,
+    joined to its training data, those of `baseline` on the same scenes into
+    `metrics["baseline_rollouts"]`, and `out`/eval.html; returns the weak-value lines."""
+    tasks = sorted(metrics["per_task"])
+    report = closed_loop(bundle, tasks, episodes, out / "rollouts", max_steps, seed)
+    summary = report.summary()
+    training = metrics["trained_on"]
+    summary["seed"] = seed
+    summary["demonstrations"] = compare_with_demonstrations(report.records, lake, training["name"],
+                                                            training["version"])
+    rows = coverage_join(lake, training["name"], training["version"], summary["by_field"])
+    summary["weak_values"] = weak_lines(rows, summary["success_rate"])
+    metrics["rollouts"] = summary
+    if baseline is not None:
+        metrics["baseline_rollouts"] = {"checkpoint": str(baseline), **closed_loop(
+            baseline, tasks, episodes, None, max_steps, seed).summary()}
+    write_eval_html(out / "eval.html", metrics, rows, summary["weak_values"], report.records)
+    return summary["weak_values"]
 
 
 def write_per_dimension(metrics: dict, path: Path) -> None:
@@ -168,7 +200,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", help="output folder (default: <run>/eval)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rollouts", type=int, default=0,
-                        help="closed-loop episodes per task of the split in the built-in tabletop environment")
+                        help="closed-loop episodes in all, cycled over the split's tasks, in the built-in "
+                             "tabletop environment (per-task results in eval.json)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="the rollouts' scenes are the sample generator's episodes (seed, k); the demo's data "
+                             "uses seed 0, so the default 1 gives scenes never trained on")
+    parser.add_argument("--baseline", metavar="RUN",
+                        help="another run folder or bundle rolled out on the same scenes and tasks, reported "
+                             "next to this one (e.g. the pretrained policy beside its fine-tune)")
     parser.add_argument("--max-steps", type=int, help="closed-loop episode limit (default: the environment's)")
     parser.add_argument("--allow-dataset-change", action="store_true",
                         help="evaluate even if the checkpoint's dataset version was rebuilt since training "
@@ -180,6 +219,7 @@ def run(argv: list[str]) -> int:
     args = parse_args(argv)
     started = time.time()
     bundle = checkpoint_bundle(args.run)
+    baseline = checkpoint_bundle(args.baseline) if args.baseline else None
     lake = Lake(args.lake)
     own = trained_on(bundle)
     target = resolve(lake, args.dataset or f"{own['name']}:{own['version']}")
@@ -194,15 +234,19 @@ def run(argv: list[str]) -> int:
         metrics["dataset_change"] = change
         progress.console.print(f"warning: {change}")
     if args.rollouts:
-        metrics["rollouts"] = closed_loop(bundle, sorted(metrics["per_task"]), args.rollouts, out / "rollouts",
-                                          args.max_steps)
+        for line in evaluate_closed_loop(bundle, baseline, metrics, lake, out, args.rollouts, args.max_steps,
+                                         args.seed):
+            print(f"weak: {line}")
     (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_per_dimension(metrics, out / "per_dimension.csv")
     overall = metrics["overall"]
     gripper = "n/a" if overall["gripper_accuracy"] is None else f"{overall['gripper_accuracy']:.1%}"
     print(f"evaluate {bundle} on {target.dataset} {target.version} {args.split}: {overall['episodes']} episodes, "
           f"{overall['steps']} steps, action MSE {overall['mse']:.3g}, L1 {overall['l1']:.3g}, gripper {gripper}, "
-          f"token accuracy {overall['action_token_accuracy']:.1%}" + (
-              f", closed-loop success {metrics['rollouts']['success_rate']:.0%} of {metrics['rollouts']['episodes']}"
-              if args.rollouts else "") + f" in {time.time() - started:.1f} s -> {out}")
+          f"token accuracy {overall['action_token_accuracy']:.1%}"
+          + (f", closed-loop success {success_text(metrics['rollouts'])}" if args.rollouts else "")
+          + (f", baseline {success_text(metrics['baseline_rollouts'])}" if "baseline_rollouts" in metrics else "")
+          + f" in {time.time() - started:.1f} s -> {out}")
+    if args.rollouts:
+        print(f"closed-loop report: {out / 'eval.html'}")
     return 0

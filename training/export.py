@@ -62,8 +62,10 @@ class _Predict(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor) -> tuple[Tensor, ...]:
-        out = self.model.predict(images, instruction_ids, instruction_mask)
+    def forward(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
+                *state: Tensor) -> tuple[Tensor, ...]:
+        """`state`: the raw robot state (B, state_dim), only for a model with state input."""
+        out = self.model.predict(images, instruction_ids, instruction_mask, *state)
         return out["actions"], out["tokens"], out["entropy"]
 
 
@@ -81,12 +83,14 @@ def export_policy(bundle_path: str | Path, out_path: str | Path, int8: bool = Fa
     ids, mask = model.tokenizer.batch_encode([" ".join(words * model.config.max_instruction_tokens), ""],
                                              model.config.max_instruction_tokens)
     size = model.config.image_size
-    images = torch.rand(2, model.config.num_cameras, 3, size, size, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, model.config.num_cameras, 3, size, size, generator=generator)
+    state = (torch.randn(2, model.config.state_dim, generator=generator),) if model.config.state_dim else ()
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), _torchscript():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks and mask helpers: constants here
-        traced = torch.jit.trace(_Predict(model).eval(), (images, ids, mask), check_trace=False)
+        traced = torch.jit.trace(_Predict(model).eval(), (images, ids, mask, *state), check_trace=False)
         torch.jit.save(traced, str(out), _extra_files={
             EXPORT_INFO: json.dumps(info), MODEL_CONFIG: json.dumps(asdict(model.config)),
             TOKENIZER: json.dumps({"type": "word", "tokens": model.tokenizer.tokens}), STATISTICS: statistics_text,
@@ -121,10 +125,14 @@ class ExportedPolicy:
                    info["cameras"], info["int8"])
 
     @torch.no_grad()
-    def predict_actions(self, images: Tensor, instructions: list[str]) -> dict[str, Tensor]:
+    def predict_actions(self, images: Tensor, instructions: list[str],
+                        state: Tensor | None = None) -> dict[str, Tensor]:
         """As `CompactVLA.predict_actions`: actions (B, D) in [-1, 1], tokens (B, D), entropy (B, D) in nats."""
         ids, mask = self.tokenizer.batch_encode(list(instructions), self.config.max_instruction_tokens)
-        actions, tokens, entropy = self.module(images.float(), ids, mask)
+        if self.config.state_dim and state is None:
+            raise ValueError("this policy reads the robot state: pass state")
+        state_input = (state.float(),) if self.config.state_dim else ()
+        actions, tokens, entropy = self.module(images.float(), ids, mask, *state_input)
         return {"actions": actions, "tokens": tokens, "entropy": entropy}
 
     def policy(self, safety: SafetyConfig | None = None) -> Policy:
@@ -145,26 +153,29 @@ class Comparison:
 
 
 def random_observations(config: ModelConfig, tokenizer: InstructionTokenizer, count: int,
-                        seed: int = 0) -> tuple[Tensor, list[str]]:
-    """`count` observations: images uniform in [0, 1] and instructions of 0 to max_instruction_tokens random
-    words of the vocabulary (the longest are cut, so both padded and full-length rows occur)."""
+                        seed: int = 0) -> tuple[Tensor, list[str], Tensor | None]:
+    """`count` observations: images uniform in [0, 1], instructions of 0 to max_instruction_tokens random
+    words of the vocabulary (the longest are cut, so both padded and full-length rows occur) and, for a model
+    with state input, standard normal states (None otherwise)."""
     generator = torch.Generator().manual_seed(seed)
     size = config.image_size
     images = torch.rand(count, config.num_cameras, 3, size, size, generator=generator)
+    state = torch.randn(count, config.state_dim, generator=generator) if config.state_dim else None
     words = [token for token in tokenizer.tokens if token not in SPECIAL_TOKENS]
     rng = np.random.default_rng(seed)
     lengths = rng.integers(0, config.max_instruction_tokens + 1, count) if words else np.zeros(count, int)
     instructions = [" ".join(rng.choice(words, length)) if length else "" for length in lengths]
-    return images, instructions
+    return images, instructions, state
 
 
 def compare_policies(reference, candidate, observations: int = 100, seed: int = 0,
                      batch_size: int = 10) -> Comparison:
     """Both policies' `predict_actions` on the same random observations, in batches."""
-    images, instructions = random_observations(reference.config, reference.tokenizer, observations, seed)
+    images, instructions, state = random_observations(reference.config, reference.tokenizer, observations, seed)
     outputs: dict[str, list[dict]] = {"reference": [], "candidate": []}
     for start in range(0, observations, batch_size):
-        batch = images[start : start + batch_size], instructions[start : start + batch_size]
+        rows = slice(start, start + batch_size)
+        batch = images[rows], instructions[rows], None if state is None else state[rows]
         outputs["reference"].append(reference.predict_actions(*batch))
         outputs["candidate"].append(candidate.predict_actions(*batch))
     ref, cand = ({key: torch.cat([out[key].cpu() for out in outputs[side]]) for key in ("actions", "tokens", "entropy")}

@@ -4,6 +4,8 @@ Everything is in physical units (the policy's normalized outputs denormalized wi
 the statistics bundled in its checkpoint) except the action-token accuracy, which
 compares bins. Inputs are per-episode arrays in step order, so that smoothness (the
 sum of squared differences of consecutive actions within an episode) is defined.
+
+`wilson_interval` gives closed-loop success rates their confidence interval.
 """
 
 from __future__ import annotations
@@ -30,6 +32,24 @@ class EpisodePrediction:
 def smoothness(actions: np.ndarray) -> float:
     """Sum over consecutive steps of the squared action change (lower is smoother)."""
     return float(np.sum(np.diff(np.asarray(actions, dtype=np.float64), axis=0) ** 2))
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a success rate (95% for the default z). Unlike the normal
+    approximation it stays inside [0, 1] and is not zero-width at 0 or all successes,
+    which is what small rollout counts give. No trials: (0.0, 1.0)."""
+    if not 0 <= successes <= trials:
+        raise ValueError(f"expected 0 <= successes <= trials, got {successes} of {trials}")
+    if trials == 0:
+        return 0.0, 1.0
+    rate, z2 = successes / trials, z * z
+    denominator = 1.0 + z2 / trials
+    centre = (rate + z2 / (2 * trials)) / denominator
+    half_width = z / denominator * np.sqrt(rate * (1.0 - rate) / trials + z2 / (4 * trials * trials))
+    # Exactly 0 with no successes and 1 with no failures, where rounding would leave ~1e-17.
+    low = 0.0 if successes == 0 else float(centre - half_width)
+    high = 1.0 if successes == trials else float(centre + half_width)
+    return low, high
 
 
 def gripper_side(values: np.ndarray, threshold: float) -> np.ndarray:

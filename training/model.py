@@ -5,7 +5,13 @@ Every camera image is cut into patches and encoded by a small ViT (`VisionEncode
 a causal transformer language model (a Llama built from config with transformers, or
 any local Hugging Face checkpoint of that family) reads
 
-    [patch tokens of every camera] [<bos> instruction words <eos>] [action tokens, dims 0..D-1]
+    [patch tokens of every camera] [state token] [<bos> instruction words <eos>] [action tokens, dims 0..D-1]
+
+The state token is optional (`state_dim`, 0 by default: OpenVLA reads images and words
+only). With it, the robot's proprioceptive state, normalized inside the model with the
+training statistics' proprio bounds (buffers saved with the weights, as LeRobot's
+policies hold their normalization), is projected into one embedding, as Octo and pi0
+read proprioception.
 
 Actions are discretized into `action_bins` uniform bins per dimension and predicted as
 tokens: the vocabulary is the instruction vocabulary followed by one token per bin (bin b
@@ -81,6 +87,8 @@ class ModelConfig:
     # token rows are only an initialization), and its hidden size sets the projector's output.
     # Read once, when the model is first built: a saved checkpoint holds the weights.
     hf_language_model: str | None = None
+    # Dimensions of the robot state read as one token after the image patches; 0: no state input.
+    state_dim: int = 0
     # Dimensions of the (normalized) action vector.
     action_dim: int = 7
     # Uniform bins per action dimension over [-1, 1]; each bin is one vocabulary token.
@@ -105,7 +113,8 @@ class ModelConfig:
     @property
     def sequence_length(self) -> int:
         """Tokens of a full training sequence: image patches, instruction and actions."""
-        return self.num_cameras * self.patches_per_camera + self.max_instruction_tokens + self.action_dim
+        state_tokens = 1 if self.state_dim else 0
+        return self.num_cameras * self.patches_per_camera + state_tokens + self.max_instruction_tokens + self.action_dim
 
 
 @runtime_checkable
@@ -115,8 +124,9 @@ class VlaPolicy(Protocol):
     def loss(self, batch: dict) -> dict[str, Tensor]:
         """Loss and action_token_accuracy on a batch as the data loader yields it (images, action, instruction)."""
 
-    def predict_actions(self, images: Tensor, instructions: list[str]) -> dict[str, Tensor]:
-        """Normalized actions (B, D) for images (B, cameras, 3, H, W) and one instruction per example."""
+    def predict_actions(self, images: Tensor, instructions: list[str], state: Tensor | None = None) -> dict[str, Tensor]:
+        """Normalized actions (B, D) for images (B, cameras, 3, H, W), one instruction per example and,
+        for a model with state input, the raw state (B, state_dim)."""
 
 
 class VisionEncoder(nn.Module):
@@ -227,6 +237,30 @@ class CompactVLA(nn.Module):
             )
         self.vision = VisionEncoder(config)
         self.projector = projector(config.vision_hidden, self.language_model.config.hidden_size)
+        if config.state_dim:
+            self.state_projector = projector(config.state_dim, self.language_model.config.hidden_size)
+            # (state - center) / scale, clipped to [-1, 1]; set from the statistics by set_state_bounds
+            self.register_buffer("state_center", torch.zeros(config.state_dim))
+            self.register_buffer("state_scale", torch.ones(config.state_dim))
+
+    def set_state_bounds(self, low: Tensor, high: Tensor) -> None:
+        """Map the training state's [low, high] (e.g. q01, q99) per dimension onto [-1, 1];
+        a dimension with no spread maps to 0."""
+        low, high = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+        self.state_center.copy_((low + high) / 2)
+        self.state_scale.copy_((high - low) / 2)
+
+    def _state_embedding(self, state: Tensor | None, batch: int) -> Tensor | None:
+        """One embedding (B, 1, hidden) of the normalized state, or None for a model without state input."""
+        if not self.config.state_dim:
+            return None
+        if state is None or tuple(state.shape) != (batch, self.config.state_dim):
+            got = None if state is None else tuple(state.shape)
+            raise ValueError(f"this model reads the robot state: expected ({batch}, {self.config.state_dim}), got {got}")
+        spread = self.state_scale > 0
+        scaled = (state.to(self.device, torch.float32) - self.state_center) / torch.where(spread, self.state_scale, 1.0)
+        normalized = torch.where(spread, scaled.clamp(-1.0, 1.0), 0.0)
+        return self.state_projector(normalized)[:, None]
 
     @property
     def device(self) -> torch.device:
@@ -243,22 +277,28 @@ class CompactVLA(nn.Module):
     def _embed_tokens(self, ids: Tensor) -> Tensor:
         return self.language_model.get_input_embeddings()(ids)
 
-    def _prefix(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Embeddings (B, patches + L, hidden) and mask of [image patches] [instruction], padding before the words."""
+    def _prefix(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
+                state: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Embeddings (B, patches [+ 1] + L, hidden) and mask of [image patches] [state] [instruction],
+        padding before the words."""
         ids, mask = _left_aligned(instruction_ids, instruction_mask.bool())
-        vision = self.projector(self.vision(self._pixels(images)))
+        observed = self.projector(self.vision(self._pixels(images)))
+        state_token = self._state_embedding(state, len(observed))
+        if state_token is not None:
+            observed = torch.cat([observed, state_token], dim=1)
         text = self._embed_tokens(ids)
-        embeds = torch.cat([vision.to(text.dtype), text], dim=1)
-        return embeds, torch.cat([mask.new_ones(vision.shape[:2]), mask], dim=1)
+        embeds = torch.cat([observed.to(text.dtype), text], dim=1)
+        return embeds, torch.cat([mask.new_ones(observed.shape[:2]), mask], dim=1)
 
     def _action_logits(self, logits: Tensor) -> Tensor:
         """The slice of vocabulary logits (..., V) over the action tokens (..., bins)."""
         return logits[..., self.config.instruction_vocab_size :]
 
     def forward(
-        self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor, actions: Tensor
+        self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor, actions: Tensor,
+        state: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Teacher-forced loss on normalized `actions` (B, D).
+        """Teacher-forced loss on normalized `actions` (B, D); `state` (B, state_dim) raw, for a model with state input.
 
         `loss` is the next-token cross entropy over the whole vocabulary (as OpenVLA trains)
         at the D action positions only, each predicted from the position before it;
@@ -269,7 +309,7 @@ class CompactVLA(nn.Module):
             raise ValueError(f"actions must be (batch, {self.config.action_dim}), got {tuple(actions.shape)}")
         bins = self.action_tokenizer.encode(actions.to(self.device))
         tokens = bins + self.config.instruction_vocab_size
-        prefix, mask = self._prefix(images, instruction_ids, instruction_mask)
+        prefix, mask = self._prefix(images, instruction_ids, instruction_mask, state)
         embeds = torch.cat([prefix, self._embed_tokens(tokens)], dim=1)
         mask = torch.cat([mask, mask.new_ones(tokens.shape)], dim=1)
         logits = self.language_model(
@@ -281,7 +321,8 @@ class CompactVLA(nn.Module):
         return {"loss": loss, "action_token_accuracy": accuracy.detach()}
 
     @torch.no_grad()
-    def predict(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor) -> dict[str, Tensor]:
+    def predict(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
+                state: Tensor | None = None) -> dict[str, Tensor]:
         """Greedy autoregressive actions over the D dimensions, in eval mode, with a KV cache.
 
         Returns `actions` (B, D) bin centers in [-1, 1], `tokens` (B, D) their vocabulary ids
@@ -290,7 +331,7 @@ class CompactVLA(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            embeds, mask = self._prefix(images, instruction_ids, instruction_mask)
+            embeds, mask = self._prefix(images, instruction_ids, instruction_mask, state)
             positions = _positions(mask)
             output = self.language_model(
                 inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions,
@@ -322,21 +363,23 @@ class CompactVLA(nn.Module):
         ids, mask = self.tokenizer.batch_encode(list(instructions), self.config.max_instruction_tokens)
         return ids.to(self.device), mask.to(self.device)
 
-    def model_inputs(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def model_inputs(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
         """`forward`'s arguments, on the model's device, from a data-loader batch: images (B, cameras, 3, H, W),
-        action (B, D), instruction (B strings). Under DDP call `ddp_model(*model.model_inputs(batch))`, so that
-        DDP's own forward runs."""
+        action (B, D), instruction (B strings), state (B, S; read only by a model with state input). Under DDP
+        call `ddp_model(*model.model_inputs(batch))`, so that DDP's own forward runs."""
         ids, mask = self._tokenize(batch["instruction"])
-        return batch["images"].to(self.device), ids, mask, batch["action"].to(self.device)
+        state = batch["state"].to(self.device) if self.config.state_dim else None
+        return batch["images"].to(self.device), ids, mask, batch["action"].to(self.device), state
 
     def loss(self, batch: dict) -> dict[str, Tensor]:
         """`forward` on a data-loader batch (see `model_inputs`)."""
         return self(*self.model_inputs(batch))
 
-    def predict_actions(self, images: Tensor, instructions: list[str]) -> dict[str, Tensor]:
-        """`predict` from instruction texts."""
+    def predict_actions(self, images: Tensor, instructions: list[str],
+                        state: Tensor | None = None) -> dict[str, Tensor]:
+        """`predict` from instruction texts (and the raw robot state, for a model with state input)."""
         ids, mask = self._tokenize(instructions)
-        return self.predict(images.to(self.device), ids, mask)
+        return self.predict(images.to(self.device), ids, mask, state)
 
 
 def is_lora(model: CompactVLA) -> bool:
@@ -346,6 +389,8 @@ def is_lora(model: CompactVLA) -> bool:
 def _freeze_encoders(model: CompactVLA) -> None:
     model.vision.requires_grad_(False)
     model.projector.requires_grad_(False)
+    if model.config.state_dim:
+        model.state_projector.requires_grad_(False)
 
 
 def add_lora(

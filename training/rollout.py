@@ -1,6 +1,7 @@
 """Closed-loop rollouts of a policy in an environment (training/sim_env.py): per-episode
-records, success rate / episode length / smoothness overall and per task, and the failed
-rollouts saved for inspection.
+records with the metadata the env drew, success rate (with its Wilson interval) / episode
+length / smoothness overall, per task and per metadata value, and the failed rollouts
+saved for inspection (actions, states, video and a contact sheet).
 
 `python -m training.rollout --policy scripted --episodes 30` runs the built-in tabletop
 env and ends with a one-line summary."""
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,10 +21,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from robolake import progress
 from robolake.sample.motion import CONTROL_HZ
-from training.metrics import smoothness
+from training.metrics import smoothness, wilson_interval
 from training.sim_env import EnvPolicy, RandomPolicy, ScriptedPolicy, TabletopEnv
 
 FAILURES_TABLE = "failures.csv"
+# Reset info entries that are not metadata the env varied for the episode.
+NOT_METADATA = frozenset({"language_instruction", "seed", "index", "success", "failure_mode"})
+CONTACT_SHEET_FRAMES = 12
+CONTACT_SHEET_COLUMNS = 4
+CONTACT_SHEET_GAP = 2  # px between tiles
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +41,33 @@ class RolloutRecord:
     length: int  # steps taken
     smoothness: float  # sum of squared differences of consecutive actions (lower is smoother)
     failure_mode: str | None
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)  # see episode_metadata
     saved_to: str | None = None  # the failed rollout's .npz, when saved
+    contact_sheet: str | None = None  # the failed rollout's .png, when saved
+
+
+def episode_metadata(reset_info: dict) -> dict[str, str]:
+    """What the env varied for an episode (tabletop: task, object, color, scene, lighting,
+    operator, and direction for push): the non-empty string entries of `reset`'s info."""
+    return {name: value for name, value in reset_info.items()
+            if name not in NOT_METADATA and isinstance(value, str) and value}
+
+
+def _outcomes(records: Sequence[RolloutRecord]) -> dict:
+    """Episodes, successes, success rate with its 95% Wilson interval, failure mode counts."""
+    successes = sum(r.success for r in records)
+    return {
+        "episodes": len(records),
+        "successes": successes,
+        "success_rate": successes / len(records) if records else 0.0,
+        "success_ci": list(wilson_interval(successes, len(records))),
+        "failure_modes": dict(Counter(r.failure_mode for r in records if not r.success)),
+    }
 
 
 def _summary(records: Sequence[RolloutRecord]) -> dict:
     return {
-        "episodes": len(records),
-        "success_rate": float(np.mean([r.success for r in records])) if records else 0.0,
+        **_outcomes(records),
         "mean_length": float(np.mean([r.length for r in records])) if records else 0.0,
         "mean_smoothness": float(np.mean([r.smoothness for r in records])) if records else 0.0,
     }
@@ -52,22 +79,29 @@ class RolloutReport:
 
     @property
     def success_rate(self) -> float:
-        return _summary(self.records)["success_rate"]
+        return _outcomes(self.records)["success_rate"]
 
     def summary(self) -> dict:
-        """Overall metrics, "per_task" metrics and "failure_modes" counts."""
+        """Overall metrics (_summary), the same "per_task", and "by_field": for every
+        metadata field, the outcomes (_outcomes) of the episodes with each value (an
+        episode without the field, e.g. a pick's direction, is in none of its groups)."""
+        fields = list(dict.fromkeys(name for r in self.records for name in r.metadata))
+        by_field = {}
+        for name in fields:
+            values = sorted({r.metadata[name] for r in self.records if name in r.metadata})
+            by_field[name] = {value: _outcomes([r for r in self.records if r.metadata.get(name) == value])
+                              for value in values}
         tasks = sorted({r.task for r in self.records})
-        modes: dict[str, int] = {}
-        for record in self.records:
-            if not record.success:
-                modes[record.failure_mode] = modes.get(record.failure_mode, 0) + 1
-        return {**_summary(self.records), "failure_modes": modes,
-                "per_task": {task: _summary([r for r in self.records if r.task == task]) for task in tasks}}
+        return {**_summary(self.records),
+                "per_task": {task: _summary([r for r in self.records if r.task == task]) for task in tasks},
+                "by_field": by_field}
 
     def line(self) -> str:
         summary = self.summary()
+        low, high = summary["success_ci"]
         per_task = ", ".join(f"{task} {s['success_rate']:.0%}" for task, s in summary["per_task"].items())
-        return (f"{summary['episodes']} rollouts: success {summary['success_rate']:.0%} ({per_task}), "
+        return (f"{summary['episodes']} rollouts: success {summary['success_rate']:.0%} "
+                f"(95% CI {100 * low:.0f}-{100 * high:.0f}%) ({per_task}), "
                 f"mean length {summary['mean_length']:.1f} steps, mean smoothness {summary['mean_smoothness']:.3g}")
 
 
@@ -83,14 +117,38 @@ def _write_video(path: Path, frames: list[np.ndarray]) -> bool:
     return True
 
 
-def _save_failure(folder: Path, record: RolloutRecord, frames: list, actions: np.ndarray, states: list) -> str:
-    """<name>.npz (actions, states, failure mode, task, instruction) and the frames as
-    <name>.mp4 (~20x smaller than raw), or inside the .npz where no encoder is available."""
+def _write_contact_sheet(path: Path, frames: list[np.ndarray]) -> None:
+    """Up to CONTACT_SHEET_FRAMES RGB frames evenly spaced over the rollout (the first and
+    last included), tiled CONTACT_SHEET_COLUMNS wide, each labelled with its step number."""
+    steps = np.unique(np.linspace(0, len(frames) - 1, min(CONTACT_SHEET_FRAMES, len(frames))).round().astype(int))
+    height, width = frames[0].shape[:2]
+    columns = min(CONTACT_SHEET_COLUMNS, len(steps))
+    rows = -(-len(steps) // columns)
+    gap = CONTACT_SHEET_GAP
+    sheet = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, np.uint8)
+    font_scale = max(0.3, height / 300)
+    for tile, step in enumerate(steps):
+        top, left = (tile // columns) * (height + gap), (tile % columns) * (width + gap)
+        image = np.ascontiguousarray(frames[step])
+        (_, text_height), _ = cv2.getTextSize(str(step), cv2.FONT_HERSHEY_SIMPLEX, font_scale, 2)
+        origin = (2, 2 + text_height)
+        for color, thickness in (((0, 0, 0), 2), ((255, 255, 255), 1)):  # white on a dark outline
+            cv2.putText(image, str(step), origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, color, thickness, cv2.LINE_AA)
+        sheet[top:top + height, left:left + width] = image
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+
+
+def _save_failure(folder: Path, record: RolloutRecord, frames: list, actions: np.ndarray,
+                  states: list) -> RolloutRecord:
+    """<name>.npz (actions, states, failure mode, task, instruction), the frames as
+    <name>.mp4 (~20x smaller than raw, or inside the .npz where no encoder is available),
+    and their contact sheet <name>.png; the record with both paths."""
     path = folder / f"rollout_{record.episode:04d}_{record.task}.npz"
     video = {} if _write_video(path.with_suffix(".mp4"), frames) else {"frames": np.stack(frames)}
     np.savez_compressed(path, actions=actions, states=np.stack(states), failure_mode=record.failure_mode,
                         task=record.task, instruction=record.instruction, **video)
-    return str(path)
+    _write_contact_sheet(path.with_suffix(".png"), frames)
+    return dataclasses.replace(record, saved_to=str(path), contact_sheet=str(path.with_suffix(".png")))
 
 
 def load_failed_rollout(path: str | Path) -> dict:
@@ -108,7 +166,7 @@ def load_failed_rollout(path: str | Path) -> dict:
 
 
 def _write_failures_table(folder: Path, records: list[RolloutRecord]) -> None:
-    columns = ["episode", "task", "instruction", "length", "smoothness", "failure_mode", "saved_to"]
+    columns = ["episode", "task", "instruction", "length", "smoothness", "failure_mode", "saved_to", "contact_sheet"]
     with open(folder / FAILURES_TABLE, "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
@@ -123,8 +181,12 @@ def run_rollouts(policy: EnvPolicy, env, episodes: int, tasks: Sequence[str] | N
     """`episodes` closed-loop episodes: episode k is the env's episode k after reset(seed),
     with task tasks[k % len(tasks)] (default: the env's own task mix) and at most
     `max_steps` steps (default: the env's). Failed rollouts go to `failures_dir` (frames of
-    the front camera, or the first, actions, states, failure mode: see _save_failure and
-    load_failed_rollout), listed in failures.csv."""
+    the front camera, or the first, actions, states, failure mode and a contact sheet: see
+    _save_failure and load_failed_rollout), listed in failures.csv.
+
+    The seed fixes the episodes (for the tabletop env: metadata, layouts, render noise),
+    so policies run with the same seed, tasks and max_steps face the same scenes; a
+    stochastic policy seeds itself (e.g. RandomPolicy(seed))."""
     folder = Path(failures_dir) if failures_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -139,6 +201,7 @@ def run_rollouts(policy: EnvPolicy, env, episodes: int, tasks: Sequence[str] | N
             if max_steps is not None:
                 options["max_steps"] = max_steps
             observation, info = env.reset(seed=seed if episode == 0 else None, options=options)
+            metadata = episode_metadata(info)
             policy.reset()
             instruction = observation["instruction"]
             frames, states, actions = [observation["images"][camera]], [observation["state"]], []
@@ -154,9 +217,9 @@ def run_rollouts(policy: EnvPolicy, env, episodes: int, tasks: Sequence[str] | N
             actions = np.stack(actions)
             failure = None if info["success"] else info.get("failure_mode") or ("timeout" if truncated else "failed")
             record = RolloutRecord(episode, info["task"], instruction, bool(info["success"]), len(actions),
-                                   smoothness(actions), failure)
+                                   smoothness(actions), failure, metadata)
             if folder is not None and not record.success:
-                record = dataclasses.replace(record, saved_to=_save_failure(folder, record, frames, actions, states))
+                record = _save_failure(folder, record, frames, actions, states)
             records.append(record)
             bar.update(bar_task, advance=1, rate=f"{np.mean([r.success for r in records]):.0%}")
     if folder is not None:

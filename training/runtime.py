@@ -256,8 +256,8 @@ class Policy:
             state: np.ndarray | None = None) -> ActionResult:
         """Actions for one robot (`instruction` a str; images camera -> (H, W, 3) uint8 RGB; state (S,)) or
         for B robots (`instruction` B strs; images camera -> (B, H, W, 3); state (B, S)). Frames may have any
-        size; cameras beyond the model's are ignored. The state (raw, as recorded) is only needed for the
-        workspace box. The result has B rows either way (B = 1 for one robot)."""
+        size; cameras beyond the model's are ignored. The state (raw, as recorded) is needed for a model with
+        state input and for the workspace box. The result has B rows either way (B = 1 for one robot)."""
         single = isinstance(instruction, str)
         instructions = [instruction] if single else list(instruction)
         frames = self._frames(images, single, len(instructions))
@@ -270,7 +270,12 @@ class Policy:
         pixels = torch.stack([eval_frames([frames[name][row] for name in self.cameras], self.model.config.image_size)
                               for row in range(len(instructions))])
         action_filter = self._action_filter(len(instructions))
-        prediction = self.model.predict_actions(pixels, instructions)
+        model_state = None
+        if self.model.config.state_dim:
+            if state is None:
+                raise ValueError("this policy reads the robot state: pass state")
+            model_state = torch.from_numpy(state).float()
+        prediction = self.model.predict_actions(pixels, instructions, state=model_state)
         raw = denormalize(prediction["actions"].cpu().numpy(), self.statistics)
         actions, clipped = action_filter(raw, state)
         entropy = prediction["entropy"].float().mean(dim=1).cpu().numpy().astype(np.float64)

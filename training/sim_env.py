@@ -9,8 +9,8 @@ Interface (gymnasium's shape, no gymnasium dependency):
     env.close();  env.action_dim == 7;  env.max_steps;  env.camera_names
 
     observation = {"images": {camera: uint8 (H, W, 3) RGB}, "state": float32 (9,), "instruction": str}
-    info: "success" (bool), "task" (str), "failure_mode" (str at the end of a failed
-    episode, else None)
+    info: "success" (bool), "task" (str), "failure_mode" (one of FAILURE_MODES at the end
+    of a failed episode, else None)
 
 Actions are the dataset's 7-DoF delta end-effector commands at 10 Hz, [dx, dy, dz,
 droll, dpitch, dyaw, gripper], metres and radians in the robot base frame (x forward,
@@ -44,6 +44,21 @@ Other simulators plug in behind the same interface with a thin adapter class:
 
 Each adapter maps `options["task"]` to its task, returns `failure_mode` "timeout" when it
 knows no better, and is registered in `make_env`.
+
+Failure modes (FAILURE_MODES), the cause of a failed tabletop episode:
+
+- "left workspace": the tool left TOOL_BOUNDS; this ends the episode at once.
+- "missed grasp" (pick, place): the object was never grasped (the fingers never closed,
+  or closed but not around it).
+- "missed contact" (push): the tool never touched the object.
+- "dropped": pick: the object was grasped, then released before it reached LIFT_HEIGHT
+  and not grasped again; place: the latest release was off the plate and more than
+  DROP_HEIGHT above the table, so the object fell.
+- "wrong place": place: the object was set down on the table off the plate (released
+  within DROP_HEIGHT of the table); push: the object was moved but ended more than
+  PUSH_TOLERANCE from the goal, with the tool no longer against it.
+- "timeout": the step limit came while the task was still under way: pick or place
+  still holding the object, push still holding or touching it.
 
 The tabletop simulation is kinematic: the tool centre point integrates the position and
 yaw deltas (roll and pitch stay pointing down, as in the sample), the fingers move at the
@@ -101,6 +116,9 @@ GRASP_TOLERANCE = 0.02  # m between the tool centre and the object's axis for a 
 PUSHER_RADIUS = 0.025  # m from the tool axis to the outside of the closed fingers
 LIFT_HEIGHT = 0.10  # m of the object's base above the table: a pick succeeds
 PUSH_TOLERANCE = 0.03  # m from the push goal: a push succeeds
+DROP_HEIGHT = 0.02  # m of the object's base above the table: released off the plate higher, it was dropped
+CONTACT_SLACK = 0.002  # m beyond contact distance that still counts as the tool touching the object
+FAILURE_MODES = ("left workspace", "missed grasp", "missed contact", "dropped", "wrong place", "timeout")
 
 # Metadata that options may fix; those that shape the instruction are drawn, not overwritten.
 METADATA_VALUES = {
@@ -229,6 +247,7 @@ class TabletopEnv:
         self.holding, self.ever_grasped, self.ever_moved = False, False, False
         self._grip = np.zeros(4)  # held object's pose in the tool frame: x, y, z, yaw
         self._released_on_target: bool | None = None  # the latest release, if any
+        self._released_from = 0.0  # the object's base height above the table at the latest release
         info = {"success": False, "task": self.meta.task, "failure_mode": None, "seed": self.seed,
                 "index": self.index, **self.meta.attrs(), "direction": self.meta.direction}
         return self._observation(), info
@@ -280,6 +299,7 @@ class TabletopEnv:
             if self.holding:
                 self.holding = False
                 obj = self.scene.object_pose.copy()
+                self._released_from = float(obj[2])
                 obj[2] = PLATE_HEIGHT if self._over_plate(obj) else 0.0
                 self.scene.object_pose = obj
                 self._released_on_target = bool(self._over_plate(obj))
@@ -300,15 +320,23 @@ class TabletopEnv:
         self.scene.finger_width = closed
         return False
 
-    def _push(self) -> None:
-        """Closed fingers lower than the object's top push it out to contact distance."""
+    def _contact_distance(self) -> float | None:
+        """How far from the tool axis closed fingers reach the object's axis; None while
+        they cannot push it (open, holding it, or above its top)."""
         object_width, object_height = self.layout.target.size
         tool, obj = self.scene.tool_pose, self.scene.object_pose
         if self.holding or self.scene.finger_width >= object_width or tool[2] >= obj[2] + object_height:
+            return None
+        return 0.5 * object_width + PUSHER_RADIUS
+
+    def _push(self) -> None:
+        """Closed fingers lower than the object's top push it out to contact distance."""
+        contact = self._contact_distance()
+        if contact is None:
             return
+        tool, obj = self.scene.tool_pose, self.scene.object_pose
         away = obj[:2] - tool[:2]
         distance = np.hypot(*away)
-        contact = 0.5 * object_width + PUSHER_RADIUS
         if 1e-9 < distance < contact:
             self.scene.object_pose = np.array([*(tool[:2] + away * contact / distance), obj[2], obj[3]])
             self.ever_moved = True
@@ -327,14 +355,25 @@ class TabletopEnv:
             return bool(released and self._released_on_target)
         return bool(not self.holding and obj[2] == 0.0 and np.hypot(*(obj[:2] - self.goal[:2])) <= PUSH_TOLERANCE)
 
+    def _touching(self) -> bool:
+        contact = self._contact_distance()
+        distance = np.hypot(*(self.scene.object_pose[:2] - self.scene.tool_pose[:2]))
+        return contact is not None and distance <= contact + CONTACT_SLACK
+
     def _failure_mode(self) -> str:
+        """Why an episode that ran out of steps failed, other than leaving the workspace
+        (see FAILURE_MODES in the module docstring)."""
         if self.meta.task == "push":
-            return "missed target" if self.ever_moved or self.ever_grasped else "never touched"
+            if not (self.ever_moved or self.ever_grasped):
+                return "missed contact"
+            return "timeout" if self.holding or self._touching() else "wrong place"
         if not self.ever_grasped:
-            return "never grasped"
+            return "missed grasp"
         if self.holding:
             return "timeout"
-        return "dropped" if self.meta.task == "pick" else "missed target"
+        if self.meta.task == "pick" or self._released_from > DROP_HEIGHT:
+            return "dropped"
+        return "wrong place"
 
     def _observation(self) -> dict[str, Any]:
         tool, width = self.scene.tool_pose, self.scene.finger_width

@@ -109,6 +109,12 @@ def build_model(config: TrainConfig, info: dict) -> tuple[CompactVLA, Instructio
         tokenizer = InstructionTokenizer.from_texts(info["instructions"])
         fields = {"num_cameras": len(info["cameras"]), "action_dim": info["action_dim"], **config.model}
         model = CompactVLA(ModelConfig(**fields), tokenizer)
+        if model.config.state_dim:
+            if model.config.state_dim != info["state_dim"]:
+                raise RobolakeError(f"model.state_dim {model.config.state_dim}: the dataset's state has "
+                                    f"{info['state_dim']} dims")
+            proprio = info["statistics"]["proprio"]
+            model.set_state_bounds(proprio["q01"], proprio["q99"])
     if config.mode == "lora":
         lora = config.lora
         add_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, mlp=lora.mlp)

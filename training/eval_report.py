@@ -1,0 +1,318 @@
+"""Closed-loop rollouts joined to the data a checkpoint was trained on (the train split
+of its dataset version): the policy's episode length and smoothness next to the
+demonstrations', success per metadata value next to how many train episodes have that
+value (with the coverage report's under-sampling rule, validation/coverage.py), the
+values the policy is weak on with what to collect, and all of it with the offline
+metrics as one self-contained page, eval.html (styled as the coverage report)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from robolake.lake import Lake
+from training.metrics import smoothness
+from validation.coverage import THRESHOLD, marginals, under_sampled
+from validation.html_report import CSS, _empty, _esc, _fmt, _share, _table_block
+from validation.lake_views import connect
+
+WEAK_RULE = ("a value is weak when even the upper end of its success rate's 95% (Wilson) interval is below "
+             "the overall success rate")
+STEP_SMOOTHNESS = ("smoothness per step: an episode's sum of squared changes between consecutive actions "
+                   "divided by its length - 1, averaged over episodes (comparable across episode lengths)")
+
+
+# --- demonstrations against the policy -----------------------------------------------------
+
+
+def step_smoothness(total: float, length: int) -> float:
+    """An episode's smoothness (training.metrics.smoothness: a sum over its length - 1
+    consecutive action pairs) per pair; 0 for a one-step episode."""
+    return total / max(length - 1, 1)
+
+
+def demonstration_episodes(lake: Lake, dataset: str, version: str) -> dict[str, list[tuple[int, float]]]:
+    """(length, smoothness of the recorded raw actions) of each train episode of a
+    version, by task."""
+    rows = connect(lake, dataset, version).execute("""
+        SELECT e.task, list(s.action_raw ORDER BY s.step_index) AS actions
+        FROM steps s JOIN episodes e USING (dataset, version, episode_id)
+        WHERE e.split = 'train' GROUP BY e.episode_id, e.task""").fetchall()
+    by_task: dict[str, list[tuple[int, float]]] = {}
+    for task, actions in rows:
+        by_task.setdefault(task, []).append((len(actions), smoothness(np.asarray(actions))))
+    return by_task
+
+
+def _means(episodes: Sequence[tuple[int, float]]) -> tuple[float | None, float | None]:
+    """Mean length and mean smoothness per step of (length, smoothness) pairs."""
+    if not episodes:
+        return None, None
+    return (float(np.mean([length for length, _ in episodes])),
+            float(np.mean([step_smoothness(total, length) for length, total in episodes])))
+
+
+def _ratio(policy: float | None, demo: float | None) -> float | None:
+    return None if policy is None or not demo else policy / demo
+
+
+def _comparison(rollouts: Sequence[tuple[int, float]], demos: Sequence[tuple[int, float]]) -> dict:
+    policy_length, policy_smoothness = _means(rollouts)
+    demo_length, demo_smoothness = _means(demos)
+    return {"demo_episodes": len(demos), "demo_mean_length": demo_length, "demo_mean_step_smoothness": demo_smoothness,
+            "policy_rollouts": len(rollouts), "policy_mean_length": policy_length,
+            "policy_mean_step_smoothness": policy_smoothness, "length_ratio": _ratio(policy_length, demo_length),
+            "step_smoothness_ratio": _ratio(policy_smoothness, demo_smoothness)}
+
+
+def compare_with_demonstrations(records: Sequence, lake: Lake, dataset: str, version: str) -> dict:
+    """The rollouts' mean length and smoothness per step next to the train split's
+    demonstrations' and their ratios (policy / demonstrations), overall and per rollout
+    task; a task absent from training has no demonstrations and no ratios."""
+    demos = demonstration_episodes(lake, dataset, version)
+    rollouts: dict[str, list[tuple[int, float]]] = {}
+    for record in records:
+        rollouts.setdefault(record.task, []).append((record.length, record.smoothness))
+    return {
+        "dataset": {"name": dataset, "version": version, "split": "train"},
+        "smoothness": STEP_SMOOTHNESS,
+        "overall": _comparison([e for es in rollouts.values() for e in es], [e for es in demos.values() for e in es]),
+        "per_task": {task: _comparison(rollouts[task], demos.get(task, [])) for task in sorted(rollouts)},
+    }
+
+
+# --- success by metadata value against coverage -------------------------------------------
+
+
+def train_marginals(lake: Lake, dataset: str, version: str, fields: Sequence[str]) -> pd.DataFrame:
+    """validation.coverage.marginals of the version's train split, over those of `fields`
+    the version's episodes record."""
+    con = connect(lake, dataset, version)
+    columns = {row[0] for row in con.execute("DESCRIBE episodes").fetchall()}
+    recorded = [field for field in fields if field in columns]
+    if not recorded:
+        return pd.DataFrame(columns=["field", "value", "episodes", "steps", "share"])
+    train = duckdb.connect()
+    train.register("episodes", con.sql("SELECT * FROM episodes WHERE split = 'train'").to_arrow_table())
+    return marginals(train, recorded)
+
+
+def coverage_join(lake: Lake, dataset: str, version: str, by_field: dict, threshold: float = THRESHOLD) -> list[dict]:
+    """One row per field and value the rollouts varied (a rollout summary's "by_field"):
+    rollouts, successes, success_rate, success_ci and failure_modes, and from the version's
+    train split: train_episodes with the value (0 when training lacks it), train_total,
+    train_share, under_sampled (the coverage report's rule at `threshold`; a value
+    training lacks is under-sampled) and collect (the rule's "collect about N more").
+    The train figures are None for a field the version does not record."""
+    table = train_marginals(lake, dataset, version, list(by_field))
+    flags = {(flag.field, flag.value): flag for flag in under_sampled(table, threshold)}
+    rows = []
+    for field, values in by_field.items():
+        known = table[table["field"] == field]
+        counts = {str(value): int(n) for value, n in zip(known["value"], known["episodes"])}
+        total = int(known["episodes"].sum()) if counts else None
+        for value, outcome in values.items():
+            flag = flags.get((field, str(value)))
+            train = counts.get(str(value), 0) if counts else None
+            rows.append({
+                "field": field, "value": value, "rollouts": outcome["episodes"], "successes": outcome["successes"],
+                "success_rate": outcome["success_rate"], "success_ci": outcome["success_ci"],
+                "failure_modes": outcome["failure_modes"], "train_episodes": train, "train_total": total,
+                "train_share": None if total is None else train / total,
+                "under_sampled": None if total is None else flag is not None or train == 0,
+                "collect": flag.needed if flag else None,
+            })
+    return rows
+
+
+def is_weak(row: dict, overall_rate: float) -> bool:
+    """WEAK_RULE for one coverage_join row."""
+    return row["rollouts"] > 0 and row["success_ci"][1] < overall_rate
+
+
+def weak_lines(rows: Sequence[dict], overall_rate: float) -> list[str]:
+    """One sentence per weak value (WEAK_RULE), e.g. "color=yellow: 1 of 6 rollouts succeed;
+    1 of 19 train episodes are yellow (under-sampled): collect about 3 more"."""
+    lines = []
+    for row in rows:
+        if not is_weak(row, overall_rate):
+            continue
+        field, value = row["field"], row["value"]
+        if row["train_episodes"] is None:
+            training = f"the training data does not record {field}"
+        elif row["train_episodes"] == 0:
+            training = f"no train episode is {value}"
+        else:
+            training = f"{row['train_episodes']} of {row['train_total']} train episodes are {value}"
+            if row["under_sampled"]:
+                training += f" (under-sampled): collect about {row['collect']} more"
+        lines.append(f"{field}={value}: {row['successes']} of {row['rollouts']} rollouts succeed; {training}")
+    return lines
+
+
+# --- eval.html ----------------------------------------------------------------------------
+
+
+def _interval(ci: Sequence[float]) -> str:
+    return f"{ci[0]:.0%}-{ci[1]:.0%}"
+
+
+def _modes(counts: dict) -> str:
+    return ", ".join(f"{mode} {n}" for mode, n in sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def success_text(summary: dict) -> str:
+    """A rollout summary's success, "7 of 10 (70%, 95% CI 40%-89%)"."""
+    return (f"{summary['successes']} of {summary['episodes']} ({summary['success_rate']:.0%}, "
+            f"95% CI {_interval(summary['success_ci'])})")
+
+
+def _optional(value: float | None) -> object:
+    return "" if value is None else value
+
+
+def _headline(document: dict) -> str:
+    rollouts, baseline = document["rollouts"], document.get("baseline_rollouts")
+    trained = document["trained_on"]
+    about = [("checkpoint", document["checkpoint"]),
+             ("trained on", f"{trained['name']} {trained['version']}"),
+             ("offline metrics on", "{name} {version} {split}".format(**document["dataset"])),
+             ("rollouts", f"{rollouts['episodes']} in the tabletop environment, scenes of seed {rollouts['seed']}, "
+                          f"tasks {', '.join(rollouts['per_task'])}")]
+    stats = [("closed-loop success", rollouts)]
+    if baseline:
+        about.append(("baseline", baseline["checkpoint"]))
+        stats.append(("baseline success (same scenes)", baseline))
+    facts = "".join(f"<dt>{_esc(key)}</dt><dd>{_esc(value)}</dd>" for key, value in about)
+    boxes = "".join(f'<div class="stat"><b>{_esc(_share(summary["success_rate"]))}</b><span>{_esc(key)}: '
+                    f"{_esc(success_text(summary))}</span></div>" for key, summary in stats)
+    return f'<dl>{facts}</dl><div class="totals">{boxes}</div>'
+
+
+def _per_task(document: dict) -> str:
+    baseline = (document.get("baseline_rollouts") or {}).get("per_task", {})
+    rows = []
+    for task, summary in document["rollouts"]["per_task"].items():
+        row = {"task": task, "rollouts": summary["episodes"], "successes": summary["successes"],
+               "success": _share(summary["success_rate"]), "95% CI": _interval(summary["success_ci"]),
+               "mean length": summary["mean_length"], "failure modes": _modes(summary["failure_modes"])}
+        if task in baseline:
+            row.update({"baseline success": _share(baseline[task]["success_rate"]),
+                        "baseline 95% CI": _interval(baseline[task]["success_ci"])})
+        rows.append(row)
+    return _table_block(pd.DataFrame(rows), "No rollouts.")
+
+
+def _demonstrations(document: dict) -> str:
+    comparison = document["rollouts"]["demonstrations"]
+    groups = {"(all)": comparison["overall"], **comparison["per_task"]}
+    table = pd.DataFrame([{"task": task, **{key: _optional(value) for key, value in row.items()}}
+                          for task, row in groups.items()])
+    dataset = comparison["dataset"]
+    return (f"<p>Demonstrations: the {_esc(dataset['split'])} split of {_esc(dataset['name'])} "
+            f"{_esc(dataset['version'])}; ratios are policy / demonstrations. {_esc(STEP_SMOOTHNESS)}.</p>"
+            + _table_block(table, "No rollouts."))
+
+
+def _weak(lines: Sequence[str]) -> str:
+    rule = f'<p class="note">{_esc(WEAK_RULE[0].upper() + WEAK_RULE[1:])}.</p>'
+    if not lines:
+        return f'{rule}<p class="ok">No value is clearly weaker than the policy overall.</p>'
+    return rule + '<ul class="flags">' + "".join(f"<li><strong>{_esc(line)}</strong></li>" for line in lines) + "</ul>"
+
+
+def _by_field(rows: Sequence[dict]) -> str:
+    def flagged(row: dict) -> str:
+        if row["under_sampled"] is None:
+            return ""
+        if not row["under_sampled"]:
+            return "no"
+        return f"yes: collect about {row['collect']} more" if row["collect"] is not None else "yes: absent"
+
+    table = pd.DataFrame([{
+        "field": row["field"], "value": row["value"], "rollouts": row["rollouts"], "successes": row["successes"],
+        "success": _share(row["success_rate"]), "95% CI": _interval(row["success_ci"]),
+        "failure modes": _modes(row["failure_modes"]), "train episodes": _optional(row["train_episodes"]),
+        "train share": "" if row["train_share"] is None else _share(row["train_share"]),
+        "under-sampled": flagged(row)} for row in rows])
+    return ("<p>Rollouts per metadata value the environment drew, next to the train episodes with that value; "
+            "empty train cells: the dataset does not record the field.</p>"
+            + _table_block(table, "The rollouts record no metadata."))
+
+
+def _relative(target: str | None, html_dir: Path) -> str | None:
+    """A link to `target` relative to the page's folder, URL-quoted."""
+    return None if not target else quote(Path(os.path.relpath(target, html_dir)).as_posix())
+
+
+def _video(saved_to: str | None) -> str | None:
+    """A saved failed rollout's .mp4 beside its .npz, or the .npz where it holds the frames."""
+    if saved_to is None:
+        return None
+    video = Path(saved_to).with_suffix(".mp4")
+    return str(video) if video.exists() else saved_to
+
+
+def _failed(records: Sequence, html_dir: Path) -> str:
+    failed = [record for record in records if not record.success]
+    if not failed:
+        return _empty("No rollout failed.")
+    rows = []
+    for record in failed:
+        sheet, video = _relative(record.contact_sheet, html_dir), _video(record.saved_to)
+        picture = (f'<a href="{_esc(sheet)}"><img src="{_esc(sheet)}" alt="contact sheet" width="320"></a>'
+                   if sheet else "")
+        link = f'<a href="{_esc(_relative(video, html_dir))}">{_esc(Path(video).name)}</a>' if video else ""
+        metadata = ", ".join(f"{key}={value}" for key, value in record.metadata.items())
+        cells = [_fmt(record.episode), record.task, record.instruction, record.failure_mode, _fmt(record.length),
+                 metadata]
+        rows.append("<tr>" + "".join(f"<td>{_esc(cell)}</td>" for cell in cells)
+                    + f"<td>{picture}</td><td>{link}</td></tr>")
+    head = "".join(f"<th>{name}</th>" for name in
+                   ("episode", "task", "instruction", "failure mode", "steps", "metadata", "contact sheet", "rollout"))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _offline(document: dict) -> str:
+    groups = {"(all)": document["overall"], **document["per_task"],
+              **{name: document[name] for name in ("seen_tasks", "held_out_tasks") if name in document}}
+    table = pd.DataFrame([{
+        "group": name, "episodes": m["episodes"], "steps": m["steps"], "action MSE": m["mse"], "action L1": m["l1"],
+        "gripper accuracy": "" if m["gripper_accuracy"] is None else _share(m["gripper_accuracy"]),
+        "token accuracy": _share(m["action_token_accuracy"]), "smoothness": m["smoothness"],
+        "recorded smoothness": m["recorded_smoothness"]} for name, m in groups.items()])
+    return ("<p>Each step's action predicted from its recorded cameras and instruction, in physical units "
+            "(eval.json has every figure).</p>" + _table_block(table, "No offline metrics."))
+
+
+def write_eval_html(path: str | Path, document: dict, join_rows: Sequence[dict], lines: Sequence[str],
+                    records: Sequence) -> Path:
+    """eval.html at `path`: the evaluation `document` (eval.json, with its rollouts),
+    the coverage_join rows, the weak_lines and the rollout records (failed ones linked
+    to their contact sheets and videos, relative to the page)."""
+    path = Path(path)
+    sections = [
+        ("headline", "Headline", _headline(document)),
+        ("tasks", "Success per task", _per_task(document)),
+        ("demonstrations", "Demonstrations and policy", _demonstrations(document)),
+        ("weak", "Weak values", _weak(lines)),
+        ("fields", "Success per metadata value", _by_field(join_rows)),
+        ("failed", "Failed rollouts", _failed(records, path.parent)),
+        ("offline", "Offline metrics", _offline(document)),
+    ]
+    title = f"Evaluation of {document['checkpoint']}"
+    nav = "".join(f'<a href="#{key}">{_esc(heading)}</a>' for key, heading, _ in sections)
+    body = "".join(f'<section id="{key}"><h2>{_esc(heading)}</h2>{html}</section>' for key, heading, html in sections)
+    path.write_text(
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
+        f'<header><h1>{_esc(title)}</h1><p class="meta">robolake evaluate</p></header>'
+        f"<nav>{nav}</nav><main>{body}</main></body></html>\n")
+    return path
