@@ -41,9 +41,10 @@ def statistics() -> dict:
     }
 
 
-def tiny_config() -> ModelConfig:
-    return ModelConfig(image_size=16, patch_size=8, num_cameras=2, vision_hidden=16, vision_layers=1, vision_heads=2,
-                       lm_hidden=32, lm_layers=1, lm_heads=2, lm_intermediate=64, max_instruction_tokens=10)
+def tiny_config(**overrides) -> ModelConfig:
+    sizes = dict(image_size=16, patch_size=8, num_cameras=2, vision_hidden=16, vision_layers=1, vision_heads=2,
+                 lm_hidden=32, lm_layers=1, lm_heads=2, lm_intermediate=64, max_instruction_tokens=10)
+    return ModelConfig(**{**sizes, **overrides})
 
 
 def save_tiny_bundle(folder: Path, seed: int = 0, lora: bool = False) -> CompactVLA:
@@ -78,11 +79,12 @@ class ScriptedModel:
         self.outputs = list(outputs)
         self.seen_images: list[torch.Tensor] = []
 
-    def predict_actions(self, images: torch.Tensor, instructions: list[str]) -> dict:
+    def predict_actions(self, images: torch.Tensor, instructions: list[str], state=None) -> dict:
         self.seen_images.append(images)
         actions, entropy = self.outputs.pop(0)
         actions = torch.tensor(actions, dtype=torch.float32)
-        return {"actions": actions, "entropy": torch.tensor(entropy, dtype=torch.float32).expand(actions.shape)}
+        return {"actions": actions, "entropy": torch.tensor(entropy, dtype=torch.float32).expand(actions.shape),
+                "chunk": actions[:, None]}
 
 
 def normalized(physical: list[list[float]]) -> list[list[float]]:
@@ -258,3 +260,26 @@ def test_a_lora_bundle_runs_with_its_adapters_merged(tmp_path):
     pixels = torch.rand(2, 2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     merged, adapted = (m.predict_actions(pixels, INSTRUCTIONS[:2]) for m in (policy.model, lora_model))
     assert torch.equal(merged["tokens"], adapted["tokens"])
+
+
+def test_an_action_chunk_is_executed_before_the_model_is_asked_again():
+    chunk = normalized([action((0.002 * step, 0.0, 0.0)) for step in (1, 2, 3)])
+    model = ScriptedModel([])
+    model.config = tiny_config(action_horizon=3)
+    asked = []
+
+    def predict_actions(images, instructions, state=None):
+        asked.append(len(instructions))
+        actions = torch.tensor([chunk], dtype=torch.float32)
+        return {"actions": actions[:, 0], "entropy": torch.zeros(1, 7), "chunk": actions}
+
+    model.predict_actions = predict_actions
+    policy = Policy(model, statistics(), ["front", "wrist"], SafetyConfig(smoothing_window=1))
+    executed = [policy.act(frames(None), "open the drawer").actions[0, 0] for _ in range(4)]
+    assert asked == [1, 1]  # once for steps 0-2, again at step 3
+    np.testing.assert_allclose(executed, [0.002, 0.004, 0.006, 0.002], atol=1e-6)
+    policy.reset()
+    policy.act(frames(None), "open the drawer")
+    assert asked == [1, 1, 1]  # a reset drops the rest of the chunk
+    with pytest.raises(ValueError, match="execute_steps"):
+        Policy(model, statistics(), ["front", "wrist"], execute_steps=4)

@@ -38,6 +38,22 @@ def batch_keys(loader) -> list[tuple[str, int]]:
     return [key for batch in loader for key in zip(batch["episode_id"], batch["step_index"].tolist())]
 
 
+def test_action_chunks_are_the_next_steps_of_the_episode_padded_at_its_end(gold):
+    outcome, steps = gold
+    horizon = 4
+    items = RldsSteps(outcome.gold_dir, "train", DataConfig(image_size=32, action_horizon=horizon), train=False)
+    lengths = {}
+    for episode_id, index in steps:
+        lengths[episode_id] = max(lengths.get(episode_id, 0), index + 1)
+    for item in items:
+        episode_id, index = item["episode_id"], item["step_index"]
+        assert item["action_chunk"].shape == (horizon, 7) and item["action_is_pad"].shape == (horizon,)
+        for offset in range(horizon):
+            source = min(index + offset, lengths[episode_id] - 1)  # past the end: the last action again
+            np.testing.assert_array_equal(item["action_chunk"][offset].numpy(), steps[episode_id, source][0]["action"])
+            assert bool(item["action_is_pad"][offset]) == (index + offset >= lengths[episode_id])
+
+
 def test_eval_pass_yields_every_gold_step_once_with_its_values(gold):
     outcome, steps = gold
     items = list(RldsSteps(outcome.gold_dir, "train", CONFIG, train=False))

@@ -309,3 +309,28 @@ def test_state_token_is_read_normalized_and_saved(tmp_path, tokenizer, batch):
     assert torch.equal(loaded.state_center, model.state_center) and torch.equal(loaded.state_scale, model.state_scale)
     assert_same_predictions(loaded.predict_actions(same_view["images"], same_view["instruction"], state),
                             model.predict_actions(same_view["images"], same_view["instruction"], state))
+
+
+# ---- action chunks ----
+
+
+def test_a_chunk_model_predicts_every_step_and_ignores_padding(tokenizer, batch):
+    torch.manual_seed(0)
+    model = CompactVLA(tiny_config(action_horizon=3), tokenizer)
+    chunk = torch.stack([batch["action"], -batch["action"], batch["action"].flip(1)], dim=1)  # (4, 3, 7)
+    padding = torch.tensor([[False, False, False], [False, False, True], [False, True, True], [False] * 3])
+    chunk_batch = {**batch, "action_chunk": chunk, "action_is_pad": padding}
+    losses = train(model, chunk_batch, TRAIN_STEPS, lr=3e-3)
+    assert losses[-1] < losses[0] / 4
+    out = model.eval().predict_actions(batch["images"], batch["instruction"])
+    assert out["chunk"].shape == (4, 3, 7) and torch.equal(out["actions"], out["chunk"][:, 0])
+    assert out["tokens"].shape == out["entropy"].shape == (4, 7)
+    kept = ~padding
+    assert (out["chunk"][kept] - chunk[kept]).abs().max() < 0.05  # learned where not padding
+    # padded steps do not count: changing them leaves the loss as it was
+    other = chunk.clone()
+    other[padding] = 0.9
+    same = model.loss({**chunk_batch, "action_chunk": other})["loss"]
+    assert torch.allclose(same, model.loss(chunk_batch)["loss"])
+    with pytest.raises(ValueError, match="needs the batch's action_chunk"):
+        model.loss(batch)

@@ -59,6 +59,7 @@ class DataConfig:
     saturation: float = 0.2
     shuffle_buffer: int = 2000  # train: steps
     cameras: tuple[str, ...] | None = None  # None: every camera of the dataset, sorted by name
+    action_horizon: int = 1  # steps of `action_chunk`: this step's action and the next ones in its episode
     seed: int = 0
 
 
@@ -161,13 +162,19 @@ class RldsSteps(torch.utils.data.IterableDataset):
 
     def _steps(self, epoch: int, consumer: int, consumers: int) -> Iterator[dict]:
         """Steps in read order, images still encoded."""
+        horizon = self.config.action_horizon
         for episode in self._episodes(epoch, consumer, consumers).as_numpy_iterator():
             episode_id, task = episode["episode_id"].decode(), episode["task"].decode()
-            for index in range(len(episode["action"])):
+            actions = episode["action"]
+            # Past the episode's end a chunk repeats its last action, marked as padding (LeRobot's action_is_pad).
+            padded = np.concatenate([actions, np.repeat(actions[-1:], horizon - 1, axis=0)])
+            for index in range(len(actions)):
                 self.steps_read += 1
                 yield {
                     "encoded": [episode["images"][name][index] for name in self.cameras],
-                    "action": episode["action"][index].copy(),
+                    "action": actions[index].copy(),
+                    "action_chunk": padded[index : index + horizon].copy(),
+                    "action_is_pad": np.arange(index, index + horizon) >= len(actions),
                     "action_raw": episode["action_raw"][index].copy(),
                     "state": episode["state"][index].copy(),
                     "instruction": episode["instruction"][index].decode(),
@@ -198,6 +205,8 @@ class RldsSteps(torch.utils.data.IterableDataset):
             **step,
             "images": model_pixels(images),
             "action": torch.from_numpy(step["action"]),
+            "action_chunk": torch.from_numpy(step["action_chunk"]),
+            "action_is_pad": torch.from_numpy(step["action_is_pad"]),
             "action_raw": torch.from_numpy(step["action_raw"]),
             "state": torch.from_numpy(step["state"]),
         }

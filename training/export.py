@@ -66,7 +66,7 @@ class _Predict(nn.Module):
                 *state: Tensor) -> tuple[Tensor, ...]:
         """`state`: the raw robot state (B, state_dim), only for a model with state input."""
         out = self.model.predict(images, instruction_ids, instruction_mask, *state)
-        return out["actions"], out["tokens"], out["entropy"]
+        return out["actions"], out["tokens"], out["entropy"], out["chunk"]
 
 
 def export_policy(bundle_path: str | Path, out_path: str | Path, int8: bool = False) -> Path:
@@ -127,13 +127,14 @@ class ExportedPolicy:
     @torch.no_grad()
     def predict_actions(self, images: Tensor, instructions: list[str],
                         state: Tensor | None = None) -> dict[str, Tensor]:
-        """As `CompactVLA.predict_actions`: actions (B, D) in [-1, 1], tokens (B, D), entropy (B, D) in nats."""
+        """As `CompactVLA.predict_actions`: actions (B, D) in [-1, 1], tokens (B, D), entropy (B, D) in nats,
+        chunk (B, horizon, D)."""
         ids, mask = self.tokenizer.batch_encode(list(instructions), self.config.max_instruction_tokens)
         if self.config.state_dim and state is None:
             raise ValueError("this policy reads the robot state: pass state")
         state_input = (state.float(),) if self.config.state_dim else ()
-        actions, tokens, entropy = self.module(images.float(), ids, mask, *state_input)
-        return {"actions": actions, "tokens": tokens, "entropy": entropy}
+        actions, tokens, entropy, chunk = self.module(images.float(), ids, mask, *state_input)
+        return {"actions": actions, "tokens": tokens, "entropy": entropy, "chunk": chunk}
 
     def policy(self, safety: SafetyConfig | None = None) -> Policy:
         """The runtime around this export (preprocessing, denormalization, safety filter)."""

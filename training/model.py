@@ -91,6 +91,9 @@ class ModelConfig:
     state_dim: int = 0
     # Dimensions of the (normalized) action vector.
     action_dim: int = 7
+    # Future steps predicted per observation (an action chunk, as ACT, pi0 and OpenVLA-OFT predict):
+    # action_horizon x action_dim tokens, step by step; 1: the next action only, as OpenVLA.
+    action_horizon: int = 1
     # Uniform bins per action dimension over [-1, 1]; each bin is one vocabulary token.
     action_bins: int = 256
     # Instruction tokens per example, <bos> and <eos> included; longer instructions are cut.
@@ -114,7 +117,13 @@ class ModelConfig:
     def sequence_length(self) -> int:
         """Tokens of a full training sequence: image patches, instruction and actions."""
         state_tokens = 1 if self.state_dim else 0
-        return self.num_cameras * self.patches_per_camera + state_tokens + self.max_instruction_tokens + self.action_dim
+        return (self.num_cameras * self.patches_per_camera + state_tokens + self.max_instruction_tokens
+                + self.action_tokens)
+
+    @property
+    def action_tokens(self) -> int:
+        """Action tokens per example: every dimension of every step of the chunk."""
+        return self.action_horizon * self.action_dim
 
 
 @runtime_checkable
@@ -125,8 +134,8 @@ class VlaPolicy(Protocol):
         """Loss and action_token_accuracy on a batch as the data loader yields it (images, action, instruction)."""
 
     def predict_actions(self, images: Tensor, instructions: list[str], state: Tensor | None = None) -> dict[str, Tensor]:
-        """Normalized actions (B, D) for images (B, cameras, 3, H, W), one instruction per example and,
-        for a model with state input, the raw state (B, state_dim)."""
+        """Normalized actions (B, D) and the chunk (B, horizon, D) they start, for images (B, cameras, 3, H, W),
+        one instruction per example and, for a model with state input, the raw state (B, state_dim)."""
 
 
 class VisionEncoder(nn.Module):
@@ -296,37 +305,47 @@ class CompactVLA(nn.Module):
 
     def forward(
         self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor, actions: Tensor,
-        state: Tensor | None = None,
+        state: Tensor | None = None, action_is_pad: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Teacher-forced loss on normalized `actions` (B, D); `state` (B, state_dim) raw, for a model with state input.
+        """Teacher-forced loss on normalized `actions` (B, D), or (B, horizon, D) for a model predicting
+        chunks; `state` (B, state_dim) raw, for a model with state input; `action_is_pad` (B, horizon)
+        marks chunk steps past the episode's end (as LeRobot's `action_is_pad`), left out of the loss.
 
         `loss` is the next-token cross entropy over the whole vocabulary (as OpenVLA trains)
-        at the D action positions only, each predicted from the position before it;
+        at the action positions only, each predicted from the position before it;
         `action_token_accuracy` (detached) is the share of action tokens whose argmax over
         the action tokens, the choice `predict` makes, is right.
         """
-        if actions.dim() != 2 or actions.shape[1] != self.config.action_dim:
-            raise ValueError(f"actions must be (batch, {self.config.action_dim}), got {tuple(actions.shape)}")
-        bins = self.action_tokenizer.encode(actions.to(self.device))
+        horizon, dims = self.config.action_horizon, self.config.action_dim
+        if actions.dim() == 2 and horizon == 1:
+            actions = actions[:, None]
+        if actions.dim() != 3 or tuple(actions.shape[1:]) != (horizon, dims):
+            expected = f"(batch, {horizon}, {dims})" + (f" or (batch, {dims})" if horizon == 1 else "")
+            raise ValueError(f"actions must be {expected}, got {tuple(actions.shape)}")
+        bins = self.action_tokenizer.encode(actions.to(self.device).flatten(1))
         tokens = bins + self.config.instruction_vocab_size
         prefix, mask = self._prefix(images, instruction_ids, instruction_mask, state)
         embeds = torch.cat([prefix, self._embed_tokens(tokens)], dim=1)
         mask = torch.cat([mask, mask.new_ones(tokens.shape)], dim=1)
         logits = self.language_model(
             inputs_embeds=embeds, attention_mask=mask.long(), position_ids=_positions(mask),
-            use_cache=False, logits_to_keep=self.config.action_dim + 1,
-        ).logits[:, :-1].float()  # (B, D, V): the last instruction token and actions 0..D-2 predict actions 0..D-1
-        loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
-        accuracy = (self._action_logits(logits).argmax(-1) == bins).float().mean()
+            use_cache=False, logits_to_keep=self.config.action_tokens + 1,
+        ).logits[:, :-1].float()  # (B, T, V): the last instruction token and action tokens 0..T-2 predict 0..T-1
+        counted = torch.ones_like(bins, dtype=torch.bool)
+        if action_is_pad is not None:
+            counted = ~action_is_pad.to(self.device).bool().repeat_interleave(dims, dim=1)
+        loss = F.cross_entropy(logits[counted], tokens[counted])
+        accuracy = (self._action_logits(logits).argmax(-1) == bins)[counted].float().mean()
         return {"loss": loss, "action_token_accuracy": accuracy.detach()}
 
     @torch.no_grad()
     def predict(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
                 state: Tensor | None = None) -> dict[str, Tensor]:
-        """Greedy autoregressive actions over the D dimensions, in eval mode, with a KV cache.
+        """Greedy autoregressive actions over the horizon's steps and dimensions, in eval mode, with a KV cache.
 
-        Returns `actions` (B, D) bin centers in [-1, 1], `tokens` (B, D) their vocabulary ids
-        and `entropy` (B, D) in nats of each dimension's distribution over the action tokens.
+        Returns `actions` (B, D) bin centers in [-1, 1] of the next step, `tokens` (B, D) their
+        vocabulary ids and `entropy` (B, D) in nats of each dimension's distribution over the
+        action tokens; and `chunk` (B, horizon, D), the next step's actions and those after it.
         """
         was_training = self.training
         self.eval()
@@ -338,8 +357,8 @@ class CompactVLA(nn.Module):
                 use_cache=True, logits_to_keep=1,
             )
             bins, entropies = [], []
-            for dim in range(self.config.action_dim):
-                if dim:
+            for token in range(self.config.action_tokens):
+                if token:
                     mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
                     positions = positions[:, -1:] + 1
                     output = self.language_model(
@@ -352,24 +371,35 @@ class CompactVLA(nn.Module):
                 bins.append(log_probs.argmax(-1))
         finally:
             self.train(was_training)
+        dims = self.config.action_dim
         bins = torch.stack(bins, dim=1)
+        chunk = self.action_tokenizer.decode(bins).unflatten(1, (self.config.action_horizon, dims))
         return {
-            "actions": self.action_tokenizer.decode(bins),
-            "tokens": bins + self.config.instruction_vocab_size,
-            "entropy": torch.stack(entropies, dim=1),
+            "actions": chunk[:, 0],
+            "tokens": bins[:, :dims] + self.config.instruction_vocab_size,
+            "entropy": torch.stack(entropies[:dims], dim=1),
+            "chunk": chunk,
         }
 
     def _tokenize(self, instructions: list[str]) -> tuple[Tensor, Tensor]:
         ids, mask = self.tokenizer.batch_encode(list(instructions), self.config.max_instruction_tokens)
         return ids.to(self.device), mask.to(self.device)
 
-    def model_inputs(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    def model_inputs(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
         """`forward`'s arguments, on the model's device, from a data-loader batch: images (B, cameras, 3, H, W),
-        action (B, D), instruction (B strings), state (B, S; read only by a model with state input). Under DDP
-        call `ddp_model(*model.model_inputs(batch))`, so that DDP's own forward runs."""
+        action (B, D) or, for a model predicting chunks, action_chunk (B, horizon, D) and action_is_pad
+        (B, horizon), instruction (B strings), state (B, S; read only by a model with state input). Under DDP call `ddp_model(*model.model_inputs(batch))`, so that DDP's own
+        forward runs."""
         ids, mask = self._tokenize(batch["instruction"])
         state = batch["state"].to(self.device) if self.config.state_dim else None
-        return batch["images"].to(self.device), ids, mask, batch["action"].to(self.device), state
+        if self.config.action_horizon > 1:
+            if "action_chunk" not in batch:
+                raise ValueError(f"a model predicting {self.config.action_horizon}-step chunks needs the batch's "
+                                 f"action_chunk and action_is_pad (DataConfig.action_horizon)")
+            actions, padding = batch["action_chunk"].to(self.device), batch["action_is_pad"].to(self.device)
+        else:
+            actions, padding = batch["action"].to(self.device), None
+        return batch["images"].to(self.device), ids, mask, actions, state, padding
 
     def loss(self, batch: dict) -> dict[str, Tensor]:
         """`forward` on a data-loader batch (see `model_inputs`)."""

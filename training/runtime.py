@@ -216,10 +216,20 @@ class Policy:
 
     `model` needs `config` (a ModelConfig) and `predict_actions` (CompactVLA, or an exported policy);
     `statistics` is the dataset_statistics.json document that normalized its training actions.
+
+    A model that predicts action chunks (`config.action_horizon` > 1) is asked once per
+    `execute_steps` calls (default: the whole chunk, as ACT and LeRobot's `n_action_steps`
+    execute it); the calls in between return the chunk's next actions, through the same
+    smoothing and limits. The entropy of a queued action is that of the chunk's first step.
     """
 
-    def __init__(self, model, statistics: dict, cameras: Sequence[str], safety: SafetyConfig | None = None):
+    def __init__(self, model, statistics: dict, cameras: Sequence[str], safety: SafetyConfig | None = None,
+                 execute_steps: int | None = None):
         config = model.config
+        horizon = config.action_horizon
+        if execute_steps is not None and not 1 <= execute_steps <= horizon:
+            raise ValueError(f"execute_steps must be in [1, {horizon}] (the model's action horizon), got {execute_steps}")
+        self.execute_steps = execute_steps or horizon
         if len(cameras) != config.num_cameras:
             raise ValueError(f"the model reads {config.num_cameras} cameras, {len(cameras)} named: {list(cameras)}")
         action_dims = len(statistics["action"]["mean"])
@@ -231,6 +241,7 @@ class Policy:
         self.cameras = list(cameras)
         self.safety = safety or SafetyConfig()
         self._filter: ActionFilter | None = None
+        self._queued: list[tuple[np.ndarray, np.ndarray]] = []  # the latest chunk's next (raw actions, entropy)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
@@ -246,7 +257,9 @@ class Policy:
         return self.statistics.get("robolake", {}).get("action_names")
 
     def reset(self, robot: int | None = None) -> None:
-        """Forget one robot's smoothing history, or every robot's (then the next `act` may change the batch size)."""
+        """Forget one robot's smoothing history, or every robot's (then the next `act` may change the batch
+        size). Either way the queued rest of an action chunk is dropped: the next `act` predicts afresh."""
+        self._queued = []
         if robot is None:
             self._filter = None
         elif self._filter is not None:
@@ -267,19 +280,27 @@ class Policy:
             if state.ndim != 2 or len(state) != len(instructions):
                 expected = "(state dims,)" if single else f"({len(instructions)}, state dims)"
                 raise ValueError(f"state must be {expected}, got {given.shape}")
+        action_filter = self._action_filter(len(instructions))
+        if not self._queued:
+            self._queued = self._predict(frames, instructions, state)
+        raw, entropy = self._queued.pop(0)
+        actions, clipped = action_filter(raw, state)
+        return ActionResult(actions, raw, entropy, entropy > self.safety.entropy_threshold, clipped)
+
+    def _predict(self, frames: dict[str, np.ndarray], instructions: list[str],
+                 state: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The model's next `execute_steps` actions (B, D) denormalized, each with the mean entropy (B,)."""
         pixels = torch.stack([eval_frames([frames[name][row] for name in self.cameras], self.model.config.image_size)
                               for row in range(len(instructions))])
-        action_filter = self._action_filter(len(instructions))
         model_state = None
         if self.model.config.state_dim:
             if state is None:
                 raise ValueError("this policy reads the robot state: pass state")
             model_state = torch.from_numpy(state).float()
         prediction = self.model.predict_actions(pixels, instructions, state=model_state)
-        raw = denormalize(prediction["actions"].cpu().numpy(), self.statistics)
-        actions, clipped = action_filter(raw, state)
+        raw = denormalize(prediction["chunk"][:, : self.execute_steps].cpu().numpy(), self.statistics)
         entropy = prediction["entropy"].float().mean(dim=1).cpu().numpy().astype(np.float64)
-        return ActionResult(actions, raw, entropy, entropy > self.safety.entropy_threshold, clipped)
+        return [(raw[:, step], entropy) for step in range(raw.shape[1])]
 
     def _frames(self, images: dict[str, np.ndarray], single: bool, robots: int) -> dict[str, np.ndarray]:
         """Each model camera's frames as (robots, H, W, 3) uint8, checked."""

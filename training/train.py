@@ -218,7 +218,8 @@ def train(config: TrainConfig, target: DatasetVersion, run_dir: Path, resume: bo
     loss_module = PolicyLoss(model)
     if ctx.world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
-    data = DataConfig(**{"image_size": model.config.image_size, "seed": config.seed, **config.data})
+    data = DataConfig(**{"image_size": model.config.image_size, "action_horizon": model.config.action_horizon,
+                         "seed": config.seed, **config.data})
     train_data = RldsSteps(target.gold_dir, "train", data, train=True, rank=ctx.rank, world_size=ctx.world_size)
     val_data = RldsSteps(target.gold_dir, "val" if "val" in info["splits"] else "train", data, train=False,
                          rank=ctx.rank, world_size=ctx.world_size, epochs=1)
