@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from robolake.normalization import denormalize, normalize
-from training.frames import eval_frames
+from training.frames import TRAIN_CROP_SCALE, eval_frames
 from training.model import CompactVLA, ModelConfig, add_lora, is_lora, save_pretrained
 from training.runtime import ActionFilter, Policy, SafetyConfig
 from training.tokenizers import InstructionTokenizer
@@ -236,9 +236,11 @@ def test_from_checkpoint_acts_end_to_end(tmp_path):
     one = policy.act(frames(None), "open the drawer", state=state)
     assert one.actions.shape == one.raw_actions.shape == (1, 7) and one.entropy.shape == (1,)
     assert np.isfinite(one.actions).all() and np.isfinite(one.entropy).all()
-    # preprocessing as evaluation does it, cameras in sorted order, actions denormalized with the bundle's statistics
+    # preprocessing as evaluation does it (the centre crop of training's default random crops: the bundle's
+    # config sets none), cameras in sorted order, actions denormalized with the bundle's statistics
+    assert policy.crop_scale == TRAIN_CROP_SCALE
     observation = frames(None)
-    pixels = eval_frames([observation[name] for name in CAMERAS], 16)[None]
+    pixels = eval_frames([observation[name] for name in CAMERAS], 16, TRAIN_CROP_SCALE)[None]
     expected = model.predict_actions(pixels, ["open the drawer"])
     assert np.allclose(one.raw_actions, denormalize(expected["actions"].numpy(), statistics()))
     assert one.entropy[0] == pytest.approx(expected["entropy"].mean().item(), abs=1e-5)

@@ -56,7 +56,7 @@ def test_action_chunks_are_the_next_steps_of_the_episode_padded_at_its_end(gold)
 
 def test_eval_pass_yields_every_gold_step_once_with_its_values(gold):
     outcome, steps = gold
-    items = list(RldsSteps(outcome.gold_dir, "train", CONFIG, train=False))
+    items = list(RldsSteps(outcome.gold_dir, "train", DataConfig(image_size=32, crop_scale=1.0), train=False))
     assert len(items) == outcome.manifest["counts"]["by_split"]["train"]["steps"] == len(steps)
     assert sorted(keys(items)) == sorted(steps)
     for item in items:
@@ -198,3 +198,12 @@ def test_dataset_info(gold, tmp_path):
     # a gold folder outside a lake (no silver tables): instructions from the shards
     alone = shutil.copytree(outcome.gold_dir, tmp_path / "1.0.0")
     assert dataset_info(str(alone))["instructions"] == expected
+
+
+def test_eval_mode_centre_crops_to_the_training_crop_scale(gold):
+    """Training sees random crops of crop_scale of each side; evaluation sees the centred one."""
+    outcome, steps = gold
+    item = next(iter(RldsSteps(outcome.gold_dir, "train", DataConfig(image_size=32, crop_scale=0.5), train=False)))
+    wrist = steps[item["episode_id"], item["step_index"]][0]["observation"]["wrist"]  # 32x32 PNG
+    centre = cv2.resize(wrist[8:24, 8:24], (32, 32), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(item["images"][1].numpy(), centre.transpose(2, 0, 1) / 255, atol=1e-6)

@@ -47,13 +47,13 @@ from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
 from robolake.lake import Build, exists, join, list_files, read_json  # noqa: E402
 from robolake.normalization import load_statistics  # noqa: E402
-from training.frames import model_pixels, resized  # noqa: E402
+from training.frames import TRAIN_CROP_SCALE, center_crop, model_pixels, resized  # noqa: E402
 
 
 @dataclass(frozen=True)
 class DataConfig:
     image_size: int = 224  # model input side
-    crop_scale: float = 224 / 256  # train: random crop side as a fraction of the image side
+    crop_scale: float = TRAIN_CROP_SCALE  # random crop side as a fraction of the image side (eval: centre crop)
     brightness: float = 0.2  # train: colour jitter amplitudes (factor in [1 - a, 1 + a]); no flips,
     contrast: float = 0.2  # they would change what an action means
     saturation: float = 0.2
@@ -212,8 +212,8 @@ class RldsSteps(torch.utils.data.IterableDataset):
         }
 
     def _image(self, encoded: bytes, rng: np.random.Generator) -> np.ndarray:
-        """(image_size, image_size, 3) uint8 RGB: decoded, (train) randomly cropped,
-        resized, (train) colour-jittered."""
+        """(image_size, image_size, 3) uint8 RGB: decoded, randomly (train) or centrally (eval)
+        cropped, resized, (train) colour-jittered."""
         image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR_RGB)
         if self.train:
             height, width = image.shape[:2]
@@ -221,6 +221,8 @@ class RldsSteps(torch.utils.data.IterableDataset):
             crop_w = max(1, round(width * self.config.crop_scale))
             top, left = rng.integers(height - crop_h + 1), rng.integers(width - crop_w + 1)
             image = image[top : top + crop_h, left : left + crop_w]
+        else:
+            image = center_crop(image, self.config.crop_scale)
         image = resized(image, self.config.image_size)
         return self._jittered(image, rng) if self.train else image
 

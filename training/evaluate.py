@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import yaml
 from rich.progress import Progress
 
 from robolake import progress
@@ -42,6 +41,7 @@ from training.eval_report import (compare_with_demonstrations, coverage_join, su
                                    write_eval_html)
 from training.metrics import EpisodePrediction, grouped_metrics
 from training.model import load_pretrained
+from training.runtime import checkpoint_cameras, checkpoint_crop_scale
 from validation.lake_views import connect
 
 if TYPE_CHECKING:
@@ -70,8 +70,8 @@ def predict_episodes(bundle: Path, target: DatasetVersion, split: str, batch_siz
     """Every step of `split` predicted by the checkpoint, grouped by episode in step order."""
     model, _ = load_pretrained(bundle)
     statistics = load_statistics(str(bundle / "dataset_statistics.json"))
-    data_settings = yaml.safe_load((bundle / "train_config.yaml").read_text()).get("data", {})
-    config = DataConfig(image_size=model.config.image_size, cameras=data_settings.get("cameras"))
+    config = DataConfig(image_size=model.config.image_size, cameras=checkpoint_cameras(bundle, statistics),
+                        crop_scale=checkpoint_crop_scale(bundle))
     steps = RldsSteps(target.gold_dir, split, config, train=False)
     tokenizer = model.action_tokenizer
     by_episode: dict[str, dict] = {}

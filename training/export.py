@@ -42,7 +42,14 @@ from torch import Tensor, nn
 from robolake import progress
 from robolake.errors import RobolakeError
 from training.model import CompactVLA, ModelConfig
-from training.runtime import Policy, SafetyConfig, checkpoint_cameras, load_inference_model, quantize_int8
+from training.runtime import (
+    Policy,
+    SafetyConfig,
+    checkpoint_cameras,
+    checkpoint_crop_scale,
+    load_inference_model,
+    quantize_int8,
+)
 from training.tokenizers import SPECIAL_TOKENS, InstructionTokenizer
 
 EXPORT_INFO = "export.json"
@@ -77,6 +84,7 @@ def export_policy(bundle_path: str | Path, out_path: str | Path, int8: bool = Fa
         model = quantize_int8(model)
     statistics_text = (bundle / STATISTICS).read_text()
     info = {"int8": int8, "cameras": checkpoint_cameras(bundle, json.loads(statistics_text)),
+            "crop_scale": checkpoint_crop_scale(bundle),
             "bundle": str(bundle), "torch": torch.__version__}
     # One example without padding and one almost all padding, so no padding-dependent branch is frozen.
     words = [token for token in model.tokenizer.tokens if token not in SPECIAL_TOKENS]
@@ -110,9 +118,9 @@ class ExportedPolicy:
     """A TorchScript export loaded back, with CompactVLA's `config` and `predict_actions`."""
 
     def __init__(self, module: torch.jit.ScriptModule, config: ModelConfig, tokenizer: InstructionTokenizer,
-                 statistics: dict, cameras: list[str], int8: bool):
+                 statistics: dict, cameras: list[str], int8: bool, crop_scale: float = 1.0):
         self.module, self.config, self.tokenizer = module, config, tokenizer
-        self.statistics, self.cameras, self.int8 = statistics, cameras, int8
+        self.statistics, self.cameras, self.int8, self.crop_scale = statistics, cameras, int8, crop_scale
 
     @classmethod
     def load(cls, path: str | Path) -> ExportedPolicy:
@@ -122,7 +130,7 @@ class ExportedPolicy:
         info = json.loads(extra[EXPORT_INFO])
         return cls(module.eval(), ModelConfig(**json.loads(extra[MODEL_CONFIG])),
                    InstructionTokenizer(json.loads(extra[TOKENIZER])["tokens"]), json.loads(extra[STATISTICS]),
-                   info["cameras"], info["int8"])
+                   info["cameras"], info["int8"], info["crop_scale"])
 
     @torch.no_grad()
     def predict_actions(self, images: Tensor, instructions: list[str],
@@ -138,7 +146,7 @@ class ExportedPolicy:
 
     def policy(self, safety: SafetyConfig | None = None) -> Policy:
         """The runtime around this export (preprocessing, denormalization, safety filter)."""
-        return Policy(self, self.statistics, self.cameras, safety)
+        return Policy(self, self.statistics, self.cameras, safety, crop_scale=self.crop_scale)
 
 
 @dataclass(frozen=True)

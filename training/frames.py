@@ -1,4 +1,5 @@
-"""Camera frames as the model reads them: square resize and scaling to [0, 1].
+"""Camera frames as the model reads them: square resize and scaling to [0, 1], after the
+centre crop that matches training's random crops (OpenVLA's centre crop at deployment).
 
 Shared by the training loader (training/data.py) and the policy runtime, and kept free
 of TensorFlow so that a runtime process does not load it."""
@@ -8,6 +9,20 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+
+
+TRAIN_CROP_SCALE = 224 / 256  # default side of training's random crops, as a fraction of the image side
+
+
+def center_crop(image: np.ndarray, scale: float) -> np.ndarray:
+    """The centred crop whose sides are `scale` of the image's: the view training's random
+    crops of that scale show on average, so evaluation sees objects at the size training did."""
+    if scale >= 1.0:
+        return image
+    height, width = image.shape[:2]
+    crop_h, crop_w = max(1, round(height * scale)), max(1, round(width * scale))
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return image[top : top + crop_h, left : left + crop_w]
 
 
 def resized(image: np.ndarray, size: int) -> np.ndarray:
@@ -26,8 +41,8 @@ def model_pixels(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(scaled)
 
 
-def eval_frames(frames: list[np.ndarray], image_size: int) -> torch.Tensor:
+def eval_frames(frames: list[np.ndarray], image_size: int, crop_scale: float = 1.0) -> torch.Tensor:
     """One observation as the model reads it in eval mode (train=False): decoded (H, W, 3) uint8 RGB
-    frames of any size, one per camera in the model's camera order, resized as the training loader
-    resizes them without augmentation -> (cameras, 3, image_size, image_size) float32 in [0, 1]."""
-    return model_pixels(np.stack([resized(frame, image_size) for frame in frames]))
+    frames of any size, one per camera in the model's camera order, centre-cropped and resized as the
+    training loader does without augmentation -> (cameras, 3, image_size, image_size) float32 in [0, 1]."""
+    return model_pixels(np.stack([resized(center_crop(frame, crop_scale), image_size) for frame in frames]))

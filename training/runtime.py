@@ -33,7 +33,7 @@ import yaml
 from torch import nn
 
 from robolake.normalization import denormalize, load_statistics
-from training.frames import eval_frames
+from training.frames import TRAIN_CROP_SCALE, eval_frames
 from training.model import CompactVLA, is_lora, load_pretrained, merge_lora
 
 MERGED_DIR = "merged"
@@ -198,12 +198,23 @@ def quantize_int8(model: CompactVLA) -> CompactVLA:
     return quantized.eval()
 
 
+def _data_settings(bundle: str | Path) -> dict:
+    """train_config.yaml's `data` section of a bundle (empty without one)."""
+    config_path = Path(bundle) / "train_config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    return (config or {}).get("data") or {}
+
+
+def checkpoint_crop_scale(bundle: str | Path) -> float:
+    """The side of the random crops a bundle's model was trained on (training.data's default when
+    its config does not set it): evaluation and the runtime centre-crop frames to it."""
+    return float(_data_settings(bundle).get("crop_scale", TRAIN_CROP_SCALE))
+
+
 def checkpoint_cameras(bundle: str | Path, statistics: dict) -> list[str]:
     """The cameras a bundle's model reads, in its order: train_config.yaml's data.cameras when set,
     else every camera of the dataset sorted by name (as training.data picks them)."""
-    config_path = Path(bundle) / "train_config.yaml"
-    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-    cameras = ((config or {}).get("data") or {}).get("cameras")
+    cameras = _data_settings(bundle).get("cameras")
     if cameras:
         return list(cameras)
     if "cameras" not in statistics.get("robolake", {}):
@@ -224,7 +235,7 @@ class Policy:
     """
 
     def __init__(self, model, statistics: dict, cameras: Sequence[str], safety: SafetyConfig | None = None,
-                 execute_steps: int | None = None):
+                 execute_steps: int | None = None, crop_scale: float = 1.0):
         config = model.config
         horizon = config.action_horizon
         if execute_steps is not None and not 1 <= execute_steps <= horizon:
@@ -239,6 +250,7 @@ class Policy:
         self.model = model
         self.statistics = statistics
         self.cameras = list(cameras)
+        self.crop_scale = crop_scale  # centre crop before resizing, as the model's training data was viewed
         self.safety = safety or SafetyConfig()
         self._filter: ActionFilter | None = None
         self._queued: list[tuple[np.ndarray, np.ndarray]] = []  # the latest chunk's next (raw actions, entropy)
@@ -250,7 +262,8 @@ class Policy:
         dynamic int8 quantization (`quantize_int8`, CPU only)."""
         model = load_inference_model(path, device)
         statistics = load_statistics(str(Path(path) / "dataset_statistics.json"))
-        return cls(quantize_int8(model) if int8 else model, statistics, checkpoint_cameras(path, statistics), safety)
+        return cls(quantize_int8(model) if int8 else model, statistics, checkpoint_cameras(path, statistics), safety,
+                   crop_scale=checkpoint_crop_scale(path))
 
     @property
     def action_names(self) -> list[str] | None:
@@ -290,7 +303,8 @@ class Policy:
     def _predict(self, frames: dict[str, np.ndarray], instructions: list[str],
                  state: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
         """The model's next `execute_steps` actions (B, D) denormalized, each with the mean entropy (B,)."""
-        pixels = torch.stack([eval_frames([frames[name][row] for name in self.cameras], self.model.config.image_size)
+        size = self.model.config.image_size
+        pixels = torch.stack([eval_frames([frames[name][row] for name in self.cameras], size, self.crop_scale)
                               for row in range(len(instructions))])
         model_state = None
         if self.model.config.state_dim:
