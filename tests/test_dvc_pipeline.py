@@ -26,7 +26,7 @@ SMALL = {  # 3 HDF5 episodes and 3 bags, all in train so that each dataset has t
     "sample": {"episodes": 6, "seed": 3, "bag_fraction": 0.5, "workers": 1},
     "build": {"train_fraction": 1.0, "val_fraction": 0.0, "test_fraction": 0.0},
     "convert": {"beam_workers": 1},
-    "evaluate": {"split": "train", "rollouts": 1, "max_steps": 5},  # every episode is in train here
+    "evaluate": {"split": "train", "rollouts": 2, "max_steps": 5},  # every episode is in train here
 }
 SMALL_TRAINING = {"steps": 4, "batch_size": 4, "effective_batch": 4, "warmup_steps": 1, "val_every": 2,
                   "val_batches": 1, "log_every": 2, "data": {"shuffle_buffer": 16}}
@@ -106,7 +106,10 @@ def test_repro_produces_every_stage_output(project):
         evaluation = shown[f"lake/runs/{run_name}/eval/eval.json"]["data"]
         assert evaluation["dataset"] == {"name": dataset, "version": "1.0.0", "split": "train"}
         assert evaluation["overall"]["episodes"] == 3
-        assert evaluation["rollouts"]["episodes"] == len(evaluation["per_task"])
+        assert evaluation["rollouts"]["episodes"] == 2 and len(evaluation["rollouts"]["success_ci"]) == 2
+        assert (project / f"lake/runs/{run_name}/eval/eval.html").is_file()
+    baseline = shown["lake/runs/finetune/eval/eval.json"]["data"]["baseline_rollouts"]
+    assert baseline["checkpoint"] == "lake/runs/pretrain/best" and baseline["episodes"] == 2
 
 
 def test_loss_curves_are_dvc_plots(project):

@@ -314,9 +314,10 @@ def test_state_token_is_read_normalized_and_saved(tmp_path, tokenizer, batch):
 # ---- action chunks ----
 
 
-def test_a_chunk_model_predicts_every_step_and_ignores_padding(tokenizer, batch):
+@pytest.mark.parametrize("decoding", ["autoregressive", "parallel"])
+def test_a_chunk_model_predicts_every_step_and_ignores_padding(tokenizer, batch, decoding):
     torch.manual_seed(0)
-    model = CompactVLA(tiny_config(action_horizon=3), tokenizer)
+    model = CompactVLA(tiny_config(action_horizon=3, action_decoding=decoding), tokenizer)
     chunk = torch.stack([batch["action"], -batch["action"], batch["action"].flip(1)], dim=1)  # (4, 3, 7)
     padding = torch.tensor([[False, False, False], [False, False, True], [False, True, True], [False] * 3])
     chunk_batch = {**batch, "action_chunk": chunk, "action_is_pad": padding}
@@ -334,3 +335,28 @@ def test_a_chunk_model_predicts_every_step_and_ignores_padding(tokenizer, batch)
     assert torch.allclose(same, model.loss(chunk_batch)["loss"])
     with pytest.raises(ValueError, match="needs the batch's action_chunk"):
         model.loss(batch)
+
+
+def test_conv_patch_embedding_gives_one_token_per_patch_and_learns(tokenizer, batch):
+    torch.manual_seed(0)
+    model = CompactVLA(tiny_config(patch_embedding="conv"), tokenizer)
+    assert model.vision(model._pixels(batch["images"])).shape == (4, 2 * 16, 32)  # 32 / 8 = 4x4 patches a camera
+    losses = train(model, batch, TRAIN_STEPS, lr=3e-3)
+    assert losses[-1] < losses[0] / 4
+    with pytest.raises(ValueError, match="power of 2"):
+        tiny_config(patch_embedding="conv", patch_size=12, image_size=36)
+
+
+def test_gaussian_targets_spread_each_value_over_its_neighbouring_bins(tokenizer, batch):
+    tokens = ActionTokenizer(256)
+    targets = tokens.gaussian_targets(torch.tensor([0.0, 1.0, -0.3]), sigma_bins=2.0)
+    assert targets.shape == (3, 256) and torch.allclose(targets.sum(-1), torch.ones(3))
+    assert targets[0, 127] == targets[0, 128] == targets[0].max()  # 0.0 is the edge between bins 127 and 128
+    assert targets[1].argmax() == 255 and targets[2].argmax() == tokens.encode(torch.tensor(-0.3))
+    assert targets[0, 120] < targets[0, 125] < targets[0, 127]  # falls off with distance
+    # a model trained on the spread targets still decodes the recorded bins
+    torch.manual_seed(0)
+    model = CompactVLA(tiny_config(label_sigma_bins=2.0, action_decoding="parallel"), tokenizer)
+    train(model, batch, TRAIN_STEPS * 2, lr=3e-3)
+    predicted = model.eval().predict_actions(batch["images"], batch["instruction"])["actions"]
+    assert (predicted - batch["action"]).abs().max() < 0.05

@@ -36,7 +36,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +73,10 @@ class ModelConfig:
     vision_mlp_ratio: int = 4
     # Dropout inside the vision encoder layers.
     vision_dropout: float = 0.0
+    # How image patches become tokens: "linear" (ViT's patch projection, as OpenVLA's encoders) or
+    # "conv" (stride-2 3x3 convolutions down to the patch grid, then a 1x1 projection: a convolutional
+    # stem, which a ViT trained from scratch on little data learns spatial detail with much sooner).
+    patch_embedding: Literal["linear", "conv"] = "linear"
     # Hidden size of the Llama language model built from config (ignored with hf_language_model).
     lm_hidden: int = 256
     # Decoder layers of the Llama language model (ignored with hf_language_model).
@@ -94,8 +98,17 @@ class ModelConfig:
     # Future steps predicted per observation (an action chunk, as ACT, pi0 and OpenVLA-OFT predict):
     # action_horizon x action_dim tokens, step by step; 1: the next action only, as OpenVLA.
     action_horizon: int = 1
+    # How the action tokens are decoded: "autoregressive" (one at a time, each conditioned on the ones
+    # before it, as OpenVLA) or "parallel" (all in one forward pass from learned action-query
+    # embeddings, OpenVLA-OFT's parallel decoding). Teacher forcing lets a chunk's autoregressive
+    # tokens copy their predecessor (consecutive steps are alike), so a chunk is decoded in parallel.
+    action_decoding: Literal["autoregressive", "parallel"] = "autoregressive"
     # Uniform bins per action dimension over [-1, 1]; each bin is one vocabulary token.
     action_bins: int = 256
+    # Width (standard deviation, in bins) of the Gaussian the action-token targets are spread over
+    # (HL-Gauss: Imani & White 2018, Farebrother et al. 2024): neighbouring bins share the credit, so
+    # the loss knows bin 101 is nearer 100 than bin 200 is. 0: one-hot targets, as OpenVLA.
+    label_sigma_bins: float = 0.0
     # Instruction tokens per example, <bos> and <eos> included; longer instructions are cut.
     max_instruction_tokens: int = 24
     # Size of the instruction vocabulary; None until a model is built, which takes it from its tokenizer.
@@ -104,6 +117,13 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.action_decoding not in ("autoregressive", "parallel"):
+            raise ValueError(f"action_decoding must be autoregressive or parallel, got {self.action_decoding!r}")
+        if self.patch_embedding not in ("linear", "conv"):
+            raise ValueError(f"patch_embedding must be linear or conv, got {self.patch_embedding!r}")
+        if self.patch_embedding == "conv" and self.patch_size & (self.patch_size - 1):
+            raise ValueError(f"a conv patch embedding halves the image down to the patches: patch_size "
+                             f"{self.patch_size} must be a power of 2")
         if self.vision_hidden % self.vision_heads:
             raise ValueError(f"vision_heads {self.vision_heads} does not divide vision_hidden {self.vision_hidden}")
         if self.lm_hidden % self.lm_heads:
@@ -138,13 +158,25 @@ class VlaPolicy(Protocol):
         one instruction per example and, for a model with state input, the raw state (B, state_dim)."""
 
 
+def conv_stem(patch_size: int, hidden: int) -> nn.Sequential:
+    """log2(patch_size) stride-2 3x3 convolutions with GELU, 16 channels doubling up to `hidden`,
+    then a 1x1 projection to hidden: one output position per image patch."""
+    halvings = patch_size.bit_length() - 1
+    widths = [3] + [min(hidden, 16 << i) for i in range(halvings)]
+    layers: list[nn.Module] = []
+    for inputs, outputs in zip(widths, widths[1:]):
+        layers += [nn.Conv2d(inputs, outputs, kernel_size=3, stride=2, padding=1), nn.GELU()]
+    return nn.Sequential(*layers, nn.Conv2d(widths[-1], hidden, kernel_size=1))
+
+
 class VisionEncoder(nn.Module):
     """A small ViT shared by all cameras: patch embedding, learned position and camera embeddings, pre-norm layers."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         hidden = config.vision_hidden
-        self.patch_embed = nn.Conv2d(3, hidden, kernel_size=config.patch_size, stride=config.patch_size)
+        self.patch_embed = (conv_stem(config.patch_size, hidden) if config.patch_embedding == "conv"
+                            else nn.Conv2d(3, hidden, kernel_size=config.patch_size, stride=config.patch_size))
         self.position = nn.Parameter(torch.randn(1, config.patches_per_camera, hidden) * 0.02)
         self.camera = nn.Parameter(torch.randn(config.num_cameras, 1, hidden) * 0.02)
         layer = nn.TransformerEncoderLayer(
@@ -246,6 +278,8 @@ class CompactVLA(nn.Module):
             )
         self.vision = VisionEncoder(config)
         self.projector = projector(config.vision_hidden, self.language_model.config.hidden_size)
+        if config.action_decoding == "parallel":  # one input embedding per action token to predict
+            self.action_queries = nn.Parameter(torch.randn(config.action_tokens, self.language_model.config.hidden_size) * 0.02)
         if config.state_dim:
             self.state_projector = projector(config.state_dim, self.language_model.config.hidden_size)
             # (state - center) / scale, clipped to [-1, 1]; set from the statistics by set_state_bounds
@@ -311,8 +345,9 @@ class CompactVLA(nn.Module):
         chunks; `state` (B, state_dim) raw, for a model with state input; `action_is_pad` (B, horizon)
         marks chunk steps past the episode's end (as LeRobot's `action_is_pad`), left out of the loss.
 
-        `loss` is the next-token cross entropy over the whole vocabulary (as OpenVLA trains)
-        at the action positions only, each predicted from the position before it;
+        `loss` is the cross entropy over the whole vocabulary (as OpenVLA trains) at the action
+        positions only, each predicted from the position before it (autoregressive) or from its
+        action query (parallel);
         `action_token_accuracy` (detached) is the share of action tokens whose argmax over
         the action tokens, the choice `predict` makes, is right.
         """
@@ -325,23 +360,62 @@ class CompactVLA(nn.Module):
         bins = self.action_tokenizer.encode(actions.to(self.device).flatten(1))
         tokens = bins + self.config.instruction_vocab_size
         prefix, mask = self._prefix(images, instruction_ids, instruction_mask, state)
-        embeds = torch.cat([prefix, self._embed_tokens(tokens)], dim=1)
-        mask = torch.cat([mask, mask.new_ones(tokens.shape)], dim=1)
-        logits = self.language_model(
-            inputs_embeds=embeds, attention_mask=mask.long(), position_ids=_positions(mask),
-            use_cache=False, logits_to_keep=self.config.action_tokens + 1,
-        ).logits[:, :-1].float()  # (B, T, V): the last instruction token and action tokens 0..T-2 predict 0..T-1
+        if self.config.action_decoding == "parallel":
+            logits = self._parallel_logits(prefix, mask)
+        else:
+            embeds = torch.cat([prefix, self._embed_tokens(tokens)], dim=1)
+            mask = torch.cat([mask, mask.new_ones(tokens.shape)], dim=1)
+            logits = self.language_model(
+                inputs_embeds=embeds, attention_mask=mask.long(), position_ids=_positions(mask),
+                use_cache=False, logits_to_keep=self.config.action_tokens + 1,
+            ).logits[:, :-1].float()  # (B, T, V): the last instruction token and action tokens 0..T-2 predict 0..T-1
         counted = torch.ones_like(bins, dtype=torch.bool)
         if action_is_pad is not None:
             counted = ~action_is_pad.to(self.device).bool().repeat_interleave(dims, dim=1)
-        loss = F.cross_entropy(logits[counted], tokens[counted])
+        if self.config.label_sigma_bins > 0:
+            targets = self.action_tokenizer.gaussian_targets(actions.flatten(1).to(self.device), self.config.label_sigma_bins)
+            log_probs = self._action_logits(logits.log_softmax(-1))  # over the whole vocabulary, as the one-hot loss
+            loss = -(targets * log_probs)[counted].sum(-1).mean()
+        else:
+            loss = F.cross_entropy(logits[counted], tokens[counted])
         accuracy = (self._action_logits(logits).argmax(-1) == bins)[counted].float().mean()
         return {"loss": loss, "action_token_accuracy": accuracy.detach()}
+
+    def _parallel_logits(self, prefix: Tensor, mask: Tensor) -> Tensor:
+        """Logits (B, T, V) of every action token at once, from the action queries after the prefix."""
+        queries = self.action_queries.to(prefix.dtype).expand(len(prefix), -1, -1)
+        embeds = torch.cat([prefix, queries], dim=1)
+        mask = torch.cat([mask, mask.new_ones(queries.shape[:2])], dim=1)
+        return self.language_model(
+            inputs_embeds=embeds, attention_mask=mask.long(), position_ids=_positions(mask),
+            use_cache=False, logits_to_keep=self.config.action_tokens,
+        ).logits.float()
+
+    def _greedy_log_probs(self, embeds: Tensor, mask: Tensor) -> Tensor:
+        """Log-probabilities (B, T, bins) over the action tokens, each token chosen by argmax before
+        the next is predicted from it (KV cache)."""
+        positions = _positions(mask)
+        output = self.language_model(
+            inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions, use_cache=True, logits_to_keep=1,
+        )
+        steps = []
+        for token in range(self.config.action_tokens):
+            if token:
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+                positions = positions[:, -1:] + 1
+                output = self.language_model(
+                    inputs_embeds=self._embed_tokens(steps[-1].argmax(-1)[:, None] + self.config.instruction_vocab_size),
+                    attention_mask=mask.long(), position_ids=positions,
+                    past_key_values=output.past_key_values, use_cache=True,
+                )
+            steps.append(self._action_logits(output.logits[:, -1].float()).log_softmax(-1))
+        return torch.stack(steps, dim=1)
 
     @torch.no_grad()
     def predict(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
                 state: Tensor | None = None) -> dict[str, Tensor]:
-        """Greedy autoregressive actions over the horizon's steps and dimensions, in eval mode, with a KV cache.
+        """Greedy actions over the horizon's steps and dimensions, in eval mode: one token at a time
+        with a KV cache (autoregressive) or all in one pass (parallel).
 
         Returns `actions` (B, D) bin centers in [-1, 1] of the next step, `tokens` (B, D) their
         vocabulary ids and `entropy` (B, D) in nats of each dimension's distribution over the
@@ -351,33 +425,19 @@ class CompactVLA(nn.Module):
         self.eval()
         try:
             embeds, mask = self._prefix(images, instruction_ids, instruction_mask, state)
-            positions = _positions(mask)
-            output = self.language_model(
-                inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions,
-                use_cache=True, logits_to_keep=1,
-            )
-            bins, entropies = [], []
-            for token in range(self.config.action_tokens):
-                if token:
-                    mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-                    positions = positions[:, -1:] + 1
-                    output = self.language_model(
-                        inputs_embeds=self._embed_tokens(bins[-1][:, None] + self.config.instruction_vocab_size),
-                        attention_mask=mask.long(), position_ids=positions,
-                        past_key_values=output.past_key_values, use_cache=True,
-                    )
-                log_probs = self._action_logits(output.logits[:, -1].float()).log_softmax(-1)
-                entropies.append(-(log_probs.exp() * log_probs).sum(-1))
-                bins.append(log_probs.argmax(-1))
+            if self.config.action_decoding == "parallel":
+                log_probs = self._action_logits(self._parallel_logits(embeds, mask)).log_softmax(-1)
+            else:
+                log_probs = self._greedy_log_probs(embeds, mask)
         finally:
             self.train(was_training)
         dims = self.config.action_dim
-        bins = torch.stack(bins, dim=1)
+        bins = log_probs.argmax(-1)
         chunk = self.action_tokenizer.decode(bins).unflatten(1, (self.config.action_horizon, dims))
         return {
             "actions": chunk[:, 0],
             "tokens": bins[:, :dims] + self.config.instruction_vocab_size,
-            "entropy": torch.stack(entropies[:dims], dim=1),
+            "entropy": -(log_probs.exp() * log_probs).sum(-1)[:, :dims],
             "chunk": chunk,
         }
 
@@ -421,6 +481,8 @@ def _freeze_encoders(model: CompactVLA) -> None:
     model.projector.requires_grad_(False)
     if model.config.state_dim:
         model.state_projector.requires_grad_(False)
+    if model.config.action_decoding == "parallel":
+        model.action_queries.requires_grad_(False)
 
 
 def add_lora(

@@ -433,6 +433,20 @@ class RandomPolicy:
         return self.rng.uniform(self.low, self.high)
 
 
+class ConstantPolicy:
+    """The same action every step: with a dataset's mean action (dataset_statistics.json's
+    action.mean), the mean-action baseline a learned policy has to beat."""
+
+    def __init__(self, action: np.ndarray):
+        self.action = np.asarray(action, np.float64)
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, observation: dict[str, Any]) -> np.ndarray:
+        return self.action
+
+
 EXTERNAL_SIMULATORS = {"robosuite": "robosuite", "maniskill": "mani_skill", "libero": "libero"}
 
 

@@ -44,6 +44,15 @@ class ActionTokenizer:
         ids = torch.floor((clipped - ACTION_LOW) / self.bin_width).long()
         return ids.clamp_(0, self.bins - 1)  # +1.0 falls on the upper edge of the last bin
 
+    def gaussian_targets(self, actions: Tensor, sigma_bins: float) -> Tensor:
+        """(..., D, bins) target distributions: the mass of a Gaussian centred on each (clipped)
+        action value, `sigma_bins` bins wide, in each bin, renormalized over [-1, 1]."""
+        position = (actions.clamp(ACTION_LOW, ACTION_HIGH) - ACTION_LOW) / self.bin_width  # in bins, [0, bins]
+        edges = torch.arange(self.bins + 1, device=actions.device, dtype=torch.float32)
+        cdf = 0.5 * (1 + torch.special.erf((edges - position[..., None]) / (sigma_bins * 2**0.5)))
+        mass = cdf[..., 1:] - cdf[..., :-1]
+        return mass / mass.sum(-1, keepdim=True)
+
     def decode(self, ids: Tensor) -> Tensor:
         """The centers of bins `ids`, as float32 actions in [-1, 1]."""
         return ACTION_LOW + (ids.float() + 0.5) * self.bin_width
