@@ -61,6 +61,11 @@ high-water mark, which no sampling interval can miss), and the peak is the large
 the two. Steps/s leave out the imports, the model build and the warm-up. torch uses
 every core (torch.get_num_threads(), printed). MB are 10^6 bytes.
 
+A third configuration trains the demo's own recipe (training/configs/pretrain.yaml: its
+model section, full training at its LR, the state token and 8-step action chunks decoded in
+parallel) on batches of its shape, for its training throughput in samples/s; it is not in
+the targets. Closed-loop success after N steps of that recipe: benchmarks/learning_curve.py.
+
     python benchmarks/train.py              # 2 warm-up + 20 timed steps each: about 1.5 minutes on 2 cores
     python benchmarks/train.py --quick      # 1 + 3 steps each: about the same memory figures, rougher steps/s; ~30 s
     python benchmarks/train.py --batch-size 4           # how the memory ratio moves with the activations
@@ -110,24 +115,38 @@ def rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def synthetic_batches(batch_size: int, count: int, seed: int) -> list[dict]:
-    """Batches shaped as training.data's collate yields them, from a seeded generator."""
+def recipe_model() -> tuple[dict, float]:
+    """The demo recipe's ModelConfig fields (its config's model section on the sample's 2 cameras, 7-D
+    actions) and its peak learning rate."""
+    import yaml
+
+    recipe = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "training", "configs", "pretrain.yaml")))
+    return {"num_cameras": 2, "action_dim": 7, **recipe["model"]}, recipe["lr"]
+
+
+def synthetic_batches(model: dict, batch_size: int, count: int, seed: int) -> list[dict]:
+    """Batches shaped as training.data's collate yields them for ModelConfig fields `model`, from a seeded generator."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    size, cameras = MODEL["image_size"], MODEL["num_cameras"]
+    size, cameras, dims = model["image_size"], model["num_cameras"], model["action_dim"]
+    horizon = model.get("action_horizon", 1)
     batches = []
     for i in range(count):
         batches.append({
             "images": torch.rand(batch_size, cameras, 3, size, size, generator=generator),
-            "action": torch.rand(batch_size, MODEL["action_dim"], generator=generator) * 2 - 1,
+            "action": torch.rand(batch_size, dims, generator=generator) * 2 - 1,
+            "action_chunk": torch.rand(batch_size, horizon, dims, generator=generator) * 2 - 1,
+            "action_is_pad": torch.zeros(batch_size, horizon, dtype=torch.bool),
+            "state": torch.rand(batch_size, model.get("state_dim") or 1, generator=generator),
             "instruction": [INSTRUCTIONS[(i * batch_size + j) % len(INSTRUCTIONS)] for j in range(batch_size)],
         })
     return batches
 
 
 def child_train(mode: str, bf16: bool, batch_size: int, warmup: int, steps: int) -> dict:
-    """Build the model (LoRA or full), then warm-up and timed AdamW steps on synthetic batches."""
+    """Build the model (LoRA or full; recipe: the demo's, full), then warm-up and timed AdamW steps on
+    synthetic batches."""
     import torch
 
     from training.config import TrainConfig
@@ -136,8 +155,9 @@ def child_train(mode: str, bf16: bool, batch_size: int, warmup: int, steps: int)
 
     rss_imports = rss()
     torch.manual_seed(SEED)
-    config = TrainConfig(mode=mode, bf16=bf16, batch_size=batch_size)
-    model = CompactVLA(ModelConfig(**MODEL), InstructionTokenizer.from_texts(INSTRUCTIONS))
+    fields, lr = recipe_model() if mode == "recipe" else (MODEL, None)
+    config = TrainConfig(mode="full" if mode == "recipe" else mode, bf16=bf16, batch_size=batch_size, lr=lr)
+    model = CompactVLA(ModelConfig(**fields), InstructionTokenizer.from_texts(INSTRUCTIONS))
     if mode == "lora":
         add_lora(model, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout, mlp=config.lora.mlp)
     else:
@@ -147,7 +167,7 @@ def child_train(mode: str, bf16: bool, batch_size: int, warmup: int, steps: int)
     rss_built = rss()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.peak_lr, betas=config.betas, weight_decay=config.weight_decay)
-    batches = synthetic_batches(batch_size, DISTINCT_BATCHES, SEED)
+    batches = synthetic_batches(fields, batch_size, DISTINCT_BATCHES, SEED)
 
     def step(i: int) -> float:
         optimizer.zero_grad(set_to_none=True)
@@ -235,7 +255,8 @@ def measure(config: Config, args: argparse.Namespace, workdir: str) -> Measureme
 
 def plan(bf16: bool) -> list[Config]:
     configs = [Config("lora", "LoRA r=32 q/v, float32", "lora", False),
-               Config("full", "full fine-tuning, float32", "full", False)]
+               Config("full", "full fine-tuning, float32", "full", False),
+               Config("recipe", "demo recipe (pretrain.yaml), full", "recipe", False)]
     if bf16:
         configs += [Config("lora_bf16", "LoRA r=32 q/v, bf16 autocast", "lora", True),
                     Config("full_bf16", "full fine-tuning, bf16 autocast", "full", True)]
@@ -287,7 +308,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--bf16", action="store_true",
                         help="also a LoRA/full pair under bf16 autocast (slow on CPUs without bf16 units)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir (the children's logs)")
-    parser.add_argument("--child", choices=["lora", "full"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["lora", "full", "recipe"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = 3 if args.quick else 20
@@ -326,6 +347,10 @@ def main(argv: list[str]) -> None:
           f"left out): LoRA {lora.increase / MB:.0f} MB / full {full.increase / MB:.0f} MB = "
           f"{lora.increase / full.increase:.0%}")
     keep_or_remove(workdir, args.keep)
+    recipe = results["recipe"]
+    print(f"\ndemo recipe: {recipe.result['total']:,} parameters, {recipe.samples_per_s:.1f} samples/s "
+          f"({recipe.steps_per_s:.2f} steps of {args.batch_size}); closed-loop success after N steps: "
+          f"benchmarks/learning_curve.py")
     print("\n" + summary_line(lora, full, targets, time.perf_counter() - started))
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from robolake.lake import Lake
 from training.metrics import smoothness
 from validation.coverage import THRESHOLD, marginals, under_sampled
-from validation.html_report import CSS, _empty, _esc, _fmt, _share, _table_block
+from validation.html_report import CSS, empty_note, escape_html, format_number, format_share, table_section
 from validation.lake_views import connect
 
 WEAK_RULE = ("a value is weak when even the upper end of its success rate's 95% (Wilson) interval is below "
@@ -189,9 +189,9 @@ def _headline(document: dict) -> str:
     if baseline:
         about.append(("baseline", baseline["checkpoint"]))
         stats.append(("baseline success (same scenes)", baseline))
-    facts = "".join(f"<dt>{_esc(key)}</dt><dd>{_esc(value)}</dd>" for key, value in about)
-    boxes = "".join(f'<div class="stat"><b>{_esc(_share(summary["success_rate"]))}</b><span>{_esc(key)}: '
-                    f"{_esc(success_text(summary))}</span></div>" for key, summary in stats)
+    facts = "".join(f"<dt>{escape_html(key)}</dt><dd>{escape_html(value)}</dd>" for key, value in about)
+    boxes = "".join(f'<div class="stat"><b>{escape_html(format_share(summary["success_rate"]))}</b><span>{escape_html(key)}: '
+                    f"{escape_html(success_text(summary))}</span></div>" for key, summary in stats)
     return f'<dl>{facts}</dl><div class="totals">{boxes}</div>'
 
 
@@ -200,13 +200,13 @@ def _per_task(document: dict) -> str:
     rows = []
     for task, summary in document["rollouts"]["per_task"].items():
         row = {"task": task, "rollouts": summary["episodes"], "successes": summary["successes"],
-               "success": _share(summary["success_rate"]), "95% CI": _interval(summary["success_ci"]),
+               "success": format_share(summary["success_rate"]), "95% CI": _interval(summary["success_ci"]),
                "mean length": summary["mean_length"], "failure modes": _modes(summary["failure_modes"])}
         if task in baseline:
-            row.update({"baseline success": _share(baseline[task]["success_rate"]),
+            row.update({"baseline success": format_share(baseline[task]["success_rate"]),
                         "baseline 95% CI": _interval(baseline[task]["success_ci"])})
         rows.append(row)
-    return _table_block(pd.DataFrame(rows), "No rollouts.")
+    return table_section(pd.DataFrame(rows), "No rollouts.")
 
 
 def _demonstrations(document: dict) -> str:
@@ -215,16 +215,16 @@ def _demonstrations(document: dict) -> str:
     table = pd.DataFrame([{"task": task, **{key: _optional(value) for key, value in row.items()}}
                           for task, row in groups.items()])
     dataset = comparison["dataset"]
-    return (f"<p>Demonstrations: the {_esc(dataset['split'])} split of {_esc(dataset['name'])} "
-            f"{_esc(dataset['version'])}; ratios are policy / demonstrations. {_esc(STEP_SMOOTHNESS)}.</p>"
-            + _table_block(table, "No rollouts."))
+    return (f"<p>Demonstrations: the {escape_html(dataset['split'])} split of {escape_html(dataset['name'])} "
+            f"{escape_html(dataset['version'])}; ratios are policy / demonstrations. {escape_html(STEP_SMOOTHNESS)}.</p>"
+            + table_section(table, "No rollouts."))
 
 
 def _weak(lines: Sequence[str]) -> str:
-    rule = f'<p class="note">{_esc(WEAK_RULE[0].upper() + WEAK_RULE[1:])}.</p>'
+    rule = f'<p class="note">{escape_html(WEAK_RULE[0].upper() + WEAK_RULE[1:])}.</p>'
     if not lines:
         return f'{rule}<p class="ok">No value is clearly weaker than the policy overall.</p>'
-    return rule + '<ul class="flags">' + "".join(f"<li><strong>{_esc(line)}</strong></li>" for line in lines) + "</ul>"
+    return rule + '<ul class="flags">' + "".join(f"<li><strong>{escape_html(line)}</strong></li>" for line in lines) + "</ul>"
 
 
 def _by_field(rows: Sequence[dict]) -> str:
@@ -237,13 +237,13 @@ def _by_field(rows: Sequence[dict]) -> str:
 
     table = pd.DataFrame([{
         "field": row["field"], "value": row["value"], "rollouts": row["rollouts"], "successes": row["successes"],
-        "success": _share(row["success_rate"]), "95% CI": _interval(row["success_ci"]),
+        "success": format_share(row["success_rate"]), "95% CI": _interval(row["success_ci"]),
         "failure modes": _modes(row["failure_modes"]), "train episodes": _optional(row["train_episodes"]),
-        "train share": "" if row["train_share"] is None else _share(row["train_share"]),
+        "train share": "" if row["train_share"] is None else format_share(row["train_share"]),
         "under-sampled": flagged(row)} for row in rows])
     return ("<p>Rollouts per metadata value the environment drew, next to the train episodes with that value; "
             "empty train cells: the dataset does not record the field.</p>"
-            + _table_block(table, "The rollouts record no metadata."))
+            + table_section(table, "The rollouts record no metadata."))
 
 
 def _relative(target: str | None, html_dir: Path) -> str | None:
@@ -262,17 +262,17 @@ def _video(saved_to: str | None) -> str | None:
 def _failed(records: Sequence, html_dir: Path) -> str:
     failed = [record for record in records if not record.success]
     if not failed:
-        return _empty("No rollout failed.")
+        return empty_note("No rollout failed.")
     rows = []
     for record in failed:
         sheet, video = _relative(record.contact_sheet, html_dir), _video(record.saved_to)
-        picture = (f'<a href="{_esc(sheet)}"><img src="{_esc(sheet)}" alt="contact sheet" width="320"></a>'
+        picture = (f'<a href="{escape_html(sheet)}"><img src="{escape_html(sheet)}" alt="contact sheet" width="320"></a>'
                    if sheet else "")
-        link = f'<a href="{_esc(_relative(video, html_dir))}">{_esc(Path(video).name)}</a>' if video else ""
+        link = f'<a href="{escape_html(_relative(video, html_dir))}">{escape_html(Path(video).name)}</a>' if video else ""
         metadata = ", ".join(f"{key}={value}" for key, value in record.metadata.items())
-        cells = [_fmt(record.episode), record.task, record.instruction, record.failure_mode, _fmt(record.length),
+        cells = [format_number(record.episode), record.task, record.instruction, record.failure_mode, format_number(record.length),
                  metadata]
-        rows.append("<tr>" + "".join(f"<td>{_esc(cell)}</td>" for cell in cells)
+        rows.append("<tr>" + "".join(f"<td>{escape_html(cell)}</td>" for cell in cells)
                     + f"<td>{picture}</td><td>{link}</td></tr>")
     head = "".join(f"<th>{name}</th>" for name in
                    ("episode", "task", "instruction", "failure mode", "steps", "metadata", "contact sheet", "rollout"))
@@ -284,11 +284,11 @@ def _offline(document: dict) -> str:
               **{name: document[name] for name in ("seen_tasks", "held_out_tasks") if name in document}}
     table = pd.DataFrame([{
         "group": name, "episodes": m["episodes"], "steps": m["steps"], "action MSE": m["mse"], "action L1": m["l1"],
-        "gripper accuracy": "" if m["gripper_accuracy"] is None else _share(m["gripper_accuracy"]),
-        "token accuracy": _share(m["action_token_accuracy"]), "smoothness": m["smoothness"],
+        "gripper accuracy": "" if m["gripper_accuracy"] is None else format_share(m["gripper_accuracy"]),
+        "token accuracy": format_share(m["action_token_accuracy"]), "smoothness": m["smoothness"],
         "recorded smoothness": m["recorded_smoothness"]} for name, m in groups.items()])
     return ("<p>Each step's action predicted from its recorded cameras and instruction, in physical units "
-            "(eval.json has every figure).</p>" + _table_block(table, "No offline metrics."))
+            "(eval.json has every figure).</p>" + table_section(table, "No offline metrics."))
 
 
 def write_eval_html(path: str | Path, document: dict, join_rows: Sequence[dict], lines: Sequence[str],
@@ -307,12 +307,12 @@ def write_eval_html(path: str | Path, document: dict, join_rows: Sequence[dict],
         ("offline", "Offline metrics", _offline(document)),
     ]
     title = f"Evaluation of {document['checkpoint']}"
-    nav = "".join(f'<a href="#{key}">{_esc(heading)}</a>' for key, heading, _ in sections)
-    body = "".join(f'<section id="{key}"><h2>{_esc(heading)}</h2>{html}</section>' for key, heading, html in sections)
+    nav = "".join(f'<a href="#{key}">{escape_html(heading)}</a>' for key, heading, _ in sections)
+    body = "".join(f'<section id="{key}"><h2>{escape_html(heading)}</h2>{html}</section>' for key, heading, html in sections)
     path.write_text(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
-        f'<header><h1>{_esc(title)}</h1><p class="meta">robolake evaluate</p></header>'
+        f"<title>{escape_html(title)}</title><style>{CSS}</style></head><body>"
+        f'<header><h1>{escape_html(title)}</h1><p class="meta">robolake evaluate</p></header>'
         f"<nav>{nav}</nav><main>{body}</main></body></html>\n")
     return path

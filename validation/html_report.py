@@ -56,17 +56,17 @@ svg text{font-size:10px;fill:#333}
 def render_html(report: CoverageReport) -> str:
     """The whole report as one HTML document, its sections in SECTIONS order."""
     title = f"Coverage of {report.dataset} {report.version}"
-    nav = "".join(f'<a href="#{key}">{_esc(heading)}</a>' for key, heading, _ in SECTIONS)
+    nav = "".join(f'<a href="#{key}">{escape_html(heading)}</a>' for key, heading, _ in SECTIONS)
     body = "".join(
-        f'<section id="{key}"><h2>{_esc(heading)}</h2>{render(report)}</section>'
+        f'<section id="{key}"><h2>{escape_html(heading)}</h2>{render(report)}</section>'
         for key, heading, render in SECTIONS
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
-        f'<header><h1>{_esc(title)}</h1><p class="meta">robolake report, generated '
-        f"{_esc(report.generated_at)}</p></header><nav>{nav}</nav><main>{body}</main>"
+        f"<title>{escape_html(title)}</title><style>{CSS}</style></head><body>"
+        f'<header><h1>{escape_html(title)}</h1><p class="meta">robolake report, generated '
+        f"{escape_html(report.generated_at)}</p></header><nav>{nav}</nav><main>{body}</main>"
         "</body></html>\n"
     )
 
@@ -80,35 +80,35 @@ def _summary(report: CoverageReport) -> str:
         ("version", report.version),
         ("generated at", report.generated_at),
         ("fields crossed", ", ".join(report.fields)),
-        ("flag threshold", f"{_share(report.threshold)} of episodes"),
+        ("flag threshold", f"{format_share(report.threshold)} of episodes"),
     ]
-    facts = "".join(f"<dt>{_esc(key)}</dt><dd>{_esc(value)}</dd>" for key, value in about)
+    facts = "".join(f"<dt>{escape_html(key)}</dt><dd>{escape_html(value)}</dd>" for key, value in about)
     totals = "".join(
-        f'<div class="stat"><b>{_esc(_fmt(value))}</b><span>{_esc(key.replace("_", " "))}</span></div>'
+        f'<div class="stat"><b>{escape_html(format_number(value))}</b><span>{escape_html(key.replace("_", " "))}</span></div>'
         for key, value in report.totals.items()
     )
     return (
         f'<dl>{facts}</dl><div class="totals">{totals}</div><h3>Splits</h3>'
-        + _table_block(report.splits, "No split holds any episode.")
+        + table_section(report.splits, "No split holds any episode.")
     )
 
 
 def _flags(report: CoverageReport) -> str:
-    threshold = _share(report.threshold)
+    threshold = format_share(report.threshold)
     if not report.flags:
         return (
             f'<p class="ok">Nothing under-sampled: no value or combination has fewer than '
-            f"{_esc(threshold)} of the episodes.</p>"
+            f"{escape_html(threshold)} of the episodes.</p>"
         )
     items = "".join(
-        f"<li><strong>{_esc(flag.recommendation)}</strong><br>"
-        f'<span class="detail">{_esc(flag.field)} = {_esc(flag.value)}: {_esc(_fmt(flag.episodes))} '
-        f"of {_esc(_fmt(flag.total))} episodes ({_esc(_share(flag.share))}); "
-        f"about {_esc(_fmt(flag.needed))} more to reach {_esc(threshold)}</span></li>"
+        f"<li><strong>{escape_html(flag.recommendation)}</strong><br>"
+        f'<span class="detail">{escape_html(flag.field)} = {escape_html(flag.value)}: {escape_html(format_number(flag.episodes))} '
+        f"of {escape_html(format_number(flag.total))} episodes ({escape_html(format_share(flag.share))}); "
+        f"about {escape_html(format_number(flag.needed))} more to reach {escape_html(threshold)}</span></li>"
         for flag in report.flags
     )
     return (
-        f"<p>{len(report.flags)} value(s) or combination(s) below {_esc(threshold)} "
+        f"<p>{len(report.flags)} value(s) or combination(s) below {escape_html(threshold)} "
         f'of the episodes:</p><ul class="flags">{items}</ul>'
     )
 
@@ -119,10 +119,10 @@ def _coverage(report: CoverageReport) -> str:
         + _marginal_charts(report)
         + "<h3>Gaps between two fields</h3><p>Pairs of values with fewer episodes than the "
         "threshold share of what independence of the two fields would give them.</p>"
-        + _table_block(report.gaps, "No gap: every pair of values is covered.")
+        + table_section(report.gaps, "No gap: every pair of values is covered.")
         + '<h3>Cube</h3><p>Episodes and steps per combination of fields; "(all)" is a '
         "subtotal over every value of that field.</p>"
-        + _table_block(report.cube, "The cube is empty.", missing="(all)", kept_in="coverage.parquet")
+        + table_section(report.cube, "The cube is empty.", missing="(all)", kept_in="coverage.parquet")
     )
 
 
@@ -130,14 +130,14 @@ def _marginal_charts(report: CoverageReport) -> str:
     """One bar chart per field (the crossed fields first), flagged values in red."""
     marginals = report.marginals
     if marginals.empty:
-        return _empty("No metadata values.")
+        return empty_note("No metadata values.")
     charts = []
     for name in dict.fromkeys([*report.fields, *marginals["field"]]):
         rows = marginals[marginals["field"] == name]
         flagged = {flag.value for flag in report.flags if flag.field == name}
         labels = [_text(value, missing="(missing)") for value in rows["value"]]
         annotations = [
-            f"{_fmt(episodes)} ({_share(share)})" for episodes, share in zip(rows["episodes"], rows["share"])
+            f"{format_number(episodes)} ({format_share(share)})" for episodes, share in zip(rows["episodes"], rows["share"])
         ]
         charts.append(svg_bar_chart(labels, rows["episodes"].tolist(), flagged, str(name), annotations))
     return (
@@ -149,10 +149,10 @@ def _marginal_charts(report: CoverageReport) -> str:
 def _instructions(report: CoverageReport) -> str:
     return (
         "<h3>Per task</h3><p>paraphrase_ratio = distinct instructions / episodes.</p>"
-        + _table_block(report.instructions, "No instructions.")
+        + table_section(report.instructions, "No instructions.")
         + "<h3>Near-duplicate pairs</h3><p>Different instructions of one task that are "
         "almost the same text.</p>"
-        + _table_block(report.near_duplicates, "No near-duplicate instructions.")
+        + table_section(report.near_duplicates, "No near-duplicate instructions.")
     )
 
 
@@ -165,7 +165,7 @@ def _actions(report: CoverageReport) -> str:
         "<h3>Values at the normalization bound</h3><p>Share of each dimension's train values that a "
         "normalization mode maps onto +-1 (clipped); the gate fails a normalized continuous dimension "
         "above its limit. Bimodal or constant dimensions (a gripper) sit at the bound by construction.</p>"
-        + _table_block(report.saturation, "This version's statistics do not record saturation.")
+        + table_section(report.saturation, "This version's statistics do not record saturation.")
         + _histogram_grid(
         report.action_histograms,
         "Train split, curated steps: raw values and after normalization.",
@@ -184,16 +184,16 @@ def _cameras(report: CoverageReport) -> str:
 def _filtering(report: CoverageReport) -> str:
     return (
         "<h3>Filtered actions by rule</h3>"
-        + _table_block(report.filtered_by_rule, "No action was filtered.")
+        + table_section(report.filtered_by_rule, "No action was filtered.")
         + "<h3>Quarantined episodes by reason</h3>"
-        + _table_block(report.quarantined_by_reason, "No episode was quarantined.")
+        + table_section(report.quarantined_by_reason, "No episode was quarantined.")
     )
 
 
 def _notes(report: CoverageReport) -> str:
     if not report.notes:
-        return _empty("No notes.")
-    return "<ul>" + "".join(f"<li>{_esc(note)}</li>" for note in report.notes) + "</ul>"
+        return empty_note("No notes.")
+    return "<ul>" + "".join(f"<li>{escape_html(note)}</li>" for note in report.notes) + "</ul>"
 
 
 # (id, heading, renderer) in page order
@@ -213,14 +213,14 @@ SECTIONS: list[tuple[str, str, Callable[[CoverageReport], str]]] = [
 def _histogram_grid(groups: dict[str, dict[str, Histogram]], intro: str, empty: str) -> str:
     """One row per name (action dimension, camera), its histograms side by side."""
     if not groups:
-        return _empty(empty)
+        return empty_note(empty)
     rows = "".join(
-        f'<h3>{_esc(name)}</h3><div class="charts">'
+        f'<h3>{escape_html(name)}</h3><div class="charts">'
         + "".join(svg_histogram(hist, f"{name} {kind}") for kind, hist in hists.items())
         + "</div>"
         for name, hists in groups.items()
     )
-    return f"<p>{_esc(intro)}</p>{rows}"
+    return f"<p>{escape_html(intro)}</p>{rows}"
 
 
 # --- SVG ----------------------------------------------------------------------------------
@@ -245,12 +245,12 @@ def svg_histogram(hist: Histogram, title: str, width: int = 360, height: int = 1
         if count <= 0:
             continue
         bar_h = count / peak * plot_h
-        tip = f"{_fmt(hist.edges[i])} to {_fmt(hist.edges[i + 1])}: {_fmt(count)}"
+        tip = f"{format_number(hist.edges[i])} to {format_number(hist.edges[i + 1])}: {format_number(count)}"
         parts.append(
             f'<rect x="{left + i * step + gap / 2:.1f}" y="{base - bar_h:.1f}" width="{step - gap:.1f}" '
-            f'height="{bar_h:.1f}" fill="{BAR_COLOR}"><title>{_esc(tip)}</title></rect>'
+            f'height="{bar_h:.1f}" fill="{BAR_COLOR}"><title>{escape_html(tip)}</title></rect>'
         )
-    parts.append(f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{_esc(_fmt(peak))}</text>')
+    parts.append(f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{escape_html(format_number(peak))}</text>')
     parts.append(f'<text x="{left - 4}" y="{base}" text-anchor="end">0</text>')
     last = len(hist.edges) - 1
     for i in _tick_indices(len(hist.edges)):
@@ -258,7 +258,7 @@ def svg_histogram(hist: Histogram, title: str, width: int = 360, height: int = 1
         anchor = "start" if i == 0 else "end" if i == last else "middle"
         parts.append(
             f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4}" stroke="{AXIS_COLOR}"/>'
-            f'<text x="{x:.1f}" y="{base + 15}" text-anchor="{anchor}">{_esc(_fmt(hist.edges[i]))}</text>'
+            f'<text x="{x:.1f}" y="{base + 15}" text-anchor="{anchor}">{escape_html(format_number(hist.edges[i]))}</text>'
         )
     return "".join(parts) + "</svg>"
 
@@ -276,7 +276,7 @@ def svg_bar_chart(
     """Horizontal bars, one row per label, the largest value spanning the bar area; labels
     in `highlight` drawn in the flag colour. Each bar is followed by its annotation (by
     default the value); long labels are shortened, in full in the tooltip."""
-    notes = [_fmt(value) for value in values] if annotations is None else list(annotations)
+    notes = [format_number(value) for value in values] if annotations is None else list(annotations)
     top, note_width = 24, 110
     bar_area = width - label_width - note_width
     height = top + max(len(labels), 1) * row_height + 6
@@ -292,12 +292,12 @@ def svg_bar_chart(
         fill = FLAG_COLOR if flagged else BAR_COLOR
         weight = ' font-weight="bold"' if flagged else ""
         parts.append(
-            f"<g><title>{_esc(label)}: {_esc(note)}</title>"
+            f"<g><title>{escape_html(label)}: {escape_html(note)}</title>"
             f'<text x="{label_width - 6}" y="{text_y:.1f}" text-anchor="end"{weight}>'
-            f"{_esc(_shorten(label, label_width // 7))}</text>"
+            f"{escape_html(_shorten(label, label_width // 7))}</text>"
             f'<rect x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{row_height - 4}" '
             f'fill="{fill}"/>'
-            f'<text x="{label_width + length + 4:.1f}" y="{text_y:.1f}">{_esc(note)}</text></g>'
+            f'<text x="{label_width + length + 4:.1f}" y="{text_y:.1f}">{escape_html(note)}</text></g>'
         )
     return "".join(parts) + "</svg>"
 
@@ -306,8 +306,8 @@ def _svg_open(width: int, height: int, title: str) -> str:
     """The <svg> start tag and the centred title."""
     return (
         f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{_esc(title)}"><text x="{width / 2:.1f}" y="15" text-anchor="middle" '
-        f'font-weight="bold">{_esc(title)}</text>'
+        f'aria-label="{escape_html(title)}"><text x="{width / 2:.1f}" y="15" text-anchor="middle" '
+        f'font-weight="bold">{escape_html(title)}</text>'
     )
 
 
@@ -337,35 +337,35 @@ def dataframe_table(df: pd.DataFrame, max_rows: int, missing: str = "") -> str:
     """An HTML table of the first `max_rows` rows of `df`, cells escaped, numeric columns
     right-aligned; None and NaN cells read `missing` (the cube passes "(all)")."""
     aligns = [' class="num"' if pd.api.types.is_numeric_dtype(dtype) else "" for dtype in df.dtypes]
-    head = "".join(f"<th{align}>{_esc(column)}</th>" for column, align in zip(df.columns, aligns))
+    head = "".join(f"<th{align}>{escape_html(column)}</th>" for column, align in zip(df.columns, aligns))
     rows = "".join(
         "<tr>"
-        + "".join(f"<td{align}>{_esc(_text(cell, missing))}</td>" for cell, align in zip(row, aligns))
+        + "".join(f"<td{align}>{escape_html(_text(cell, missing))}</td>" for cell, align in zip(row, aligns))
         + "</tr>"
         for row in df.head(max_rows).itertuples(index=False, name=None)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def _table_block(df: pd.DataFrame, empty: str, missing: str = "", kept_in: str = "") -> str:
+def table_section(df: pd.DataFrame, empty: str, missing: str = "", kept_in: str = "") -> str:
     """`df` as a table of at most MAX_TABLE_ROWS rows, with a note on the rows left out
     (and on `kept_in`, the file that has them all), or the `empty` message."""
     if df.empty:
-        return _empty(empty)
+        return empty_note(empty)
     table = dataframe_table(df, MAX_TABLE_ROWS, missing)
     left_out = len(df) - MAX_TABLE_ROWS
     if left_out <= 0:
         return table
     where = f"; {kept_in} has them all" if kept_in else ""
     note = f"Showing the first {MAX_TABLE_ROWS:,} of {len(df):,} rows, {left_out:,} left out{where}."
-    return f'{table}<p class="note">{_esc(note)}</p>'
+    return f'{table}<p class="note">{escape_html(note)}</p>'
 
 
-def _empty(message: str) -> str:
-    return f'<p class="empty">{_esc(message)}</p>'
+def empty_note(message: str) -> str:
+    return f'<p class="empty">{escape_html(message)}</p>'
 
 
-def _esc(value: object) -> str:
+def escape_html(value: object) -> str:
     return html.escape(str(value))
 
 
@@ -383,11 +383,11 @@ def _text(value: object, missing: str = "") -> str:
     if _is_missing(value):
         return missing
     if isinstance(value, numbers.Real):
-        return _fmt(value)
+        return format_number(value)
     return str(value)
 
 
-def _fmt(value: float) -> str:
+def format_number(value: float) -> str:
     """Compact number: integers (and whole floats below a million) in full with thousands
     separators, others to 3 significant digits (0.0123, 45.7, 1.23e+05)."""
     if isinstance(value, numbers.Integral):
@@ -397,7 +397,7 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _share(fraction: float) -> str:
+def format_share(fraction: float) -> str:
     """0.025 -> "2.5%"."""
     return f"{fraction * 100:.3g}%"
 
