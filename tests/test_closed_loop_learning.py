@@ -1,8 +1,9 @@
 """A learning check in closed loop: a tiny compact VLA (state token, action chunks, as the
 demo's recipe) trained for a few hundred steps on a handful of the sample's demonstrations
 succeeds on those scenes more often than random actions and the mean action on the same
-seeds. Each rate is reported with its 95% Wilson interval. Small on purpose: it checks
-that the pipeline's data teaches a policy, not the demo's success target."""
+seeds. Each rate is reported with its 95% Wilson interval (here: learned 2/6, 10-70%; random
+and mean action 0/6, 0-39%). Small on purpose, and rolled out on the scenes it trained on: it
+checks that the pipeline's data teaches a policy, not the demo's success target."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def rollouts(tmp_path_factory) -> dict:
     spec = load_spec(str(SPEC), [f"source.paths=['{root}/raw/hdf5/*.hdf5']", "cameras.0.size=[32, 32]",
                                  "cameras.1.size=[32, 32]", "splits.fractions={train: 1.0}"])
     outcome = convert(spec, Lake(str(root / "lake")), [])
-    config = config_file(root, steps=300, lr=2e-3, warmup_steps=20, val_every=300, batch_size=16, effective_batch=16,
+    config = config_file(root, steps=600, lr=2e-3, warmup_steps=20, val_every=600, batch_size=16, effective_batch=16,
                          model=MODEL, data={"image_size": 32, "shuffle_buffer": 256, "crop_scale": 1.0})
     assert main(["train", "--dataset", "sample_tabletop", "--config", config, "--lake", str(root / "lake"),
                  "--run-dir", str(root / "run")]) == 0
