@@ -11,13 +11,16 @@ Variants (the first three are params.yaml overrides, `dvc exp run -S ...`):
 - under-sampled values dropped: `robolake edit drop` removes the episodes of every value
   the coverage report flags as under-sampled (the task field aside: dropping a task is
   not a coverage question) into version EDITED_VERSION; the pretrain and evaluate stages'
-  own commands then run on it (into RUNS), since the pipeline trains on the version it
-  converts.
+  own commands then run on it, since the pipeline trains on the version it converts.
+
+A variant the quality gate stops (its error-severity checks fail) is trained and
+evaluated past the gate with the same commands, to measure what the gate kept out.
 
 Each DVC variant runs `dvc exp run <params> evaluate@pretrain` in this workspace (the
 stages upstream of the pretrained policy's evaluation), reads its eval.json and restores
 params.yaml; the edit runs first (it derives from the default build), the default last,
-so the workspace ends as `make demo` leaves it. It
+so the workspace ends as `make demo` leaves it. Each variant's eval.json is kept under
+RUNS/<variant>/, and the table covers every variant measured so far. It
 prints one row per variant (closed-loop success with its 95% Wilson interval, per task,
 offline action MSE and gripper accuracy) and writes the same table to
 docs/data_quality.md. Several minutes a variant on 2 cores. Run from the repository
@@ -45,24 +48,27 @@ from validation.coverage import under_sampled  # noqa: E402
 DATASET = "sample_tabletop"
 EDITED_VERSION = "1.1.0"
 PIPELINE_RUN = Path("lake/runs/pretrain")
-RUNS = Path("lake/runs/data_quality")
+RUNS = Path("lake/runs/data_quality")  # one folder per variant
 DOC = Path("docs/data_quality.md")
 NOT_DROPPED = {"task", "env"}  # a task is not a coverage gap to drop; env holds the simulator's arguments
 
-VARIANTS = {  # in the order they run: the edit first, from the default build; the default last
-    "under-sampled values dropped (robolake edit drop)": None,  # not a params change: see train_on_edited_version
-    "no outlier filtering (seeded spikes kept)": {"statistics.zscore_threshold": "1e12", "statistics.jump_ratio": "1e12"},
-    "saturating normalization (mean_std, clip 1)": {"statistics.normalization": "mean_std", "statistics.std_bound": "1"},
-    "default pipeline": {},
+VARIANTS = {  # name -> (folder under RUNS, params overrides); in the order they run: the edit first, the default last
+    "under-sampled values dropped (robolake edit drop)": ("under_sampled_dropped", None),  # see train_on_edited_version
+    "no outlier filtering (seeded spikes kept)": (
+        "no_outlier_filtering", {"statistics.zscore_threshold": "1e12", "statistics.jump_ratio": "1e12"}),
+    "saturating normalization (mean_std, clip 1)": (
+        "saturating_normalization", {"statistics.normalization": "mean_std", "statistics.std_bound": "1"}),
+    "default pipeline": ("default", {}),
 }
+GATE_STOP = "gate_stop.txt"  # in a variant's folder: the gate's verdict when it stopped the pipeline
 
 
-def run(args: list[str]) -> str:
+def run(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
     print("$", " ".join(args), flush=True)
     done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    if done.returncode:
+    if check and done.returncode:
         sys.exit(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done.stdout
+    return done
 
 
 def under_sampled_condition(lake: Lake, version: str, threshold: float) -> str:
@@ -77,39 +83,69 @@ def under_sampled_condition(lake: Lake, version: str, threshold: float) -> str:
     return " OR ".join(f"{field} IN ({', '.join(repr(v) for v in vals)})" for field, vals in values.items())
 
 
-def train_on_edited_version(params: dict) -> tuple[Path, str]:
-    """`robolake edit drop` of the under-sampled values of the default build, its gate, then
-    the pretrain and evaluate stages' commands on it; returns the run folder and the condition."""
-    version = params["datasets"][DATASET]["version"]
-    condition = under_sampled_condition(Lake("lake"), version, params["report"]["threshold"])
-    run(["robolake", "edit", "drop", f"{DATASET}:{version}", "--where", condition, "--version", EDITED_VERSION,
-         "--lake", "lake", "--overwrite"])
-    run(["robolake", "validate", f"{DATASET}:{EDITED_VERSION}", "--lake", "lake"])
-    run_dir = RUNS / "under_sampled_dropped"
+def train_and_evaluate(dataset: str, run_dir: Path, params: dict) -> None:
+    """The pretrain and evaluate stages' commands, on `dataset` into `run_dir`."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    run(["robolake", "train", "--dataset", f"{DATASET}:{EDITED_VERSION}", "--config", "training/configs/pretrain.yaml",
+    run(["robolake", "train", "--dataset", dataset, "--config", "training/configs/pretrain.yaml",
          "--lake", "lake", "--run-dir", str(run_dir)])
     evaluate = params["evaluate"]
     run(["robolake", "evaluate", str(run_dir), "--lake", "lake", "--split", evaluate["split"], "--batch-size",
          str(evaluate["batch_size"]), "--rollouts", str(evaluate["rollouts"]), "--max-steps", str(evaluate["max_steps"]),
          "--seed", str(evaluate["seed"])])
-    return run_dir, condition
 
 
-def row(name: str, run_dir: Path, seconds: float) -> dict:
+def train_on_edited_version(params: dict, run_dir: Path) -> None:
+    """`robolake edit drop` of the under-sampled values of the default build, its gate, then
+    the pretrain and evaluate stages' commands on it."""
+    version = params["datasets"][DATASET]["version"]
+    condition = under_sampled_condition(Lake("lake"), version, params["report"]["threshold"])
+    run(["robolake", "edit", "drop", f"{DATASET}:{version}", "--where", condition, "--version", EDITED_VERSION,
+         "--lake", "lake", "--overwrite"])
+    run(["robolake", "validate", f"{DATASET}:{EDITED_VERSION}", "--lake", "lake"])
+    train_and_evaluate(f"{DATASET}:{EDITED_VERSION}", run_dir, params)
+    (run_dir / "dropped.txt").write_text(condition + "\n")
+
+
+def run_experiment(overrides: dict, params: dict, original: str, run_dir: Path) -> None:
+    """`dvc exp run` of the variant up to the pretrained policy's evaluation, its eval.json kept in
+    `run_dir`. When the quality gate stops the pipeline, its verdict is kept and the pretrain and
+    evaluate commands run on the published version anyway, to measure what the gate kept out."""
+    set_params = [arg for key, value in overrides.items() for arg in ("-S", f"{key}={value}")]
+    try:
+        done = run(["dvc", "exp", "run", *set_params, "evaluate@pretrain"], check=False)
+    finally:
+        Path("params.yaml").write_text(original)
+    verdicts = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("gate ") and "FAILED" in line]
+    if done.returncode and not verdicts:
+        sys.exit(f"dvc exp run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    if verdicts:
+        train_and_evaluate(f"{DATASET}:{params['datasets'][DATASET]['version']}", run_dir, params)
+        (run_dir / GATE_STOP).write_text(verdicts[0] + "\n")
+        return
+    (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+    shutil.copy(PIPELINE_RUN / "eval" / "eval.json", run_dir / "eval" / "eval.json")
+
+
+def row(name: str, run_dir: Path) -> dict:
     evaluation = json.loads((run_dir / "eval" / "eval.json").read_text())
     rollouts = evaluation["rollouts"]
     low, high = rollouts["success_ci"]
     per_task = ", ".join(f"{task} {s['successes']}/{s['episodes']}" for task, s in rollouts["per_task"].items())
+    gate = run_dir / GATE_STOP
     return {
         "variant": name,
-        "success": f"{rollouts['successes']}/{rollouts['episodes']} ({rollouts['success_rate']:.0%})",
+        "quality gate": "stopped the pipeline" if gate.exists() else "passed",
+        "closed-loop success": f"{rollouts['successes']}/{rollouts['episodes']} ({rollouts['success_rate']:.0%})",
         "95% CI": f"{low:.0%}-{high:.0%}",
         "per task": per_task,
         "action MSE (test)": f"{evaluation['overall']['mse']:.4g}",
         "gripper accuracy (test)": f"{evaluation['overall']['gripper_accuracy']:.0%}",
-        "minutes": f"{seconds / 60:.1f}",
     }
+
+
+def notes(run_dir: Path) -> list[str]:
+    return [f"{run_dir.name}: {path.stem.replace('_', ' ')}: {path.read_text().strip()}"
+            for path in (run_dir / "dropped.txt", run_dir / GATE_STOP) if path.exists()]
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -120,31 +156,29 @@ def markdown_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="variants to run (default: all); the table shows every variant measured so far")
     args = parser.parse_args(argv)
     original = Path("params.yaml").read_text()
     params = yaml.safe_load(original)
-    rows, notes = [], []
     for index, name in enumerate(args.variants, 1):
         print(f"[{index}/{len(args.variants)}] {name}", flush=True)
         started = time.time()
-        overrides = VARIANTS[name]
+        folder, overrides = VARIANTS[name]
+        run_dir = RUNS / folder
         if overrides is None:
-            run_dir, condition = train_on_edited_version(params)
-            notes.append(f"dropped: {condition}")
+            train_on_edited_version(params, run_dir)
         else:
-            set_params = [arg for key, value in overrides.items() for arg in ("-S", f"{key}={value}")]
-            try:
-                run(["dvc", "exp", "run", *set_params, "evaluate@pretrain"])
-            finally:
-                Path("params.yaml").write_text(original)
-            run_dir = PIPELINE_RUN
-        rows.append(row(name, run_dir, time.time() - started))
-        print(f"    {rows[-1]['success']} (95% CI {rows[-1]['95% CI']})", flush=True)
-    rows.sort(key=lambda r: r["variant"] != "default pipeline")
+            run_experiment(overrides, params, original, run_dir)
+        measured = row(name, run_dir)
+        print(f"    {measured['closed-loop success']} (95% CI {measured['95% CI']}) in "
+              f"{(time.time() - started) / 60:.1f} min", flush=True)
+    measured = {name: RUNS / folder for name, (folder, _) in VARIANTS.items() if (RUNS / folder / "eval").exists()}
+    order = ["default pipeline", *[name for name in VARIANTS if name != "default pipeline"]]
+    rows = [row(name, measured[name]) for name in order if name in measured]
     table = markdown_table(rows)
     DOC.write_text("# Does data quality matter? Measured\n\n" + __doc__.split("\n\n", 1)[1] + "\n\n" + table + "\n\n"
-                   + "".join(f"- {note}\n" for note in notes))
+                   + "".join(f"- {note}\n" for path in measured.values() for note in notes(path)))
     print(table)
     print(f"{len(rows)} variants, closed-loop success of the pretrained policy -> {DOC}")
 
