@@ -53,8 +53,7 @@ def run(args: list[str]) -> None:
 
 def expert_agreement(bundle: Path, episodes: int = 6) -> dict:
     """The policy's next action against the scripted expert's on the expert's own rollouts."""
-    policy = Policy.from_checkpoint(bundle)
-    policy.execute_steps = 1  # ask at every step
+    policy = Policy.from_checkpoint(bundle, execute_steps=1)  # asked at every step
     env = TabletopEnv()
     expert = ScriptedPolicy(env)
     predicted, wanted = [], []

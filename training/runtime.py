@@ -257,13 +257,14 @@ class Policy:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
-                        safety: SafetyConfig | None = None, int8: bool = False) -> Policy:
+                        safety: SafetyConfig | None = None, int8: bool = False,
+                        execute_steps: int | None = None) -> Policy:
         """The policy of a checkpoint bundle (merged weights, its statistics and cameras); `int8`:
-        dynamic int8 quantization (`quantize_int8`, CPU only)."""
+        dynamic int8 quantization (`quantize_int8`, CPU only); `execute_steps` as in the constructor."""
         model = load_inference_model(path, device)
         statistics = load_statistics(str(Path(path) / "dataset_statistics.json"))
         return cls(quantize_int8(model) if int8 else model, statistics, checkpoint_cameras(path, statistics), safety,
-                   crop_scale=checkpoint_crop_scale(path))
+                   execute_steps=execute_steps, crop_scale=checkpoint_crop_scale(path))
 
     @property
     def action_names(self) -> list[str] | None:
@@ -306,11 +307,7 @@ class Policy:
         size = self.model.config.image_size
         pixels = torch.stack([eval_frames([frames[name][row] for name in self.cameras], size, self.crop_scale)
                               for row in range(len(instructions))])
-        model_state = None
-        if self.model.config.state_dim:
-            if state is None:
-                raise ValueError("this policy reads the robot state: pass state")
-            model_state = torch.from_numpy(state).float()
+        model_state = None if state is None else torch.from_numpy(state).float()  # read by a model with state input
         prediction = self.model.predict_actions(pixels, instructions, state=model_state)
         raw = denormalize(prediction["chunk"][:, : self.execute_steps].cpu().numpy(), self.statistics)
         entropy = prediction["entropy"].float().mean(dim=1).cpu().numpy().astype(np.float64)
