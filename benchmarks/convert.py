@@ -63,8 +63,8 @@ from robolake.lease import HEARTBEAT_S, Lease  # noqa: E402
 from robolake.spec import DatasetSpec, load_spec  # noqa: E402
 from robolake.sample import write_robomimic_dataset  # noqa: E402
 from harness import (  # noqa: E402
-    MB, Target, Throughput, cpu_seconds, keep_or_remove, prepare_workdir, print_machine, print_result,
-    print_targets, run_measured, targets_met,
+    MB, Target, Throughput, add_run_arguments, benchmark_parser, child_command, cpu_seconds, parent_run,
+    print_result, print_targets, run_measured, targets_met,
 )
 from schemas.rlds import RESOLUTION_CHANGE, TRUNCATED, rlds_features  # noqa: E402
 
@@ -288,10 +288,8 @@ def measure(config: Config, input_dir: str, workdir: str) -> Measurement:
     """Run one configuration in a fresh child process; output and log stay in workdir."""
     out_dir = tempfile.mkdtemp(prefix=f"{config.key}-", dir=workdir)
     log_path = f"{out_dir}.log"
-    command = [
-        sys.executable, os.path.abspath(__file__), "--child", config.mode,
-        "--input", input_dir, "--out", out_dir, "--workers", str(config.workers),
-    ]
+    command = child_command(__file__, config.mode, "--input", input_dir, "--out", out_dir,
+                            "--workers", str(config.workers))
     result, peak = run_measured(command, log_path, config.label)
     peak = max(peak, result.pop("max_rss"))  # sampled, or the kernel's high-water mark
     return Measurement(config=config, peak_rss=peak, **result)
@@ -399,16 +397,14 @@ def summary_line(robolake: Measurement, targets: list[Target], seconds: float) -
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--episodes", type=int, default=40, help="N, episodes converted (default: 40)")
     parser.add_argument(
         "--growth-episodes", type=int, default=4,
         help="peak RSS is compared between this many episodes and 10x this many (default: 4)",
     )
     parser.add_argument("--steps", type=int, default=100, help="steps per episode (default: 100)")
-    parser.add_argument("--workdir", help="scratch folder, new or empty (default: a fresh temporary folder)")
-    parser.add_argument("--keep", action="store_true", help="keep the workdir (inputs, outputs, child logs)")
-    parser.add_argument("--child", choices=sorted(CHILD_MODES), help=argparse.SUPPRESS)
+    add_run_arguments(parser, sorted(CHILD_MODES), "inputs, outputs, child logs")
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
@@ -420,26 +416,25 @@ def main(argv: list[str]) -> None:
     if args.child:
         run_child(args.child, args.input, args.out, args.workers)
         return
-    started = time.perf_counter()
-    workdir = prepare_workdir(args.workdir, "robolake-bench-")
     cameras = " + ".join(f"{name} {h}x{w}" for name, (h, w) in CAMERAS.items())
-    print(f"robolake convert benchmark: {args.episodes} episodes x {args.steps} steps, {cameras} -> 256x256 JPEG q95")
-    print_machine(workdir)
-    configs = plan(args.episodes, args.growth_episodes)
-    inputs = generate_inputs(workdir, [c.episodes for c in configs], args.steps)
-    results: dict[str, Measurement] = {}
-    for i, config in enumerate(configs, 1):
-        print(f"[{i}/{len(configs)}] {config.label}, {config.episodes} episodes ...", flush=True)
-        m = results[config.key] = measure(config, inputs[config.episodes], workdir)
-        print(
-            f"      {m.steps} steps in {m.seconds:.1f} s: {m.steps_per_s:.1f} steps/s, peak RSS {m.peak_rss / MB:.0f} MB",
-            flush=True,
-        )
-    print_table(list(results.values()))
-    targets = evaluate(results, lease_seconds(workdir))
-    print_targets(targets)
-    keep_or_remove(workdir, args.keep)
-    print("\n" + summary_line(results["robolake"], targets, time.perf_counter() - started))
+    heading = (f"robolake convert benchmark: {args.episodes} episodes x {args.steps} steps, {cameras} -> 256x256 "
+               f"JPEG q95")
+    with parent_run(heading, "robolake-bench-", args.keep, args.workdir) as run:
+        configs = plan(args.episodes, args.growth_episodes)
+        inputs = generate_inputs(run.workdir, [c.episodes for c in configs], args.steps)
+        results: dict[str, Measurement] = {}
+        for i, config in enumerate(configs, 1):
+            print(f"[{i}/{len(configs)}] {config.label}, {config.episodes} episodes ...", flush=True)
+            m = results[config.key] = measure(config, inputs[config.episodes], run.workdir)
+            print(
+                f"      {m.steps} steps in {m.seconds:.1f} s: {m.steps_per_s:.1f} steps/s, "
+                f"peak RSS {m.peak_rss / MB:.0f} MB",
+                flush=True,
+            )
+        print_table(list(results.values()))
+        targets = evaluate(results, lease_seconds(run.workdir))
+        print_targets(targets)
+    print("\n" + summary_line(results["robolake"], targets, run.seconds))
 
 
 if __name__ == "__main__":

@@ -62,8 +62,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads; t
 import psutil  # noqa: E402
 
 from harness import (  # noqa: E402
-    MB, Target, Throughput, keep_or_remove, prepare_workdir, print_machine, print_result, print_targets,
-    run_measured, targets_met,
+    MB, Target, Throughput, add_run_arguments, benchmark_parser, child_command, parent_run, print_result,
+    print_targets, run_measured, targets_met,
 )
 
 # The parent imports only what generation needs: write_sample's spawned workers import
@@ -126,7 +126,7 @@ class Measurement(Throughput):
 def measure(config: Config, input_dir: str, workdir: str) -> Measurement:
     """Convert in a fresh child process, into its own lake under workdir."""
     out_dir = tempfile.mkdtemp(prefix=f"{config.key}-", dir=workdir)
-    command = [sys.executable, os.path.abspath(__file__), "--child", config.fmt, "--input", input_dir, "--out", out_dir]
+    command = child_command(__file__, config.fmt, "--input", input_dir, "--out", out_dir)
     result, peak = run_measured(command, f"{out_dir}.log", config.label)
     peak = max(peak, result.pop("max_rss"))  # sampled, or the kernel's high-water mark
     return Measurement(config=config, peak_rss=peak, **result)
@@ -241,16 +241,14 @@ def summary_line(results: dict[str, Measurement], targets: list[Target], seconds
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--episodes", type=int, default=20, help="N, episodes converted per format (default: 20)")
     parser.add_argument(
         "--growth-episodes", type=int,
         help=f"peak RSS is compared between this many bags and {GROWTH_FACTOR}x as many (default: N)",
     )
     parser.add_argument("--steps", type=int, default=50, help="10 Hz ticks per episode, all the same (default: 50)")
-    parser.add_argument("--workdir", help="scratch folder, new or empty (default: a fresh temporary folder)")
-    parser.add_argument("--keep", action="store_true", help="keep the workdir (inputs, lakes, child logs)")
-    parser.add_argument("--child", choices=sorted(SPECS), help=argparse.SUPPRESS)
+    add_run_arguments(parser, sorted(SPECS), "inputs, lakes, child logs")
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -266,33 +264,29 @@ def main(argv: list[str]) -> None:
     if args.child:
         run_child(args.child, args.input, args.out)
         return
-    started = time.perf_counter()
-    workdir = prepare_workdir(args.workdir, "robolake-bag-bench-")
     growth = args.growth_episodes or args.episodes
     cameras = " + ".join(f"{name} {h}x{w}" for name, (h, w) in CAMERAS.items())
-    print(
-        f"robolake convert, bags vs HDF5: {args.episodes} episodes x {args.steps} steps, {cameras} -> 256x256 JPEG q95; "
-        f"RSS growth {growth} -> {GROWTH_FACTOR * growth} bags"
-    )
-    print_machine(workdir)
-    configs = plan(args.episodes, growth)
-    inputs = generate_inputs(workdir, configs, args.steps)
-    input_mb = {key: folder_mb(folder) for key, folder in inputs.items()}
-    results: dict[str, Measurement] = {}
-    for i, config in enumerate(configs, 1):
-        print(f"[{i}/{len(configs)}] {config.label}, {config.episodes} episodes ...", flush=True)
-        m = results[config.key] = measure(config, inputs[config.fmt, config.episodes], workdir)
-        print(
-            f"      {m.steps} steps in {m.seconds:.1f} s: {m.steps_per_s:.1f} steps/s, peak RSS {m.peak_rss / MB:.0f} MB",
-            flush=True,
-        )
-    print_table(list(results.values()), input_mb)
-    for line in notes(results, args.steps):
-        print(line)
-    targets = evaluate(results)
-    print_targets(targets)
-    keep_or_remove(workdir, args.keep)
-    print("\n" + summary_line(results, targets, time.perf_counter() - started))
+    heading = (f"robolake convert, bags vs HDF5: {args.episodes} episodes x {args.steps} steps, {cameras} -> 256x256 "
+               f"JPEG q95; RSS growth {growth} -> {GROWTH_FACTOR * growth} bags")
+    with parent_run(heading, "robolake-bag-bench-", args.keep, args.workdir) as run:
+        configs = plan(args.episodes, growth)
+        inputs = generate_inputs(run.workdir, configs, args.steps)
+        input_mb = {key: folder_mb(folder) for key, folder in inputs.items()}
+        results: dict[str, Measurement] = {}
+        for i, config in enumerate(configs, 1):
+            print(f"[{i}/{len(configs)}] {config.label}, {config.episodes} episodes ...", flush=True)
+            m = results[config.key] = measure(config, inputs[config.fmt, config.episodes], run.workdir)
+            print(
+                f"      {m.steps} steps in {m.seconds:.1f} s: {m.steps_per_s:.1f} steps/s, "
+                f"peak RSS {m.peak_rss / MB:.0f} MB",
+                flush=True,
+            )
+        print_table(list(results.values()), input_mb)
+        for line in notes(results, args.steps):
+            print(line)
+        targets = evaluate(results)
+        print_targets(targets)
+    print("\n" + summary_line(results, targets, run.seconds))
 
 
 if __name__ == "__main__":

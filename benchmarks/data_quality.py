@@ -2,7 +2,8 @@
 robolake's safeguards taken away: one DVC experiment per variant, the same training
 recipe (training/configs/pretrain.yaml), seeds and rollout scenes.
 
-Variants (the first three are params.yaml overrides, `dvc exp run -S ...`):
+Variants (the first three are params of the dataset's spec, datasets/sample_tabletop.yaml,
+set with `dvc exp run -S datasets/sample_tabletop.yaml:...`):
 - default pipeline;
 - no outlier filtering: the robust z-score and single-step jump rules set so high that
   nothing is flagged, so the sample's seeded action spikes reach training;
@@ -18,7 +19,7 @@ evaluated past the gate with the same commands, to measure what the gate kept ou
 
 Each DVC variant runs `dvc exp run <params> evaluate@pretrain` in this workspace (the
 stages upstream of the pretrained policy's evaluation), reads its eval.json and restores
-params.yaml; the edit runs first (it derives from the default build), the default last,
+the spec; the edit runs first (it derives from the default build), the default last,
 so the workspace ends as `make demo` leaves it. Each variant's eval.json is kept under
 RUNS/<variant>/, and the table covers every variant measured so far. It
 prints one row per variant (closed-loop success with its 95% Wilson interval, per task,
@@ -28,13 +29,11 @@ root after `make demo` (the edit reads the default build's coverage report)."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -43,32 +42,29 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robolake.lake import Lake  # noqa: E402
-from validation.coverage import under_sampled  # noqa: E402
+from robolake.coverage_rule import under_sampled  # noqa: E402
+from harness import benchmark_parser, markdown_table, run_command, write_measured_doc  # noqa: E402
 
 DATASET = "sample_tabletop"
 EDITED_VERSION = "1.1.0"
 PIPELINE_RUN = Path("lake/runs/pretrain")
 RUNS = Path("lake/runs/data_quality")  # one folder per variant
 DOC = Path("docs/data_quality.md")
+SPEC = Path("datasets/sample_tabletop.yaml")  # DATASET's spec: the DVC variants set its params
 NOT_DROPPED = {"task", "env"}  # a task is not a coverage gap to drop; env holds the simulator's arguments
 
-VARIANTS = {  # name -> (folder under RUNS, params overrides); in the order they run: the edit first, the default last
+VARIANTS = {  # name -> (folder under RUNS, SPEC params set); in the order they run: the edit first, the default last
     "under-sampled values dropped (robolake edit drop)": ("under_sampled_dropped", None),  # see train_on_edited_version
     "no outlier filtering (seeded spikes kept)": (
-        "no_outlier_filtering", {"statistics.zscore_threshold": "1e12", "statistics.jump_ratio": "1e12"}),
+        "no_outlier_filtering", {"filters.zscore.threshold": "1.0e+12", "filters.jump.ratio": "1.0e+12"}),
     "saturating normalization (mean_std, clip 1)": (
-        "saturating_normalization", {"statistics.normalization": "mean_std", "statistics.std_bound": "1"}),
+        "saturating_normalization", {"normalization.mode": "mean_std", "normalization.std_bound": "1.0"}),
     "default pipeline": ("default", {}),
 }
 GATE_STOP = "gate_stop.txt"  # in a variant's folder: the gate's verdict when it stopped the pipeline
 
 
-def run(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    print("$", " ".join(args), flush=True)
-    done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    if check and done.returncode:
-        sys.exit(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done
+run = partial(run_command, env={"DVC_NO_ANALYTICS": "1"})
 
 
 def under_sampled_condition(lake: Lake, version: str, threshold: float) -> str:
@@ -86,7 +82,7 @@ def under_sampled_condition(lake: Lake, version: str, threshold: float) -> str:
 def train_and_evaluate(dataset: str, run_dir: Path, params: dict) -> None:
     """The pretrain and evaluate stages' commands, on `dataset` into `run_dir`."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    run(["robolake", "train", "--dataset", dataset, "--config", "training/configs/pretrain.yaml",
+    run(["robolake", "train", dataset, "--config", "training/configs/pretrain.yaml",
          "--lake", "lake", "--run-dir", str(run_dir)])
     evaluate = params["evaluate"]
     run(["robolake", "evaluate", str(run_dir), "--lake", "lake", "--split", evaluate["split"], "--batch-size",
@@ -106,15 +102,17 @@ def train_on_edited_version(params: dict, run_dir: Path) -> None:
     (run_dir / "dropped.txt").write_text(condition + "\n")
 
 
-def run_experiment(overrides: dict, params: dict, original: str, run_dir: Path) -> None:
+def run_experiment(overrides: dict, params: dict, run_dir: Path) -> None:
     """`dvc exp run` of the variant up to the pretrained policy's evaluation, its eval.json kept in
-    `run_dir`. When the quality gate stops the pipeline, its verdict is kept and the pretrain and
-    evaluate commands run on the published version anyway, to measure what the gate kept out."""
-    set_params = [arg for key, value in overrides.items() for arg in ("-S", f"{key}={value}")]
+    `run_dir`; SPEC is restored after (`-S` rewrites the file). When the quality gate stops the
+    pipeline, its verdict is kept and the pretrain and evaluate commands run on the published
+    version anyway, to measure what the gate kept out."""
+    set_params = [arg for key, value in overrides.items() for arg in ("-S", f"{SPEC}:{key}={value}")]
+    original = SPEC.read_text()
     try:
         done = run(["dvc", "exp", "run", *set_params, "evaluate@pretrain"], check=False)
     finally:
-        Path("params.yaml").write_text(original)
+        SPEC.write_text(original)
     verdicts = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("gate ") and "FAILED" in line]
     if done.returncode and not verdicts:
         sys.exit(f"dvc exp run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -148,19 +146,12 @@ def notes(run_dir: Path) -> list[str]:
             for path in (run_dir / "dropped.txt", run_dir / GATE_STOP) if path.exists()]
 
 
-def markdown_table(rows: list[dict]) -> str:
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows])
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS),
                         help="variants to run (default: all); the table shows every variant measured so far")
     args = parser.parse_args(argv)
-    original = Path("params.yaml").read_text()
-    params = yaml.safe_load(original)
+    params = yaml.safe_load(Path("params.yaml").read_text())
     for index, name in enumerate(args.variants, 1):
         print(f"[{index}/{len(args.variants)}] {name}", flush=True)
         started = time.time()
@@ -169,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         if overrides is None:
             train_on_edited_version(params, run_dir)
         else:
-            run_experiment(overrides, params, original, run_dir)
+            run_experiment(overrides, params, run_dir)
         measured = row(name, run_dir)
         print(f"    {measured['closed-loop success']} (95% CI {measured['95% CI']}) in "
               f"{(time.time() - started) / 60:.1f} min", flush=True)
@@ -177,8 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     order = ["default pipeline", *[name for name in VARIANTS if name != "default pipeline"]]
     rows = [row(name, measured[name]) for name in order if name in measured]
     table = markdown_table(rows)
-    DOC.write_text("# Does data quality matter? Measured\n\n" + __doc__.split("\n\n", 1)[1] + "\n\n" + table + "\n\n"
-                   + "".join(f"- {note}\n" for path in measured.values() for note in notes(path)))
+    write_measured_doc(DOC, "Does data quality matter? Measured", __doc__,
+                       table + "\n\n" + "".join(f"- {note}\n" for path in measured.values() for note in notes(path)))
     print(table)
     print(f"{len(rows)} variants, closed-loop success of the pretrained policy -> {DOC}")
 

@@ -1,21 +1,49 @@
-"""What every benchmark here shares: running a configuration in a child process while
-sampling the peak RSS of its process tree, the child's result line, and PASS/MISS
-targets. Benchmarks run as scripts (`python benchmarks/<name>.py`), so they import this
-module by its plain name."""
+"""What every benchmark here shares: its parser's common options, the parent's frame
+around its measurements (clock, scratch folder, heading, clean-up), running a
+configuration in a child process while sampling the peak RSS of its process tree, the
+child's result line, PASS/MISS targets, and the commands and Markdown tables of the
+benchmarks that drive the demo pipeline. Benchmarks run as scripts
+(`python benchmarks/<name>.py`), so they import this module by its plain name."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
 MB = 1e6
+
+
+def benchmark_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's parser, described by the first paragraph of its docstring."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0])
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, children: Iterable[str], keeps: str,
+                      workdir: bool = True) -> None:
+    """The options that follow a benchmark's own: --workdir (where it takes one), --keep
+    (`keeps` says what the workdir holds), and the hidden --child, what a child measures."""
+    if workdir:
+        parser.add_argument("--workdir", help="scratch folder, new or empty (default: a fresh temporary folder)")
+    parser.add_argument("--keep", action="store_true", help=f"keep the workdir ({keeps})")
+    parser.add_argument("--child", choices=children, help=argparse.SUPPRESS)
+
+
+def child_command(script: str, child: str, *options: str) -> list[str]:
+    """The command that runs `script` (a benchmark's __file__) as a child measuring `child`."""
+    return [sys.executable, os.path.abspath(script), "--child", child, *options]
 
 
 def tree_rss(root: psutil.Process) -> int:
@@ -97,6 +125,33 @@ def keep_or_remove(workdir: str, keep: bool) -> None:
 
 
 @dataclass(frozen=True)
+class Run:
+    """The parent's run: its scratch folder and when it started."""
+
+    workdir: str
+    started: float
+
+    @property
+    def seconds(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.started
+
+
+@contextmanager
+def parent_run(heading: str, prefix: str, keep: bool, workdir: str | None = None) -> Iterator[Run]:
+    """The parent's frame around its measurements: the clock starts, the scratch folder is
+    prepared (prepare_workdir: `workdir`, or a new one named by `prefix`), the heading and
+    the machine are printed; when the block ends the folder is deleted unless `keep`. A
+    block that raises leaves the folder, with the child logs its message names."""
+    started = time.perf_counter()
+    run = Run(prepare_workdir(workdir, prefix), started)
+    print(heading)
+    print_machine(run.workdir)
+    yield run
+    keep_or_remove(run.workdir, keep)
+
+
+@dataclass(frozen=True)
 class Throughput:
     """Steps and bytes written in `seconds` (base of a benchmark's measurement)."""
 
@@ -144,3 +199,29 @@ def targets_met(targets: list[Target]) -> str:
     """The summary line's opening: how many targets were met, and each one's verdict."""
     verdicts = ", ".join(f"{t.short} {t.verdict}" for t in targets)
     return f"{sum(t.met for t in targets)}/{len(targets)} targets met: {verdicts}"
+
+
+# ---------------------------------------------------------------- benchmarks that drive the demo pipeline
+
+
+def run_command(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command with `env` on top of this process's environment, printing it first;
+    with `check`, a failure ends the benchmark with the ends of its output."""
+    print("$", " ".join(args), flush=True)
+    done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **env})
+    if check and done.returncode:
+        sys.exit(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows of the same keys as a Markdown table, the keys as its header."""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows])
+
+
+def write_measured_doc(path: Path, title: str, doc: str, body: str) -> None:
+    """A docs/ page of measured results: the title, the benchmark's docstring after its
+    first paragraph, then `body`."""
+    path.write_text(f"# {title}\n\n" + doc.split("\n\n", 1)[1] + "\n\n" + body)

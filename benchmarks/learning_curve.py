@@ -19,12 +19,10 @@ Prints a table and writes it to docs/learning_curve.md. Run from the repository 
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
-import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.evaluate import closed_loop  # noqa: E402
 from training.runtime import Policy  # noqa: E402
 from training.sim_env import ScriptedPolicy, TabletopEnv  # noqa: E402
+from harness import benchmark_parser, markdown_table, run_command, write_measured_doc  # noqa: E402
 
 DATASET, VERSION = "sample_tabletop", "1.0.0"
 RECIPE = Path("training/configs/pretrain.yaml")
@@ -44,11 +43,7 @@ TASKS = ["pick", "place", "push"]
 SEED, MAX_STEPS = 1, 80
 
 
-def run(args: list[str]) -> None:
-    print("$", " ".join(args), flush=True)
-    done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    if done.returncode:
-        sys.exit(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+run = partial(run_command, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
 def expert_agreement(bundle: Path, episodes: int = 6) -> dict:
@@ -89,7 +84,7 @@ def measure(label: str, bundle: Path, rollouts: int) -> dict:
 
 
 def train(config: Path, dataset: str, run_dir: Path, *extra: str) -> None:
-    run(["robolake", "train", "--dataset", dataset, "--config", str(config), "--lake", "lake",
+    run(["robolake", "train", dataset, "--config", str(config), "--lake", "lake",
          "--run-dir", str(run_dir), *extra])
 
 
@@ -122,7 +117,7 @@ def episodes_curve(shares: list[float], rollouts: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--max-steps", type=int, default=2500)
     parser.add_argument("--shares", type=float, nargs="*", default=[0.25, 0.5])
@@ -131,11 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     WORK.mkdir(parents=True, exist_ok=True)
     points = steps_curve(args.every, args.max_steps, args.rollouts) + episodes_curve(args.shares, args.rollouts)
-    columns = list(points[0])
-    table = "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-                      + ["| " + " | ".join(p[c] for c in columns) + " |" for p in points])
-    DOC.write_text("# Learning curve of the demo's recipe (measured)\n\n" + __doc__.split("\n\n", 1)[1] + "\n\n"
-                   + table + "\n")
+    table = markdown_table(points)
+    write_measured_doc(DOC, "Learning curve of the demo's recipe (measured)", __doc__, table + "\n")
     print(table)
     print(f"{len(points)} points in {(time.time() - started) / 60:.1f} min -> {DOC}")
 

@@ -36,8 +36,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads; t
 import psutil  # noqa: E402
 
 from harness import (  # noqa: E402
-    MB, Target, Throughput, keep_or_remove, prepare_workdir, print_machine, print_result, print_targets,
-    run_measured, targets_met,
+    MB, Target, Throughput, add_run_arguments, benchmark_parser, child_command, parent_run, print_result,
+    print_targets, run_measured, targets_met,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,6 @@ CONFIGS = {
 def child_build(config: str, input_dir: str, lake_dir: str) -> dict:
     from pipelines.build import convert
     from pipelines.derive import complete, edit_spec
-    from robolake.dataset_ref import resolve
     from robolake.lake import Lake
     from robolake.spec import load_spec, parse_spec
 
@@ -74,7 +73,7 @@ def child_build(config: str, input_dir: str, lake_dir: str) -> dict:
             data["cameras"] = [{"name": "front", "size": [128, 128]}, {"name": "wrist", "size": [128, 128]}]
         spec = parse_spec(complete(data, lake))
     else:
-        data = edit_spec(resolve(lake, "alpha"), {"where": "NOT (hash(episode_id) % 10 = 0)"}, "alpha", "1.1.0", None)
+        data = edit_spec(lake.resolve("alpha"), {"where": "NOT (hash(episode_id) % 10 = 0)"}, "alpha", "1.1.0", None)
         data["source"]["lake"] = lake_dir
         spec = parse_spec(data)
     started = time.perf_counter()
@@ -94,7 +93,7 @@ class Measurement(Throughput):
 
 
 def measure(key: str, input_dir: str, lake_dir: str, workdir: str) -> Measurement:
-    command = [sys.executable, os.path.abspath(__file__), "--child", key, "--input", input_dir, "--out", lake_dir]
+    command = child_command(__file__, key, "--input", input_dir, "--out", lake_dir)
     result, peak = run_measured(command, os.path.join(workdir, f"{key}.log"), CONFIGS[key])
     peak = max(peak, result.pop("max_rss"))
     return Measurement(key=key, peak_rss=peak, **result)
@@ -124,12 +123,10 @@ def evaluate(results: dict[str, Measurement]) -> list[Target]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--episodes", type=int, default=20, help="episodes per member (default: 20)")
     parser.add_argument("--steps", type=int, default=50, help="10 Hz ticks per episode (default: 50)")
-    parser.add_argument("--workdir", help="scratch folder, new or empty (default: a fresh temporary folder)")
-    parser.add_argument("--keep", action="store_true", help="keep the workdir (inputs, lake, child logs)")
-    parser.add_argument("--child", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
+    add_run_arguments(parser, sorted(CONFIGS), "inputs, lake, child logs")
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -143,28 +140,25 @@ def main(argv: list[str]) -> None:
     if args.child:
         print_result(child_build(args.child, args.input, args.out))
         return
-    started = time.perf_counter()
-    workdir = prepare_workdir(args.workdir, "robolake-mix-bench-")
-    print(f"robolake mix and edit vs convert: 2 members x {args.episodes} episodes x {args.steps} steps, "
-          f"480x640 cameras -> 256x256 JPEG q95")
-    print_machine(workdir)
-    input_dir, lake_dir = os.path.join(workdir, "raw"), tempfile.mkdtemp(prefix="lake-", dir=workdir)
-    generate(input_dir, args.episodes, args.steps)
-    results = {}
-    for i, key in enumerate(CONFIGS, 1):
-        print(f"[{i}/{len(CONFIGS)}] {CONFIGS[key]} ...", flush=True)
-        m = results[key] = measure(key, input_dir, lake_dir, workdir)
-        print(f"      {m.episodes} episodes, {m.steps} steps in {m.seconds:.1f} s: {m.steps_per_s:.0f} steps/s, "
-              f"peak RSS {m.peak_rss / MB:.0f} MB", flush=True)
-    print(f"\n{'configuration':<40} {'episodes':>8} {'steps':>6} {'seconds':>8} {'steps/s':>8} {'MB/s':>6} {'peak RSS':>9}")
-    for m in results.values():
-        print(f"{CONFIGS[m.key]:<40} {m.episodes:>8} {m.steps:>6} {m.seconds:>8.1f} {m.steps_per_s:>8.0f} "
-              f"{m.mb_per_s:>6.1f} {m.peak_rss / MB:>6.0f} MB")
-    targets = evaluate(results)
-    print_targets(targets)
-    keep_or_remove(workdir, args.keep)
-    print(f"\nsummary: {targets_met(targets)}; "
-          f"{time.perf_counter() - started:.0f} s in all")
+    heading = (f"robolake mix and edit vs convert: 2 members x {args.episodes} episodes x {args.steps} steps, "
+               f"480x640 cameras -> 256x256 JPEG q95")
+    with parent_run(heading, "robolake-mix-bench-", args.keep, args.workdir) as run:
+        input_dir, lake_dir = os.path.join(run.workdir, "raw"), tempfile.mkdtemp(prefix="lake-", dir=run.workdir)
+        generate(input_dir, args.episodes, args.steps)
+        results = {}
+        for i, key in enumerate(CONFIGS, 1):
+            print(f"[{i}/{len(CONFIGS)}] {CONFIGS[key]} ...", flush=True)
+            m = results[key] = measure(key, input_dir, lake_dir, run.workdir)
+            print(f"      {m.episodes} episodes, {m.steps} steps in {m.seconds:.1f} s: {m.steps_per_s:.0f} steps/s, "
+                  f"peak RSS {m.peak_rss / MB:.0f} MB", flush=True)
+        print(f"\n{'configuration':<40} {'episodes':>8} {'steps':>6} {'seconds':>8} {'steps/s':>8} {'MB/s':>6} "
+              f"{'peak RSS':>9}")
+        for m in results.values():
+            print(f"{CONFIGS[m.key]:<40} {m.episodes:>8} {m.steps:>6} {m.seconds:>8.1f} {m.steps_per_s:>8.0f} "
+                  f"{m.mb_per_s:>6.1f} {m.peak_rss / MB:>6.0f} MB")
+        targets = evaluate(results)
+        print_targets(targets)
+    print(f"\nsummary: {targets_met(targets)}; {run.seconds:.0f} s in all")
 
 
 if __name__ == "__main__":

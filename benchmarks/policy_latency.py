@@ -32,7 +32,7 @@ import sys
 import time
 
 
-from harness import MB, keep_or_remove, prepare_workdir, print_machine, print_result, run_measured
+from harness import MB, add_run_arguments, benchmark_parser, child_command, parent_run, print_result, run_measured
 
 # The parent never imports torch: each child pays its own imports.
 
@@ -124,11 +124,10 @@ def print_table(results: dict[str, tuple[dict, int]]) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--calls", type=int, default=20, help="timed act() calls per batch size (default: 20)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls before them (default: 2)")
-    parser.add_argument("--keep", action="store_true", help="keep the workdir (the children's logs)")
-    parser.add_argument("--child", choices=PRECISIONS, help=argparse.SUPPRESS)
+    add_run_arguments(parser, PRECISIONS, "the children's logs", workdir=False)
     args = parser.parse_args(argv)
     if args.calls < 1 or args.warmup < 0:
         parser.error("--calls must be at least 1, --warmup at least 0")
@@ -140,26 +139,23 @@ def main(argv: list[str]) -> None:
     if args.child:
         print_result(child_latency(args.child, args.warmup, args.calls))
         return
-    started = time.perf_counter()
-    workdir = prepare_workdir(None, "robolake-policy-latency-")
     m = MODEL
-    print(f"policy runtime act() latency: compact VLA, {m['num_cameras']} cameras {FRAME_SIDE}x{FRAME_SIDE} frames -> "
-          f"{m['image_size']}x{m['image_size']}, patch {m['patch_size']}, vision {m['vision_hidden']}x"
-          f"{m['vision_layers']} layers, Llama {m['lm_hidden']} hidden x {m['lm_layers']} layers, "
-          f"{m['lm_heads']} heads, MLP {m['lm_intermediate']}; {args.warmup} warm-up + {args.calls} timed calls "
-          f"per batch size")
-    print_machine(workdir)
-    results = {}
-    for i, precision in enumerate(PRECISIONS, 1):
-        print(f"[{i}/{len(PRECISIONS)}] {precision} ...", flush=True)
-        command = [sys.executable, os.path.abspath(__file__), "--child", precision, "--warmup", str(args.warmup),
-                   "--calls", str(args.calls)]
-        results[precision] = run_measured(command, os.path.join(workdir, f"{precision}.log"), precision, SAMPLE_S)
-        result = results[precision][0]
-        print(f"      {result['parameters']:,} parameters, {result['threads']} threads", flush=True)
-    print_table(results)
-    keep_or_remove(workdir, args.keep)
-    print(f"\n{time.perf_counter() - started:.0f} s in all")
+    heading = (f"policy runtime act() latency: compact VLA, {m['num_cameras']} cameras {FRAME_SIDE}x{FRAME_SIDE} "
+               f"frames -> {m['image_size']}x{m['image_size']}, patch {m['patch_size']}, vision {m['vision_hidden']}x"
+               f"{m['vision_layers']} layers, Llama {m['lm_hidden']} hidden x {m['lm_layers']} layers, "
+               f"{m['lm_heads']} heads, MLP {m['lm_intermediate']}; {args.warmup} warm-up + {args.calls} timed calls "
+               f"per batch size")
+    with parent_run(heading, "robolake-policy-latency-", args.keep) as run:
+        results = {}
+        for i, precision in enumerate(PRECISIONS, 1):
+            print(f"[{i}/{len(PRECISIONS)}] {precision} ...", flush=True)
+            command = child_command(__file__, precision, "--warmup", str(args.warmup), "--calls", str(args.calls))
+            log_path = os.path.join(run.workdir, f"{precision}.log")
+            results[precision] = run_measured(command, log_path, precision, SAMPLE_S)
+            result = results[precision][0]
+            print(f"      {result['parameters']:,} parameters, {result['threads']} threads", flush=True)
+        print_table(results)
+    print(f"\n{run.seconds:.0f} s in all")
 
 
 if __name__ == "__main__":

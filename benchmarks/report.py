@@ -55,8 +55,8 @@ from dataclasses import dataclass
 import psutil
 
 from harness import (
-    MB, Target, keep_or_remove, prepare_workdir, print_machine, print_result, print_targets, run_measured,
-    targets_met,
+    MB, Target, add_run_arguments, benchmark_parser, child_command, parent_run, print_result, print_targets,
+    run_measured, targets_met,
 )
 
 COMMANDS = ("validate", "report")
@@ -221,8 +221,7 @@ def generate(workdir: str, key: str, episodes: int, steps: int, args: argparse.N
 
 
 def measure(command: str, lake: SyntheticLake, workdir: str) -> Measurement:
-    argv = [sys.executable, os.path.abspath(__file__), "--child", command, "--lake", lake.root,
-            "--dataset", lake.reference]
+    argv = child_command(__file__, command, "--lake", lake.root, "--dataset", lake.reference)
     result, peak = run_measured(argv, os.path.join(workdir, f"{command}-{lake.key}.log"), f"{command} {lake.key}")
     return Measurement(command, lake, result["seconds"], peak, result["rss_after_imports"], result["times"],
                        result["outcome"])
@@ -298,7 +297,7 @@ def summary_line(results: dict[tuple[str, str], Measurement], targets: list[Targ
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--episodes", type=int, help="episodes of the small lake (default: 1000; --quick 200)")
     parser.add_argument("--large-episodes", type=int, help="episodes of the large lake (default: 10000; --quick 2000)")
     parser.add_argument("--steps", type=int, help="steps per episode, both lakes (default: 100; --quick 50)")
@@ -306,9 +305,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help=f"{QUICK['episodes']} and {QUICK['large_episodes']} episodes x {QUICK['steps']} steps")
     parser.add_argument("--steps-per-shard", type=int, default=1000, help="the spec's output.steps_per_shard (1000)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", help="scratch folder, new or empty (default: a fresh temporary folder)")
-    parser.add_argument("--keep", action="store_true", help="keep the workdir (lakes, reports, child logs)")
-    parser.add_argument("--child", choices=COMMANDS, help=argparse.SUPPRESS)
+    add_run_arguments(parser, COMMANDS, "lakes, reports, child logs")
     parser.add_argument("--lake", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -328,27 +325,24 @@ def main(argv: list[str]) -> None:
     if args.child:
         run_child(args.child, args.lake, args.dataset)
         return
-    started = time.perf_counter()
-    workdir = prepare_workdir(args.workdir, "robolake-report-bench-")
-    print(f"robolake validate and report: {args.episodes} and {args.large_episodes} episodes x {args.steps} steps, "
-          f"{args.steps_per_shard} steps per shard")
-    print_machine(workdir)
-    lakes = {key: generate(workdir, key, episodes, args.steps, args)
-             for key, episodes in (("small", args.episodes), ("large", args.large_episodes))}
-    results: dict[tuple[str, str], Measurement] = {}
-    plan = [(command, key) for key in lakes for command in COMMANDS]
-    for i, (command, key) in enumerate(plan, 1):
-        lake = lakes[key]
-        print(f"[{i}/{len(plan)}] {command}, {lake.episodes} episodes, {lake.steps} steps ...", flush=True)
-        m = results[command, key] = measure(command, lake, workdir)
-        print(f"      {m.seconds:.2f} s, peak RSS {m.peak_rss / MB:.0f} MB: {m.outcome}", flush=True)
-    print_table(list(results.values()))
-    print_growth(results)
-    print_breakdown(results)
-    targets = evaluate(results)
-    print_targets(targets)
-    keep_or_remove(workdir, args.keep)
-    print("\n" + summary_line(results, targets, time.perf_counter() - started))
+    heading = (f"robolake validate and report: {args.episodes} and {args.large_episodes} episodes x {args.steps} "
+               f"steps, {args.steps_per_shard} steps per shard")
+    with parent_run(heading, "robolake-report-bench-", args.keep, args.workdir) as run:
+        lakes = {key: generate(run.workdir, key, episodes, args.steps, args)
+                 for key, episodes in (("small", args.episodes), ("large", args.large_episodes))}
+        results: dict[tuple[str, str], Measurement] = {}
+        plan = [(command, key) for key in lakes for command in COMMANDS]
+        for i, (command, key) in enumerate(plan, 1):
+            lake = lakes[key]
+            print(f"[{i}/{len(plan)}] {command}, {lake.episodes} episodes, {lake.steps} steps ...", flush=True)
+            m = results[command, key] = measure(command, lake, run.workdir)
+            print(f"      {m.seconds:.2f} s, peak RSS {m.peak_rss / MB:.0f} MB: {m.outcome}", flush=True)
+        print_table(list(results.values()))
+        print_growth(results)
+        print_breakdown(results)
+        targets = evaluate(results)
+        print_targets(targets)
+    print("\n" + summary_line(results, targets, run.seconds))
 
 
 if __name__ == "__main__":

@@ -98,15 +98,14 @@ from pipelines.curation import robust_stats
 from pipelines.filters import filter_episode
 from pipelines.silver_writer import vectors
 from pipelines.stats import DatasetStats, DatasetStatsFn
-from robolake.dataset_ref import resolve
 from robolake.lake import Lake
 from robolake.statistics import ALPHA, ZERO_WIDTH, VectorStats
 from robolake.spec import DatasetSpec, parse_spec
 from validation.selection_stats import selection_statistics
 
 from harness import (
-    MB, Target, cpu_seconds, keep_or_remove, prepare_workdir, print_machine, print_result, print_targets,
-    run_measured, targets_met,
+    MB, Target, add_run_arguments, benchmark_parser, child_command, cpu_seconds, parent_run, print_result,
+    print_targets, run_measured, targets_met,
 )
 
 ACTION_DIM = 7  # six arm dimensions and the gripper (the spec's default action names)
@@ -457,7 +456,7 @@ def selected_from_steps(lake: Lake, reference: str, where: str, batch_rows: int)
     """(b) The same statistics recomputed: DuckDB streams the curated action_raw and state
     of the train episodes that meet `where` (a condition over the silver episodes table)
     into VectorStats, batch_rows rows per add."""
-    target = resolve(lake, reference)
+    target = lake.resolve(reference)
     files = {table: f"{lake.silver_partition(target.dataset, table, target.version)}/split=train/*.parquet"
              for table in ("episodes", "curated_steps")}
     query = (f"SELECT episode_id, action_raw, state FROM read_parquet('{files['curated_steps']}') WHERE episode_id "
@@ -491,7 +490,7 @@ def child_lake(args: argparse.Namespace) -> dict:
     from synthetic_lake import write_synthetic_lake  # imports TensorFlow (schemas.rlds): this child only
 
     lake = write_synthetic_lake(args.lake, args.episodes, args.lake_steps, seed=args.seed)
-    train = resolve(Lake(args.lake), lake.reference).manifest["counts"]["by_split"]["train"]["episodes"]
+    train = Lake(args.lake).resolve(lake.reference).manifest["counts"]["by_split"]["train"]["episodes"]
     return {**asdict(lake), "reference": lake.reference, "line": lake.line(), "train_episodes": train}
 
 
@@ -558,7 +557,7 @@ class Measurement:
 def measure(config: Config, options: list[str], workdir: str) -> Measurement:
     """Run the child `config.mode` with `options` in a fresh process."""
     out_dir = tempfile.mkdtemp(prefix=f"{config.key}-", dir=workdir)
-    command = [sys.executable, os.path.abspath(__file__), "--child", config.mode, "--out", out_dir, *options]
+    command = child_command(__file__, config.mode, "--out", out_dir, *options)
     result, sampled = run_measured(command, f"{out_dir}.log", config.label, SAMPLE_S)
     return Measurement(config, result, sampled)
 
@@ -834,7 +833,7 @@ SIZES = {
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="a check in about a minute: the --quick sizes below unless given")
     parser.add_argument("--steps", type=int, help="the large step count (default: 1000000; --quick: 100000)")
@@ -866,8 +865,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "about half of them)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="calls of (a) and of (b) in each child, the first one included (default: 3)")
-    parser.add_argument("--keep", action="store_true", help="keep the workdir (child logs, lakes)")
-    parser.add_argument("--child", choices=sorted(CHILD_MODES), help=argparse.SUPPRESS)
+    add_run_arguments(parser, sorted(CHILD_MODES), "child logs, lakes", workdir=False)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--values", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--episodes", type=int, help=argparse.SUPPRESS)
@@ -889,53 +887,50 @@ def main(argv: list[str]) -> None:
     if args.child:
         run_child(args)
         return
-    started = time.perf_counter()
-    workdir = prepare_workdir(None, "robolake-stats-bench-")
     merge_steps = args.merge_steps or args.small_steps
-    print(f"robolake statistics benchmark: {args.small_steps:,} and {args.steps:,} synthetic steps, "
-          f"{args.episode_steps}-step episodes, {ACTION_DIM}-d actions, {STATE_DIM}-d state, "
-          f"spikes in {args.spike_rate:.0%} of episodes, seed {args.seed}")
-    print_machine(workdir)
-    configs = [
-        Config("stats_small", "stats: raw pass + filter pass", "stats", args.small_steps),
-        Config("stats_large", "stats: raw pass + filter pass", "stats", args.steps),
-        Config("beam_small", "beam: raw pass, FnApiRunner", "beam", args.small_steps),
-        Config("beam_large", "beam: raw pass, FnApiRunner", "beam", args.steps),
-        Config("merge", "merge: halves vs whole", "merge", merge_steps),
-        Config("exact", "exact: every step held, numpy", "exact", args.steps),
-    ]
-    results: dict[str, Measurement] = {}
-    for i, config in enumerate(configs, 1):
-        if config.key == "exact" and args.skip_exact:
-            continue
-        if config.key == "beam_large":
-            small = results["beam_small"]
-            projected = small.seconds * args.steps / args.small_steps
-            if args.skip_beam_large or projected > args.beam_large_limit:
-                why = "--skip-beam-large" if args.skip_beam_large else \
-                    f"projected {projected:.0f} s > --beam-large-limit {args.beam_large_limit:.0f} s"
-                print(f"[{i}/{len(configs)}] {config.label}, {config.steps:,} steps: skipped ({why})", flush=True)
+    heading = (f"robolake statistics benchmark: {args.small_steps:,} and {args.steps:,} synthetic steps, "
+               f"{args.episode_steps}-step episodes, {ACTION_DIM}-d actions, {STATE_DIM}-d state, "
+               f"spikes in {args.spike_rate:.0%} of episodes, seed {args.seed}")
+    with parent_run(heading, "robolake-stats-bench-", args.keep) as run:
+        configs = [
+            Config("stats_small", "stats: raw pass + filter pass", "stats", args.small_steps),
+            Config("stats_large", "stats: raw pass + filter pass", "stats", args.steps),
+            Config("beam_small", "beam: raw pass, FnApiRunner", "beam", args.small_steps),
+            Config("beam_large", "beam: raw pass, FnApiRunner", "beam", args.steps),
+            Config("merge", "merge: halves vs whole", "merge", merge_steps),
+            Config("exact", "exact: every step held, numpy", "exact", args.steps),
+        ]
+        results: dict[str, Measurement] = {}
+        for i, config in enumerate(configs, 1):
+            if config.key == "exact" and args.skip_exact:
                 continue
-        print(f"[{i}/{len(configs)}] {config.label}, {config.steps:,} steps ...", flush=True)
-        results[config.key] = measure(config, synthetic_options(config, args), workdir)
-        print_progress(results[config.key])
-    quantiles = measure_quantiles(args, workdir)
-    selections = [measure_selection(episodes, args, workdir) for episodes in args.episodes_sizes]
-    table = [Measurement(Config(m.config.key, f"{m.config.label} ({short(m.steps)})", m.config.mode, m.steps),
-                         m.result, m.sampled_rss) for m in results.values()]
-    print_table(table)
-    for key in ("stats_small", "stats_large"):
-        if key in results:
-            print_stats_details(next(t for t in table if t.config.key == key))
-    if "merge" in results:
-        print_merge(results["merge"])
-    if "exact" in results:
-        print_exact(results["exact"])
-    print_quantiles(quantiles, args.batch_rows)
-    print_selections(selections, args)
-    targets = evaluate(results) + evaluate_quantiles(quantiles) + evaluate_selections(selections)
-    print_targets(targets, "target / check")
-    keep_or_remove(workdir, args.keep)
+            if config.key == "beam_large":
+                small = results["beam_small"]
+                projected = small.seconds * args.steps / args.small_steps
+                if args.skip_beam_large or projected > args.beam_large_limit:
+                    why = "--skip-beam-large" if args.skip_beam_large else \
+                        f"projected {projected:.0f} s > --beam-large-limit {args.beam_large_limit:.0f} s"
+                    print(f"[{i}/{len(configs)}] {config.label}, {config.steps:,} steps: skipped ({why})", flush=True)
+                    continue
+            print(f"[{i}/{len(configs)}] {config.label}, {config.steps:,} steps ...", flush=True)
+            results[config.key] = measure(config, synthetic_options(config, args), run.workdir)
+            print_progress(results[config.key])
+        quantiles = measure_quantiles(args, run.workdir)
+        selections = [measure_selection(episodes, args, run.workdir) for episodes in args.episodes_sizes]
+        table = [Measurement(Config(m.config.key, f"{m.config.label} ({short(m.steps)})", m.config.mode, m.steps),
+                             m.result, m.sampled_rss) for m in results.values()]
+        print_table(table)
+        for key in ("stats_small", "stats_large"):
+            if key in results:
+                print_stats_details(next(t for t in table if t.config.key == key))
+        if "merge" in results:
+            print_merge(results["merge"])
+        if "exact" in results:
+            print_exact(results["exact"])
+        print_quantiles(quantiles, args.batch_rows)
+        print_selections(selections, args)
+        targets = evaluate(results) + evaluate_quantiles(quantiles) + evaluate_selections(selections)
+        print_targets(targets, "target / check")
     large, small = results.get("stats_large"), results.get("stats_small")
     throughput = ", ".join(
         f"{m.config.key} {m.steps_per_s:,.0f} steps/s" for m in results.values() if m.config.mode in ("stats", "beam")
@@ -946,7 +941,7 @@ def main(argv: list[str]) -> None:
                if rss_target else "no RSS target (a stats run is missing)")
     speedups = ", ".join(f"{short(s.episodes)} episodes {s.speedup:.1f}x" for s in selections)
     print(f"\nsummary: {targets_met(targets)}; {verdict}; {throughput}; stats --where (b)/(a): {speedups}; "
-          f"{time.perf_counter() - started:.0f} s in all")
+          f"{run.seconds:.0f} s in all")
 
 
 if __name__ == "__main__":

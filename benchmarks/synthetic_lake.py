@@ -55,8 +55,8 @@ per episode whose sketch costs about 1.5 ms whatever the episode's length, most 
 rest writes one row group per episode).
 
     python benchmarks/synthetic_lake.py /tmp/lake --episodes 10000 --steps 100
-    python -c "from robolake.dataset_ref import resolve; from robolake.lake import Lake; \\
-               print(resolve(Lake('/tmp/lake'), 'synthetic_tabletop:1.0.0').manifest['counts'])"
+    python -c "from robolake.lake import Lake; \\
+               print(Lake('/tmp/lake').resolve('synthetic_tabletop:1.0.0').manifest['counts'])"
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ from pipelines.episode import EpisodeRef, stable_hash
 from pipelines.silver_writer import fixed_list, part_name
 from pipelines.splits import assign_shards, assign_split
 from pipelines.stats import DatasetStats, PixelStats, pixel_stats_from_row
-from robolake.lake import Build, Lake, join, new_build_id, read_json
+from robolake.lake import Build, Lake, new_build_id
+from robolake.storage import join, read_json
 from robolake.lease import Lease
 from robolake.normalization import normalize
 from robolake.publish import commit, start_build

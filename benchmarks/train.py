@@ -83,8 +83,8 @@ from dataclasses import dataclass
 import psutil
 
 from harness import (
-    MB, Target, keep_or_remove, prepare_workdir, print_machine, print_result, print_targets, run_measured,
-    targets_met,
+    MB, Target, add_run_arguments, benchmark_parser, child_command, parent_run, print_result, print_targets,
+    run_measured, targets_met,
 )
 
 # The parent never imports torch: each child pays its own imports, measured as its baseline.
@@ -245,10 +245,8 @@ class Measurement:
 
 
 def measure(config: Config, args: argparse.Namespace, workdir: str) -> Measurement:
-    command = [
-        sys.executable, os.path.abspath(__file__), "--child", config.mode, "--batch-size", str(args.batch_size),
-        "--warmup", str(args.warmup), "--steps", str(args.steps), *(["--bf16"] if config.bf16 else []),
-    ]
+    command = child_command(__file__, config.mode, "--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
+                            "--steps", str(args.steps), *(["--bf16"] if config.bf16 else []))
     result, sampled = run_measured(command, os.path.join(workdir, f"{config.key}.log"), config.label, SAMPLE_S)
     return Measurement(config, result, sampled)
 
@@ -300,15 +298,14 @@ def summary_line(lora: Measurement, full: Measurement, targets: list[Target], se
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--steps", type=int, help="timed optimizer steps per configuration (default: 20, --quick 3)")
     parser.add_argument("--warmup", type=int, help="untimed optimizer steps before them (default: 2, --quick 1)")
     parser.add_argument("--batch-size", type=int, default=8, help="examples per optimizer step (default: 8)")
     parser.add_argument("--quick", action="store_true", help="a fast check: 1 warm-up + 3 timed steps each")
     parser.add_argument("--bf16", action="store_true",
                         help="also a LoRA/full pair under bf16 autocast (slow on CPUs without bf16 units)")
-    parser.add_argument("--keep", action="store_true", help="keep the workdir (the children's logs)")
-    parser.add_argument("--child", choices=["lora", "full", "recipe"], help=argparse.SUPPRESS)
+    add_run_arguments(parser, ["lora", "full", "recipe"], "the children's logs", workdir=False)
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = 3 if args.quick else 20
@@ -324,34 +321,31 @@ def main(argv: list[str]) -> None:
     if args.child:
         run_child(args)
         return
-    started = time.perf_counter()
-    workdir = prepare_workdir(None, "robolake-train-bench-")
     m = MODEL
-    print(f"compact VLA, LoRA vs full fine-tuning: {m['num_cameras']} cameras {m['image_size']}x{m['image_size']}, "
-          f"patch {m['patch_size']}, vision {m['vision_hidden']}x{m['vision_layers']} layers, Llama "
-          f"{m['lm_hidden']} hidden x {m['lm_layers']} layers, {m['lm_heads']} heads, MLP {m['lm_intermediate']}; "
-          f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed AdamW steps each")
-    print_machine(workdir)
-    configs = plan(args.bf16)
-    results: dict[str, Measurement] = {}
-    for i, config in enumerate(configs, 1):
-        print(f"[{i}/{len(configs)}] {config.label} ...", flush=True)
-        r = results[config.key] = measure(config, args, workdir)
-        print(f"      {r.result['trainable']:,} trainable ({r.share:.2%}), {r.steps_per_s:.2f} steps/s, "
-              f"peak RSS {r.peak_rss / MB:.0f} MB (built {r.result['rss_built'] / MB:.0f} MB)", flush=True)
-    print_table(list(results.values()))
-    lora, full = results["lora"], results["full"]
-    targets = evaluate(lora, full)
-    print_targets(targets)
-    print(f"\ntraining-time increase over the built model (gradients, AdamW state, activations; baseline and weights "
-          f"left out): LoRA {lora.increase / MB:.0f} MB / full {full.increase / MB:.0f} MB = "
-          f"{lora.increase / full.increase:.0%}")
-    keep_or_remove(workdir, args.keep)
+    heading = (f"compact VLA, LoRA vs full fine-tuning: {m['num_cameras']} cameras {m['image_size']}x{m['image_size']}, "
+               f"patch {m['patch_size']}, vision {m['vision_hidden']}x{m['vision_layers']} layers, Llama "
+               f"{m['lm_hidden']} hidden x {m['lm_layers']} layers, {m['lm_heads']} heads, MLP {m['lm_intermediate']}; "
+               f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed AdamW steps each")
+    with parent_run(heading, "robolake-train-bench-", args.keep) as run:
+        configs = plan(args.bf16)
+        results: dict[str, Measurement] = {}
+        for i, config in enumerate(configs, 1):
+            print(f"[{i}/{len(configs)}] {config.label} ...", flush=True)
+            r = results[config.key] = measure(config, args, run.workdir)
+            print(f"      {r.result['trainable']:,} trainable ({r.share:.2%}), {r.steps_per_s:.2f} steps/s, "
+                  f"peak RSS {r.peak_rss / MB:.0f} MB (built {r.result['rss_built'] / MB:.0f} MB)", flush=True)
+        print_table(list(results.values()))
+        lora, full = results["lora"], results["full"]
+        targets = evaluate(lora, full)
+        print_targets(targets)
+        print(f"\ntraining-time increase over the built model (gradients, AdamW state, activations; baseline and "
+              f"weights left out): LoRA {lora.increase / MB:.0f} MB / full {full.increase / MB:.0f} MB = "
+              f"{lora.increase / full.increase:.0%}")
     recipe = results["recipe"]
     print(f"\ndemo recipe: {recipe.result['total']:,} parameters, {recipe.samples_per_s:.1f} samples/s "
           f"({recipe.steps_per_s:.2f} steps of {args.batch_size}); closed-loop success after N steps: "
           f"benchmarks/learning_curve.py")
-    print("\n" + summary_line(lora, full, targets, time.perf_counter() - started))
+    print("\n" + summary_line(lora, full, targets, run.seconds))
 
 
 if __name__ == "__main__":

@@ -28,15 +28,15 @@ from pipelines.convert import (
 from pipelines import raw_manifest
 from pipelines.beam_options import beam_flags
 from pipelines.episode import QuarantineRecord
-from pipelines.lake_source import LakeSource
-from pipelines.sources import SourceReader, source_reader
 from pipelines.rlds_writer import write_dataset_info
+from pipelines.sources import SourceReader, source_reader
 from robolake import progress, provenance
 from robolake.errors import RobolakeError
-from robolake.lake import Build, Lake, delete_tree, join, new_build_id, read_json, write_bytes, write_json, write_table
+from robolake.lake import Build, GoldVersion, Lake, new_build_id
 from robolake.lease import Lease
 from robolake.publish import build_state, commit, mark_rejected, refuse_existing, remove_abandoned_builds, start_build
 from robolake.spec import DatasetSpec, load_spec, parse_spec
+from robolake.storage import delete_tree, join, read_json, write_bytes, write_json, write_table
 from schemas.documents import check
 from schemas.rlds import RESOLUTION_CHANGE, RLDS_SCHEMA_VERSION, TRUNCATED, rlds_features
 from schemas.tables import QUARANTINE_SCHEMA, SILVER_SCHEMA_VERSION
@@ -238,7 +238,7 @@ def _build(spec: DatasetSpec, lake: Lake, build: Build, beam_args: list[str], re
     filtered = summary[FILTER_TOTALS][0]["totals"]
     counts = _reconcile(summary[SOURCES], summary[SILVER_SHARDS], summary[GOLD_SHARDS], summary[QUARANTINE], filtered)
     write_table(
-        join(build.quarantine, "quarantine.parquet"),
+        build.quarantine_table,
         pa.Table.from_pylist(sorted(summary[QUARANTINE], key=lambda q: q["episode_id"]), schema=QUARANTINE_SCHEMA),
     )
     if not counts["episodes_written"]:
@@ -246,20 +246,19 @@ def _build(spec: DatasetSpec, lake: Lake, build: Build, beam_args: list[str], re
         mark_rejected(build, f"every episode was quarantined, first: {first['episode_id']}: {first['reason']}")
         raise RobolakeError(
             f"{spec.name} {spec.version}: every episode was quarantined, nothing published; "
-            f"reasons in {build.quarantine}/quarantine.parquet, first: {first['episode_id']}: {first['reason']}"
+            f"reasons in {build.quarantine_table}, first: {first['episode_id']}: {first['reason']}"
         )
     statistics = summary[STATISTICS][0]["document"]
     statistics_sha256 = _write_statistics(ctx, statistics, filtered)
     manifest = _write_gold_metadata(ctx, summary, counts, beam_args, time.time() - started)
-    if isinstance(reader, LakeSource):
-        manifest["members"] = reader.selection()
+    manifest.update(reader.manifest_extras())
     manifest["build"] = build.id
     manifest["statistics_sha256"] = statistics_sha256
     manifest["saturation"] = _saturation(statistics)
     manifest["filter"] = filtered
     manifest["timings"]["total_s"] = round(time.time() - started, 3)
     write_json(join(build.gold, "provenance.json"), _dataset_provenance(build, manifest, started_at))
-    write_json(join(build.gold, "manifest.json"), manifest)
+    write_json(GoldVersion.at(build.gold).manifest_path, manifest)
     delete_tree(ctx.summary_path)
     delete_tree(ctx.progress_dir)
     return manifest, statistics
@@ -301,7 +300,7 @@ def _write_statistics(ctx: BuildContext, document: dict, filtered: dict) -> str:
     document["robolake"]["filter"]["summary"] = filtered
     check(document, "dataset_statistics", "dataset_statistics.json")
     data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
-    write_bytes(join(ctx.gold_dir, "dataset_statistics.json"), data)
+    write_bytes(GoldVersion.at(ctx.gold_dir).statistics_path, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -391,7 +390,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description="Convert raw demonstrations into a versioned RLDS dataset. "
         "Flags not listed here go to Apache Beam (e.g. --runner, --direct_num_workers).",
     )
-    parser.add_argument("spec", help="dataset spec YAML, e.g. datasets/synthetic_tabletop.yaml")
+    parser.add_argument("spec", help="dataset spec YAML, e.g. datasets/sample_tabletop.yaml")
     parser.add_argument("--lake", default="lake", help="lake root: a folder, gs://... or s3://... (default: lake)")
     parser.add_argument("--version", help="dataset version to build (default: the spec's)")
     parser.add_argument(
@@ -415,5 +414,6 @@ def run(argv: list[str]) -> BuildOutcome:
     reasons = outcome.manifest["quarantine_reasons"]
     if reasons:
         progress.console.print(f"quarantined by reason: {reasons} (see {Lake(args.lake).quarantine(spec.name, spec.version)})")
-    print(outcome.summary_line())
+    overridden = f"; overridden by --set: {' '.join(args.overrides)}" if args.overrides else ""
+    print(outcome.summary_line() + overridden)
     return outcome

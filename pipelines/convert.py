@@ -25,8 +25,9 @@ from pipelines.splits import assign_shards, assign_split
 from pipelines.tfrecord import write_tfrecord
 from robolake import progress
 from robolake.hashing import sha256_source
-from robolake.lake import join, write_json, write_table
+from robolake.lake import Build
 from robolake.spec import DatasetSpec
+from robolake.storage import join, write_json, write_table
 from schemas.rlds import EPISODE_FLAGS, rlds_features
 from schemas.tables import curated_steps_schema
 
@@ -94,36 +95,41 @@ class BuildContext:
     staging: str
 
     @property
+    def build(self) -> Build:
+        """The lake build folder being written (`staging`): its layout is the lake's."""
+        return Build(self.staging, self.spec.name, self.spec.version)
+
+    @property
     def progress_dir(self) -> str:
-        return join(self.staging, "_progress")
+        return self.build.progress
 
     @property
     def steps_root(self) -> str:
-        return join(self.staging, "silver", "steps")
+        return self.build.silver("steps")
 
     @property
     def episodes_root(self) -> str:
-        return join(self.staging, "silver", "episodes")
+        return self.build.silver("episodes")
 
     @property
     def curated_root(self) -> str:
-        return join(self.staging, "silver", "curated_steps")
+        return self.build.silver("curated_steps")
 
     @property
     def episode_stats_root(self) -> str:
-        return join(self.staging, "silver", "episode_stats")
+        return self.build.silver("episode_stats")
 
     @property
     def gold_dir(self) -> str:
-        return join(self.staging, "rlds", self.spec.name, self.spec.version)
+        return self.build.gold
 
     @property
     def filtered_actions_dir(self) -> str:
-        return join(self.staging, "quarantine", "filtered_actions")
+        return self.build.filtered_actions
 
     @property
     def summary_path(self) -> str:
-        return join(self.staging, "_summary.json")
+        return self.build.summary
 
 
 class _PlanFile(beam.DoFn):

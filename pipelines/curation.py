@@ -25,10 +25,10 @@ from pipelines.episode import QuarantineRecord
 from pipelines.filters import FilterResult, RobustStats, filter_episode
 from pipelines.silver_writer import fixed_list, part_name, partition_dir, vectors
 from pipelines.stats import DatasetStats, DatasetStatsFn, PixelStats, pixel_stats_from_row
-from robolake.lake import join, write_table
 from robolake.normalization import MODES, at_bound, normalize
 from robolake.spec import DatasetSpec
 from robolake.statistics import ALPHA, VectorStats
+from robolake.storage import join, write_table
 from schemas.tables import FILTERED_ACTIONS_SCHEMA, episode_stats_schema
 
 STATISTICS_SCHEMA_VERSION = "1.1.0"

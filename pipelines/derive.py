@@ -17,9 +17,8 @@ import argparse
 
 from pipelines.beam_options import beam_flags
 from pipelines.build import BuildOutcome, convert
-from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError, SpecError
-from robolake.lake import Lake
+from robolake.lake import GoldVersion, Lake
 from robolake.names import dataset_argument
 from robolake.spec import LANGUAGE_INSTRUCTION, DatasetSpec, apply_override, parse_spec, read_yaml_mapping
 from robolake.sql import excluding, parse_condition
@@ -39,7 +38,7 @@ def inherited(spec: DatasetSpec) -> dict:
     }
 
 
-def _metadata(versions: list[DatasetVersion]) -> dict:
+def _metadata(versions: list[GoldVersion]) -> dict:
     """Every member metadata field, read from its episodes, and the member's name as `dataset`."""
     fields = sorted({field for v in versions for field in v.spec.metadata if field != "task"})
     metadata = {field: {"feature": f"episode_metadata/{field}"} for field in fields}
@@ -62,7 +61,7 @@ def complete(data: dict, lake: Lake, origin: str = "<mixture spec>") -> dict:
     for i, member in enumerate(source["members"]):
         if not isinstance(member, dict) or "dataset" not in member:
             raise SpecError(f"{origin}: source.members.{i}: give dataset: NAME[:VERSION]")
-        version = resolve(lake, str(member["dataset"]))
+        version = lake.resolve(str(member["dataset"]))
         member["dataset"] = f"{version.dataset}:{version.version}"
         versions.append(version)
     for section, value in inherited(versions[0].spec).items():
@@ -100,7 +99,7 @@ def run_mix(argv: list[str]) -> BuildOutcome:
     parser = argparse.ArgumentParser(
         prog="robolake mix", description="Build a versioned mixture of published gold versions: per-member "
         "sampling weights, aligned action spaces, statistics computed on the mixture. Other flags go to Beam.")
-    parser.add_argument("spec", help="mixture spec YAML (source.members), e.g. datasets/mixes/tabletop_mix.yaml")
+    parser.add_argument("spec", help="mixture spec YAML (source.members), e.g. datasets/mixes/sample_tabletop_mix.yaml")
     parser.add_argument("--version", help="version to build (default: the spec's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one spec field, e.g. --set source.members.1.weight=0.5; repeatable")
@@ -124,7 +123,7 @@ def next_minor(version: str) -> str:
     return f"{major}.{minor + 1}.0"
 
 
-def edit_spec(source: DatasetVersion, member: dict, name: str, version: str, splits: dict | None) -> dict:
+def edit_spec(source: GoldVersion, member: dict, name: str, version: str, splits: dict | None) -> dict:
     """A one-member spec deriving `name:version` from `source`, its sections kept."""
     return {
         **inherited(source.spec), "name": name, "version": version, "description": source.spec.description,
@@ -192,7 +191,7 @@ def run_edit(argv: list[str]) -> BuildOutcome:
     args, beam_args = parser.parse_known_args(argv)
     beam_args = beam_flags(parser, beam_args)
     lake = Lake(args.lake)
-    source = resolve(lake, args.dataset)
+    source = lake.resolve(args.dataset)
     name, splits, member = source.dataset, None, {}
     if args.operation == "drop":
         member["where"] = excluding(args.where, "--where")

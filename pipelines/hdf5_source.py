@@ -313,3 +313,6 @@ class Hdf5Source:
 
     def state_source(self) -> str:
         return f"state.keys {self.keys.state_keys}"
+
+    def manifest_extras(self) -> dict:
+        return {}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import duckdb
@@ -31,14 +32,13 @@ import numpy as np
 
 from pipelines.episode import Episode, EpisodeRef, QuarantineRecord, stable_hash
 from pipelines.images import FramePreprocessor
-from pipelines.stats import CameraSummary
 from pipelines.rlds_source import RldsSource
-from robolake.dataset_ref import DatasetVersion, resolve
+from pipelines.stats import CameraSummary
+from robolake import lake_views
 from robolake.errors import RobolakeError
-from robolake.lake import Lake
+from robolake.lake import GoldVersion, Lake
 from robolake.spec import LANGUAGE_INSTRUCTION, DatasetSpec, LakeMember, ValueSource, parse_spec
 from robolake.sql import one_line, parse_condition
-from validation import lake_views
 
 EPISODE_ID_FEATURE = "episode_metadata/episode_id"
 
@@ -73,7 +73,7 @@ def _folder_key(folder: str) -> str:
 STORED_AS = ("size", "encoding", "jpeg_quality")  # camera fields that decide the bytes gold holds
 
 
-def _member_reader(spec: DatasetSpec, member: LakeMember, version: DatasetVersion,
+def _member_reader(spec: DatasetSpec, member: LakeMember, version: GoldVersion,
                    where: str) -> tuple[RldsSource, dict[str, str]]:
     """The member's gold folder read as RLDS with the new version's cameras, and the
     cameras stored already as the new version stores them (target name -> member name):
@@ -150,7 +150,7 @@ def copies_by_weight(ids: list[str], weight: float) -> dict[str, int]:
 class Member:
     """One member version: its RLDS reader, column maps and the plan of its episodes."""
 
-    def __init__(self, spec: DatasetSpec, index: int, state_width: int, version: DatasetVersion, prefix: bool):
+    def __init__(self, spec: DatasetSpec, index: int, state_width: int, version: GoldVersion, prefix: bool):
         member = spec.source.members[index]
         where = f"source.members.{index}"
         self.member = member
@@ -176,7 +176,7 @@ class Member:
         finally:
             con.close()
 
-    def _plan(self, con, rows: dict[str, dict], spec: DatasetSpec, version: DatasetVersion,
+    def _plan(self, con, rows: dict[str, dict], spec: DatasetSpec, version: GoldVersion,
               where: str) -> tuple[dict[str, Choice], dict]:
         """Each kept episode's choice, and the member's counts for the manifest."""
         member = self.member
@@ -239,7 +239,7 @@ class LakeSource:
     def __init__(self, spec: DatasetSpec):
         self.spec = spec
         lake = Lake(spec.source.lake)
-        versions = [resolve(lake, member.dataset) for member in spec.source.members]
+        versions = [lake.resolve(member.dataset) for member in spec.source.members]
         widths = [len(m.state) if m.state is not None else v.manifest["state_dim"]
                   for m, v in zip(spec.source.members, versions)]
         self.width = max(widths)
@@ -255,9 +255,10 @@ class LakeSource:
         folder = _folder_key(os.path.dirname(path))
         return next(m for m in self.members if m.folder == folder)
 
-    def selection(self) -> list[dict]:
-        """Per member: episodes there, kept by `where`, retasked, and written by split (copies counted)."""
-        return [m.counts for m in self.members]
+    def manifest_extras(self) -> dict:
+        """`members`: per member, episodes there, kept by `where`, retasked, and written by
+        split (copies counted)."""
+        return {"members": [m.counts for m in self.members]}
 
     def find(self, pattern: str) -> list[tuple[str, int, float]]:
         member = next(m for m in self.members if m.folder == _folder_key(pattern))
@@ -266,7 +267,7 @@ class LakeSource:
     def companions(self, path: str) -> tuple[str, ...]:
         return self.member(path).reader.companions(path)
 
-    def plan(self, path: str, relative_id: str, sha256: str):
+    def plan(self, path: str, relative_id: str, sha256: str) -> Iterator[EpisodeRef | QuarantineRecord]:
         member = self.member(path)
         for item in member.reader.plan(path, relative_id, sha256):
             if isinstance(item, QuarantineRecord):

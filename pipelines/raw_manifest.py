@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from robolake.lake import Lake, exists, read_table, rename_file, write_table
+from robolake.lake import Lake
+from robolake.staging import staged
+from robolake.storage import exists, read_table, write_table
 from schemas.tables import RAW_MANIFEST_SCHEMA
 
 
@@ -28,9 +30,8 @@ def known_sha256(entry: dict | None, size: int, mtime: float) -> str | None:
 
 
 def register(lake: Lake, rows: list[dict]) -> None:
-    """Add or update rows (path, sha256, bytes, mtime, format); written then renamed."""
+    """Add or update rows (path, sha256, bytes, mtime, format), replacing the file in one step."""
     merged = {**registered(lake), **{row["path"]: row for row in rows}}
     table = pa.Table.from_pylist(sorted(merged.values(), key=lambda r: r["path"]), schema=RAW_MANIFEST_SCHEMA)
-    staged = lake.raw_manifest() + ".tmp"
-    write_table(staged, table)
-    rename_file(staged, lake.raw_manifest())
+    with staged(lake.raw_manifest()) as staging:
+        write_table(staging, table)

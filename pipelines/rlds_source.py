@@ -12,10 +12,11 @@ under `steps/...` and whose episode features are under `episode_metadata/...`).
   and splits), so they are kept only as metadata when the spec maps them.
 - The source split is not robolake's split: robolake assigns its own by its split
   policy; `metadata: {source_split: {file_attr: split}}` keeps the source's.
-- Planning frames the shard's records itself (length, CRC32C) and remembers each
-  record's byte span; reading one episode seeks to its record, parses the Example with
-  protobuf and decodes its frames one at a time with OpenCV (images stay encoded until
-  then). At most one episode is in memory; TensorFlow's graph ops are never used.
+- Planning reads the shard's TFRecord framing (pipelines/tfrecord.py: length, CRC32C)
+  and remembers each record's byte span; reading one episode seeks to its record,
+  parses the Example with protobuf and decodes its frames one at a time with OpenCV
+  (images stay encoded until then). At most one episode is in memory; TensorFlow's
+  graph ops are never used.
 - An episode ends in a terminal state where the source's `steps/is_terminal` marks its
   last step (or the spec says so); a subset cut short (no `is_last`) is truncated.
 - A shard that cannot be framed (a broken length, a truncated record) quarantines the
@@ -28,7 +29,6 @@ import json
 import math
 import posixpath
 import re
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -51,11 +51,11 @@ from pipelines.episode import (
     terminal_rewards,
 )
 from pipelines.images import FramePreprocessor, preprocess_frames
-from pipelines.tfrecord import _masked_crc
+from pipelines.rlds_writer import TEMPLATE
+from pipelines.tfrecord import FramingError, read_record, tfrecords
 from robolake.errors import RobolakeError, SpecError
 from robolake.spec import DatasetSpec, ValueSource
 
-DEFAULT_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 DEFAULT_ACTION = "steps/action"
 DEFAULT_STATE = "steps/observation/state"
 DEFAULT_REWARD = "steps/reward"
@@ -123,68 +123,6 @@ def resolve_keys(spec: DatasetSpec) -> RldsKeys:
         reward=parse_key("reward.key", spec.reward.key) if spec.reward.key else None,
         texts={"instruction": spec.instruction, **{f"metadata.{k}": v for k, v in spec.metadata.items()}},
     )
-
-
-# -- TFRecord framing ---------------------------------------------------------------------
-
-
-class FramingError(Exception):
-    """A record that cannot be read; `fatal` when the records after it cannot be found."""
-
-    def __init__(self, start: int, reason: str, fatal: bool):
-        super().__init__(reason)
-        self.start = start
-        self.reason = reason
-        self.fatal = fatal
-
-
-def _check_header(header: bytes, start: int) -> int:
-    if len(header) < 12:
-        raise FramingError(start, f"truncated record header at byte {start}", fatal=True)
-    if _masked_crc(header[:8]) != header[8:12]:
-        raise FramingError(start, f"record length CRC mismatch at byte {start}", fatal=True)
-    return struct.unpack("<Q", header[:8])[0]
-
-
-def _check_body(data: bytes, footer: bytes, length: int, start: int) -> None:
-    if len(data) < length or len(footer) < 4:
-        raise FramingError(start, f"record at byte {start} is truncated ({length} bytes announced)", fatal=True)
-    if _masked_crc(data) != footer:
-        raise FramingError(start, f"record data CRC mismatch at byte {start}", fatal=False)
-
-
-def tfrecords(path: str) -> Iterator[tuple[int, int, bytes | FramingError]]:
-    """(start, stop, record) of each record of a TFRecord file, one record in memory; a
-    record that fails its CRC comes as a FramingError in its place, and a fatal one ends the file."""
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        start = 0
-        while header := f.read(12):
-            try:
-                length = _check_header(header, start)
-                data, footer = f.read(length), f.read(4)
-                _check_body(data, footer, length, start)
-            except FramingError as exc:
-                yield start, start + 16 + (length if not exc.fatal else 0), exc
-                if exc.fatal:
-                    return
-            else:
-                yield start, start + 16 + length, data
-            start += 16 + length
-
-
-def read_record(path: str, start: int, stop: int) -> bytes:
-    """The record at bytes [start, stop) of a TFRecord file, CRCs checked."""
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        f.seek(start)
-        framed = f.read(stop - start)
-    try:
-        length = _check_header(framed[:12], start)
-        if length != stop - start - 16:
-            raise FramingError(start, f"record at byte {start} is {length} bytes, planned {stop - start - 16}", True)
-        _check_body(framed[12 : 12 + length], framed[12 + length :], length, start)
-    except FramingError as exc:
-        raise EpisodeRejected("corrupt_record", f"{path}: {exc.reason}") from None
-    return framed[12 : 12 + length]
 
 
 # -- the builder folder -------------------------------------------------------------------
@@ -275,7 +213,7 @@ def load_builder(folder: str) -> Builder:
     for split in info.get("splits", []):
         name, lengths = split["name"], [int(n) for n in split.get("shardLengths", [])]
         count = len(lengths) or int(split.get("numShards", 1))
-        template = split.get("filepathTemplate") or DEFAULT_TEMPLATE
+        template = split.get("filepathTemplate") or TEMPLATE  # TFDS's default, which gold uses too
         splits.append(name)
         for i in range(count):
             filename = (template.replace("{DATASET}", info["name"]).replace("{SPLIT}", name)
@@ -490,7 +428,11 @@ class RldsSource:
         path = ref.source_path
         builder = self.builder(_folder(path))
         where = f"{path}: episode {ref.group}"
-        features = EpisodeFeatures(read_record(path, *ref.window), where, builder)
+        try:
+            record = read_record(path, *ref.window)
+        except FramingError as exc:
+            raise EpisodeRejected("corrupt_record", f"{path}: {exc.reason}") from None
+        features = EpisodeFeatures(record, where, builder)
         actions = np.concatenate([features.steps(k) for k in self.keys.actions], axis=1)
         num_steps = len(actions)
         if actions.shape[1] != len(self.spec.action.names):
@@ -575,3 +517,6 @@ class RldsSource:
     def state_source(self) -> str:
         keys = [k.text for k in self.keys.state]
         return f"state.keys {keys}" + (f" ({self._state_problem})" if self._state_problem else "")
+
+    def manifest_extras(self) -> dict:
+        return {}

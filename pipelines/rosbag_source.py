@@ -353,3 +353,6 @@ class RosbagSource:
 
     def state_source(self) -> str:
         return f"state.topics {[t.topic for t in self.spec.state.topics]}"
+
+    def manifest_extras(self) -> dict:
+        return {}

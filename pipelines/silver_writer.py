@@ -12,8 +12,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.episode import Episode, EpisodeRef
 from pipelines.stats import CameraSummary
-from robolake.lake import join, makedirs
 from robolake.spec import DatasetSpec
+from robolake.storage import join, makedirs
 from schemas.rlds import RESOLUTION_CHANGE, TRUNCATED, metadata_fields
 from schemas.tables import episodes_schema, steps_schema
 

@@ -1,3 +1,15 @@
-"""robolake: robot demonstrations to versioned, audited RLDS datasets."""
+"""robolake: robot demonstrations to versioned, audited RLDS datasets.
+
+The core every other package imports (it imports none of them):
+- the lake: lake.py (its layout, Build, GoldVersion), storage.py (every read and write,
+  through Beam's FileSystems), staging.py (write beside, then move into place),
+  publish.py (a version's commit point), lease.py (one writer per version), gc.py,
+  lake_views.py (DuckDB views over its tables), progress.py (workers' counters);
+- the dataset spec: spec/ (fields, per-source specs, loading), names.py;
+- statistics.py and normalization.py (dataset_statistics.json), hashing.py,
+  provenance.py and lineage.py (where an artifact came from);
+- shared by the reports: coverage_rule.py (under-sampled values), html_page.py, sql.py
+  (user SQL), errors.py;
+- sample/: the built-in sample generator."""
 
 __version__ = "0.1.0"

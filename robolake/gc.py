@@ -15,9 +15,11 @@ from collections import defaultdict
 
 from robolake import progress
 from robolake.errors import RobolakeError
-from robolake.lake import Build, Lake, delete_tree, join, list_files, new_build_id, read_json, write_atomic
+from robolake.lake import Build, Lake, new_build_id
 from robolake.lease import Lease, live_build
 from robolake.publish import build_state
+from robolake.staging import write_atomic
+from robolake.storage import delete_tree, join, list_files, read_json, tree_bytes
 
 
 def _key(path: str) -> str:
@@ -58,12 +60,6 @@ def decide(lake: Lake, build: Build, named: dict[str, list[str]]) -> tuple[bool,
     return False, "left by a killed build"
 
 
-def _size(path: str) -> int:
-    if "://" in path:
-        return 0
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
-
-
 def _forget(lake: Lake, dataset: str, version: str, removed: set[str]) -> None:
     """Drop removed builds from the version's list of replaced builds, under its lease."""
     with Lease(lake, dataset, version, new_build_id(), "gc"):
@@ -83,7 +79,7 @@ def run(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     lake = Lake(args.lake)
-    named = provenance_references(lake, args.runs or [join(lake.root, "runs")])
+    named = provenance_references(lake, args.runs or [lake.runs_root()])
     kept, removed, freed = 0, defaultdict(set), 0
     for build in lake.build_dirs():
         keep, why = decide(lake, build, named)
@@ -92,7 +88,7 @@ def run(argv: list[str]) -> int:
         if keep:
             kept += 1
             continue
-        freed += _size(build.dir)
+        freed += tree_bytes(build.dir)
         removed[(build.dataset, build.version)].add(build.id)
         if not args.dry_run:
             delete_tree(build.dir)

@@ -1,123 +1,24 @@
-"""Lake layout (see DESIGN.md) and file operations through Beam's FileSystems,
-so a gs:// or s3:// lake root works the same as a local folder."""
+"""The lake's one owner: which path holds what, and the objects that read it.
+
+`Lake(root)` knows the layout (raw manifest, versions/<dataset>/<version>/ with their
+builds and pointer, reports/, runs/); `Build` is one build's folder; `GoldVersion` is a
+published gold RLDS version with its manifest, statistics, spec, TFDS builder and
+episodes. Every read and write goes through robolake/storage.py (Beam's FileSystems), so
+a gs:// or s3:// root works the same as a local folder. Layout: docs/versions.md."""
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import time
 import uuid
 from dataclasses import dataclass
-
-import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
+from functools import cached_property
 
 from robolake.errors import RobolakeError
-
-
-def join(*parts: str) -> str:
-    return FileSystems.join(*parts) if "://" in parts[0] else posixpath.join(*parts)
-
-
-def exists(path: str) -> bool:
-    return FileSystems.exists(path)
-
-
-def write_bytes(path: str, data: bytes) -> None:
-    makedirs(posixpath.dirname(path))
-    with FileSystems.create(path) as f:
-        f.write(data)
-
-
-def read_bytes(path: str) -> bytes:
-    with FileSystems.open(path) as f:
-        return f.read()
-
-
-def write_json(path: str, obj: object) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def read_json(path: str) -> object:
-    return json.loads(read_bytes(path))
-
-
-def write_table(path: str, table: pa.Table) -> None:
-    """Write a Parquet file (zstd)."""
-    makedirs(posixpath.dirname(path))
-    with FileSystems.create(path, mime_type="application/octet-stream") as f:
-        pq.write_table(table, f, compression="zstd")
-
-
-def read_table(path: str) -> pa.Table:
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        return pq.read_table(f)
-
-
-def makedirs(path: str) -> None:
-    """Create a local folder and its parents; object stores have no folders."""
-    if "://" not in path:
-        os.makedirs(path, exist_ok=True)
-
-
-def delete_tree(path: str) -> None:
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-
-
-def list_files(pattern: str) -> list[str]:
-    """Paths matching a glob, sorted; [] when nothing matches."""
-    result = FileSystems.match([pattern])[0]
-    return sorted(m.path for m in result.metadata_list)
-
-
-def rename_file(src: str, dst: str) -> None:
-    """Replace dst with src (atomic on local file systems)."""
-    if "://" not in src:
-        os.replace(src, dst)
-    else:
-        delete_tree(dst)
-        FileSystems.rename([src], [dst])
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace the file at `path` in one step: readers see the old bytes or the new,
-    never a part. A temporary file renamed over it locally; one object PUT (atomic by
-    itself) on an object store."""
-    if "://" in path:
-        write_bytes(path, data)
-        return
-    makedirs(posixpath.dirname(path))
-    temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    with open(temporary, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-
-
-def create_exclusive(path: str, data: bytes) -> bool:
-    """Create `path` holding `data` unless it exists; False when it already did. An
-    O_EXCL create locally; a conditional PUT (if-none-match) on an object store."""
-    if "://" in path:
-        import fsspec  # the object-store client (s3fs, gcsfs) honours mode "xb" as if-none-match
-
-        try:
-            with fsspec.open(path, "xb") as f:
-                f.write(data)
-        except FileExistsError:
-            return False
-        return True
-    makedirs(posixpath.dirname(path))
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(descriptor, "wb") as f:
-        f.write(data)
-    return True
+from robolake.names import parse_reference
+from robolake.spec import DatasetSpec, parse_spec
+from robolake.storage import exists, join, list_files, read_json
 
 
 def new_build_id() -> str:
@@ -150,9 +51,37 @@ class Build:
     def silver(self, table: str) -> str:
         return join(self.dir, "silver", table)
 
+    def silver_glob(self, table: str, split: str = "*") -> str:
+        """The Parquet files of a silver table (hive-partitioned by split), as a glob."""
+        return join(self.silver(table), f"split={split}", "*.parquet")
+
     @property
     def quarantine(self) -> str:
         return join(self.dir, "quarantine")
+
+    @property
+    def quarantine_table(self) -> str:
+        """quarantine.parquet: every rejected episode with its reason."""
+        return join(self.quarantine, "quarantine.parquet")
+
+    @property
+    def filtered_actions(self) -> str:
+        """The folder of the Parquet files of every action value the outlier rules flagged."""
+        return join(self.quarantine, "filtered_actions")
+
+    @property
+    def filtered_actions_glob(self) -> str:
+        return join(self.filtered_actions, "*.parquet")
+
+    @property
+    def progress(self) -> str:
+        """The workers' progress counters while the build runs."""
+        return join(self.dir, "_progress")
+
+    @property
+    def summary(self) -> str:
+        """_summary.json: what the pipeline's workers report to the driver."""
+        return join(self.dir, "_summary.json")
 
     @property
     def status_path(self) -> str:
@@ -229,6 +158,13 @@ class Lake:
     def reports(self, dataset: str, version: str) -> str:
         return join(self.root, "reports", dataset, version)
 
+    def runs_root(self) -> str:
+        return join(self.root, "runs")
+
+    def run_dir(self, name: str) -> str:
+        """A training run's folder: checkpoints, logs, metrics, evaluations."""
+        return join(self.runs_root(), name)
+
     def published(self, dataset: str = "*", version: str = "*") -> list[tuple[str, str]]:
         """(dataset, version) of every published version matching the globs, sorted."""
         pointers = list_files(join(self.versions_root(), dataset, version, "current.json"))
@@ -240,3 +176,112 @@ class Lake:
         prefix = self.versions_root().rstrip("/") + "/"
         dirs = {"/".join(p[len(prefix):].split("/")[:4]) for p in found if p.startswith(prefix)}
         return [Build(prefix + d, d.split("/")[0], d.split("/")[1]) for d in sorted(dirs)]
+
+    def resolve(self, reference: str) -> GoldVersion:
+        """The published version `NAME[:VERSION]` names: the version given, or the
+        dataset's latest published one (highest semver)."""
+        dataset, version = parse_reference(reference)
+        published = sorted((v for _, v in self.published(dataset)), key=_semver)
+        if not published:
+            known = sorted({d for d, _ in self.published()})
+            older = ("; its gold/rlds/ has the layout before versions/ (docs/versions.md): convert again"
+                     if exists(join(self.root, "gold", "rlds")) else "")
+            raise RobolakeError(
+                f"{dataset}: no published version in {self.root} (datasets there: {known or 'none'}){older}")
+        version = version or published[-1]
+        if version not in published:
+            raise RobolakeError(f"{dataset}:{version}: not published; versions: {', '.join(published)}")
+        return GoldVersion(dataset, version, self.gold(dataset, version))
+
+
+def _semver(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class GoldVersion:
+    """A gold RLDS version: the TFDS builder folder `gold_dir` and the documents the
+    build wrote beside its shards. Read through TFDS here, and only here."""
+
+    dataset: str
+    version: str
+    gold_dir: str
+
+    @classmethod
+    def at(cls, gold_dir: str) -> GoldVersion:
+        """The gold version in a TFDS builder folder `.../<dataset>/<version>/`."""
+        parts = gold_dir.rstrip("/").split("/")
+        return cls(parts[-2], parts[-1], gold_dir)
+
+    @property
+    def build(self) -> Build | None:
+        """The lake build holding this folder; None for a folder outside a lake."""
+        return Build.of_gold(self.gold_dir)
+
+    @property
+    def manifest_path(self) -> str:
+        return join(self.gold_dir, "manifest.json")
+
+    @cached_property
+    def manifest(self) -> dict:
+        """manifest.json: the spec, counts, sources and their sha256, fingerprint."""
+        return read_json(self.manifest_path)
+
+    @cached_property
+    def statistics(self) -> dict:
+        """dataset_statistics.json: the train split's statistics that normalized it."""
+        return read_json(self.statistics_path)
+
+    @property
+    def statistics_path(self) -> str:
+        return join(self.gold_dir, "dataset_statistics.json")
+
+    @cached_property
+    def spec(self) -> DatasetSpec:
+        return parse_spec(self.manifest["spec"], origin=f"{self.gold_dir}/manifest.json")
+
+    def provenance(self) -> dict:
+        """provenance.json: how the version was built, from which inputs."""
+        return read_json(join(self.gold_dir, "provenance.json"))
+
+    def builder(self):
+        """The TFDS builder of the folder (`tfds.builder_from_directory`)."""
+        import tensorflow_datasets as tfds  # here: TensorFlow loads only for readers of shards
+
+        return tfds.builder_from_directory(self.gold_dir)
+
+    def layout(self, builder=None) -> dict:
+        """cameras (sorted), image_shapes, state_dim, action_dim, episodes per split
+        (train, val, test first) and shard files per split, from the TFDS metadata."""
+        import tensorflow_datasets as tfds
+
+        builder = builder or self.builder()
+        step = builder.info.features["steps"]
+        observation = step["observation"]
+        cameras = sorted(name for name, f in observation.items() if isinstance(f, tfds.features.Image))
+        splits = {name: split.num_examples for name, split in builder.info.splits.items()}
+        ordered = [s for s in SPLIT_ORDER if s in splits] + sorted(set(splits) - set(SPLIT_ORDER))
+        return {"cameras": cameras, "image_shapes": {c: tuple(observation[c].shape) for c in cameras},
+                "state_dim": observation["state"].shape[0], "action_dim": step["action"].shape[0],
+                "splits": {name: splits[name] for name in ordered},
+                "shards": {name: split.num_shards for name, split in builder.info.splits.items()}}
+
+    def episodes(self, split: str, builder=None, read_config=None, shuffle_files: bool = False):
+        """A split's episodes as a tf.data.Dataset, every camera's images left as their
+        encoded JPEG/PNG bytes (decoding is the reader's choice)."""
+        import tensorflow_datasets as tfds
+
+        builder = builder or self.builder()
+        cameras = self.layout(builder)["cameras"]
+        decoders = {"steps": {"observation": {name: tfds.decode.SkipDecoding() for name in cameras}}}
+        return builder.as_dataset(split=split, decoders=decoders, read_config=read_config,
+                                  shuffle_files=shuffle_files)
+
+    def silver_files(self, table: str, split: str | None = None) -> list[str]:
+        """The Parquet files of one of the build's silver tables (one split's, if given);
+        [] for a folder outside a lake."""
+        build = self.build
+        return list_files(build.silver_glob(table, split or "*")) if build else []

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 
 from robolake import progress
 from robolake.errors import RobolakeError
-from robolake.lake import Lake, create_exclusive, delete_tree, exists, read_json, write_atomic
+from robolake.lake import Lake
+from robolake.staging import write_atomic
+from robolake.storage import create_exclusive, delete_tree, exists, read_json
 
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = float(os.environ.get("ROBOLAKE_LEASE_STALE_AFTER_S", 120))

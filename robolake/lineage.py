@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from robolake.errors import RobolakeError
 from robolake.hashing import sha256_source
-from robolake.lake import Build, Lake, exists, join, read_json
+from robolake.lake import Build, Lake
 from robolake.names import parse_reference
+from robolake.storage import exists, join, read_json
 
 PROVENANCE_FILE = "provenance.json"
 

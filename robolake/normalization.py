@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robolake.lake import read_bytes
+from robolake.storage import read_bytes
 
 KEYS = {"action": "action", "state": "proprio", "proprio": "proprio"}
 MODES = ("bounds_q99", "mean_std", "min_max")

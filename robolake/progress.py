@@ -11,7 +11,7 @@ from apache_beam.io.filesystems import FileSystems
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from robolake.lake import join, write_bytes
+from robolake.storage import join, write_bytes
 
 console = Console(stderr=True, soft_wrap=True)  # messages stay one line in logs, whatever the width
 

@@ -18,8 +18,10 @@ import time
 
 from robolake import progress
 from robolake.errors import RobolakeError
-from robolake.lake import Build, Lake, delete_tree, exists, read_json, write_atomic, write_json
+from robolake.lake import Build, Lake
 from robolake.lease import Lease, live_build
+from robolake.staging import write_atomic
+from robolake.storage import delete_tree, exists, read_json, write_json
 
 KILL_POINTS = ("before-commit", "pointer-staged", "after-commit")
 

@@ -1,1 +1,3 @@
-"""Schemas every stage agrees on: the RLDS feature spec and the lake's Arrow tables."""
+"""Schemas every stage agrees on: rlds.py (the RLDS features of a dataset spec),
+tables.py (the lake's Arrow tables), documents.py (JSON Schemas of the JSON files
+robolake writes, in json/)."""

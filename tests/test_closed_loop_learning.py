@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from pipelines.build import convert
-from robolake.cli import main
 from robolake.lake import Lake
 from robolake.normalization import load_statistics
 from robolake.sample import write_sample
 from robolake.spec import load_spec
-from tests.conftest import config_file
+from tests.helpers import config_file
 from training.rollout import run_rollouts
 from training.runtime import Policy
 from training.sim_env import ConstantPolicy, RandomPolicy, RuntimePolicyAdapter, TabletopEnv

@@ -11,9 +11,9 @@ import tensorflow_datasets as tfds
 
 from robolake.lake import Lake
 from robolake.normalization import load_statistics, normalize
-from schemas.tables import SILVER_SCHEMA_VERSION
 from robolake.sample import write_aloha_file
-from tests.conftest import load_split, robomimic_spec, run_convert, shared_data
+from schemas.tables import SILVER_SCHEMA_VERSION
+from tests.helpers import load_split, robomimic_spec, run_convert, shared_data
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ import yaml
 from pipelines.rlds_source import parse_key
 from robolake.errors import RobolakeError, SpecError
 from robolake.hashing import sha256_source
-from robolake.lake import read_json
 from robolake.spec import parse_spec
-from tests.conftest import load_split, merged, quarantine_records, robomimic_spec, run_convert, shared_data
+from robolake.storage import read_json
+from tests.helpers import load_split, merged, quarantine_records, robomimic_spec, run_convert, shared_data
 
 REPO = Path(__file__).resolve().parents[1]
 NO_FILTERS = {"zscore": None, "jump": None}

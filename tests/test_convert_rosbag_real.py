@@ -10,7 +10,7 @@ import pytest
 
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
-from tests.conftest import merged, quarantine_records, run_convert, shared_data
+from tests.helpers import merged, quarantine_records, run_convert, shared_data
 
 VERSION = "1.0.0"
 NUMERIC = ["step_index", "timestamp", "is_first", "is_last", "action_raw", "state"]

@@ -25,45 +25,13 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from robolake.cli import main
+from cli.main import main
 from robolake.hashing import sha256_source
 from robolake.lake import Lake
 from tests import bag_factory as bf
-from tests.conftest import merged, run_convert
-
-NAME, VERSION = "synthetic_bags", "1.0.0"
-STATE_JOINTS = ["j1", "j2", "j3"]
-TWIST_NAMES = ["vx", "vy", "vz", "wx", "wy", "wz"]
-
-BAG_SPEC = {
-    "name": NAME,
-    "version": VERSION,
-    "source": {"format": "rosbag", "paths": [], "distro": "ros2_humble", "stamps": "header", "max_age_s": 0.1},
-    "control_rate_hz": 10,
-    "cameras": [
-        {"name": "rgb", "topic": bf.RGB, "size": [64, 64], "encoding": "png"},
-        {"name": "jpeg", "topic": bf.JPEG, "size": [64, 64], "encoding": "png"},
-    ],
-    "state": {"topics": [{"topic": bf.JOINT_STATES, "joints": STATE_JOINTS}]},
-    "action": {"topics": [{"topic": bf.CMD, "max_age_s": 0.15}], "names": TWIST_NAMES},
-    "instruction": {"topic": bf.INSTRUCTION_TOPIC},
-    "metadata": {"task": {"sidecar": "task"}, "operator": {"sidecar": "operator"}},
-    "episode_length": {"min_steps": 2},
-    "splits": {"fractions": {"train": 1.0}},
-    "filters": {"zscore": None, "jump": None},
-}
-
-
-def bag_spec(paths: list[Path], **overrides) -> dict:
-    source = {"paths": [str(p) for p in paths], **overrides.pop("source", {})}
-    return merged(BAG_SPEC, source=source, **overrides)
-
-
-def write_bag(path: Path, task: str = "pick", operator: str = "op1", **kwargs) -> bf.ExpectedStreams:
-    expected = bf.write_teleop_bag(path, **kwargs)
-    bf.write_sidecar(path, task=task, operator=operator)
-    return expected
-
+from tests.helpers import (
+    BAG_NAME as NAME, BAG_VERSION as VERSION, STATE_JOINTS, TWIST_NAMES, bag_spec, run_convert, write_bag,
+)
 
 # ---------------------------------------------------------------- the contract, computed here
 

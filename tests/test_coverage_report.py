@@ -13,10 +13,10 @@ import h5py
 import pandas as pd
 import pytest
 
-from robolake.cli import main
+from cli.main import main
 from robolake.lake import Lake
 from robolake.sample import write_robomimic_dataset
-from tests.conftest import robomimic_spec, run_convert
+from tests.helpers import robomimic_spec, run_convert
 from validation.coverage import GAP_RATIO, _words, gaps, near_duplicate_pairs
 
 NAME, VERSION = "planted", "1.0.0"

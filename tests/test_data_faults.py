@@ -18,14 +18,14 @@ from pipelines.build import discover_sources
 from pipelines.filters import filter_episode
 from pipelines.hdf5_source import Hdf5Source
 from pipelines.rosbag_source import RosbagSource
-from robolake.dataset_ref import resolve
 from robolake.lake import Lake
 from robolake.spec import parse_spec
 from tests import bag_factory as bf
-from tests.conftest import load_split, robomimic_spec, run_convert, shared_data
-from tests.test_convert_rosbag_synthetic import NAME as BAGS, VERSION, bag_spec, write_bag
-from tests.test_statistics import robust_of
-from validation import lake_views
+from tests.helpers import (
+    BAG_NAME as BAGS, BAG_VERSION as VERSION, bag_spec, load_split, robomimic_spec, robust_of, run_convert,
+    shared_data, write_bag,
+)
+from robolake import lake_views
 from validation.gate import load_config, print_summary, run_gate
 
 TABLETOP = "synthetic_tabletop"
@@ -47,7 +47,7 @@ def all_episodes(gold_dir: str, manifest: dict) -> dict[str, dict]:
 
 def truncation_warning(lake: Lake, dataset: str, capsys) -> tuple[object, str]:
     """The gate's truncated_episodes outcome and the gate's printed summary."""
-    outcomes, skipped = run_gate(lake, resolve(lake, dataset), load_config(dataset))
+    outcomes, skipped = run_gate(lake, lake.resolve(dataset), load_config(dataset))
     print_summary(outcomes, skipped)
     return next(o for o in outcomes if o.check == "truncated_episodes"), capsys.readouterr().out
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from pipelines.build import convert
-from robolake.dataset_ref import resolve
 from robolake.lake import Lake
 from robolake.normalization import load_statistics
 from robolake.sample import write_sample
@@ -35,7 +34,7 @@ def build(raw: Path, lake: Path, *overrides: str) -> tuple[dict, list]:
     spec = load_spec(str(SPEC), [f"source.paths=['{raw}/hdf5/*.hdf5']", "cameras.0.size=[32, 32]",
                                  "cameras.1.size=[32, 32]", *overrides])
     outcome = convert(spec, Lake(str(lake)), [])
-    target = resolve(Lake(str(lake)), spec.name)
+    target = Lake(str(lake)).resolve(spec.name)
     outcomes, _ = run_gate(Lake(str(lake)), target, load_config(spec.name))
     return load_statistics(outcome.gold_dir), [o for o in outcomes if not o.success]
 
@@ -48,7 +47,7 @@ def test_the_default_keeps_every_continuous_dimension_under_five_percent(raw, tm
     assert moving and all(0 < shares[name] <= 0.05 for name in moving), shares
     assert [o.check for o in failed] == []  # no warning either: the round trip keeps the signal
     # the recorded shares are what normalizing the train steps again gives
-    steps = resolve(Lake(str(tmp_path / "lake")), "sample_tabletop")
+    steps = Lake(str(tmp_path / "lake")).resolve("sample_tabletop")
     assert steps.manifest["saturation"]["action"] == pytest.approx(
         {name: shares[name] for name in statistics["robolake"]["action_names"][:6]}, abs=1e-9)
 

@@ -22,12 +22,12 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"]
 PROJECT_DIRS = ["datasets", "robolake", "pipelines", "schemas", "validation", "training"]
-SMALL = {  # 3 HDF5 episodes and 3 bags, all in train so that each dataset has train statistics
+SMALL = {  # 3 HDF5 episodes and 3 bags
     "sample": {"episodes": 6, "seed": 3, "bag_fraction": 0.5, "workers": 1},
-    "build": {"train_fraction": 1.0, "val_fraction": 0.0, "test_fraction": 0.0},
     "convert": {"beam_workers": 1},
     "evaluate": {"split": "train", "rollouts": 2, "max_steps": 5},  # every episode is in train here
 }
+ALL_IN_TRAIN = {"train": 1.0, "val": 0.0, "test": 0.0}  # so that each dataset has train statistics
 SMALL_TRAINING = {"steps": 4, "batch_size": 4, "effective_batch": 4, "warmup_steps": 1, "val_every": 2,
                   "val_batches": 1, "log_every": 2, "data": {"shuffle_buffer": 16}}
 TINY_MODEL = {"image_size": 32, "patch_size": 16, "vision_hidden": 32, "vision_layers": 1, "vision_heads": 2,
@@ -56,6 +56,10 @@ def project(tmp_path_factory) -> Path:
     for section, values in SMALL.items():
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for dataset in params["datasets"].values():
+        spec = yaml.safe_load((root / dataset["spec"]).read_text())
+        spec["splits"]["fractions"] = ALL_IN_TRAIN
+        (root / dataset["spec"]).write_text(yaml.safe_dump(spec, sort_keys=False))
     for name, extra in (("pretrain", {"model": TINY_MODEL}), ("lora", {})):
         path = root / "training/configs" / f"{name}.yaml"
         path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **SMALL_TRAINING, **extra}))
@@ -148,6 +152,24 @@ def test_second_repro_is_a_no_op(project):
     assert "didn't change, skipping" in second.stdout
     assert (project / "dvc.lock").read_text() == before
     assert "up to date" in run(["dvc", "status"], project).stdout
+
+
+def test_a_spec_edit_is_a_changed_param_of_its_own_convert_stage(project):
+    spec = project / "datasets/sample_tabletop_ros.yaml"
+    original = spec.read_text()
+    edited = yaml.safe_load(original)
+    edited["normalization"]["mode"] = "min_max"
+    spec.write_text(yaml.safe_dump(edited, sort_keys=False))
+    try:
+        status = run(["dvc", "status"], project).stdout
+        diff = run(["dvc", "params", "diff"], project).stdout
+    finally:
+        spec.write_text(original)
+    assert "convert@sample_tabletop:" not in status  # the other dataset's stage is untouched
+    stage = status.split("convert@sample_tabletop_ros:")[1]
+    assert "datasets/sample_tabletop_ros.yaml:" in stage and "modified:           normalization" in stage
+    assert ["datasets/sample_tabletop_ros.yaml", "normalization.mode", "bounds_q99", "min_max"] in [
+        line.split() for line in diff.splitlines()]
 
 
 def test_changed_param_reruns_only_downstream_stages(project):

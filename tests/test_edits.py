@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from cli.main import main
 from pipelines.episode import EpisodeRef
 from pipelines.splits import assign_split
-from robolake.cli import main
+from robolake import lake_views
 from robolake.hashing import sha256_file
-from robolake.lake import Lake, read_json
+from robolake.lake import Lake
 from robolake.spec import SplitPolicy
-from tests.conftest import load_split, robomimic_spec, run_convert
-from validation import lake_views
+from robolake.storage import read_json
+from tests.helpers import load_split, robomimic_spec, run_convert
 
 
 @pytest.fixture(scope="module")

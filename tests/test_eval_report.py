@@ -14,7 +14,7 @@ import pytest
 
 from robolake.lake import Lake
 from robolake.sample.episode import build_episode
-from tests.conftest import robomimic_spec, run_convert
+from tests.helpers import robomimic_spec, run_convert
 from training.eval_report import (
     compare_with_demonstrations,
     coverage_join,

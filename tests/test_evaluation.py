@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robolake.cli import main
-from robolake.dataset_ref import resolve
+from cli.main import main
 from robolake.lake import Lake
-from tests.conftest import config_file, load_split, robomimic_spec, run_convert
+from tests.helpers import config_file, load_split, robomimic_spec, run_convert
 from training.evaluate import predict_episodes
 from training.metrics import EpisodePrediction, action_metrics, grouped_metrics, smoothness
 
@@ -76,7 +75,7 @@ def test_evaluate_measures_the_test_split_in_physical_units(trained, capsys):
     assert main(["evaluate", str(run), "--lake", str(lake)]) == 0
     assert "evaluate " in capsys.readouterr().out
     metrics = json.loads((run / "eval" / "eval.json").read_text())
-    target = resolve(Lake(str(lake)), "synthetic_tabletop")
+    target = Lake(str(lake)).resolve("synthetic_tabletop")
     test_episodes = load_split(target.gold_dir, "test")
     assert metrics["dataset"]["split"] == "test"
     assert metrics["overall"]["steps"] == sum(len(e["steps"]) for e in test_episodes)

@@ -1,6 +1,6 @@
 """Fault injection: robolake tried as a hostile or careless user would (issue 16).
 
-User errors and concurrent or killed builds run as real `python -m robolake.cli`
+User errors and concurrent or killed builds run as real `python -m cli.main`
 processes, so what is asserted is what a user sees: the exit code and stderr. A
 build is killed inside publication through the ROBOLAKE_KILL_AT hook, not timing luck."""
 
@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robolake.cli import main
+from cli.main import main
 from robolake.lake import Lake
+from robolake.lake_views import connect
 from robolake.publish import KILL_POINTS
-from tests.conftest import config_file, load_split, robomimic_spec, run_convert
-from validation.lake_views import connect
+from tests.helpers import config_file, load_split, robomimic_spec, run_convert
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "synthetic_tabletop"
@@ -35,7 +35,7 @@ NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog|[IWEF]
 
 def robolake(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "robolake.cli", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -200,7 +200,7 @@ def _spec_file(raw: Path, folder: Path, quality: int) -> Path:
 
 def _convert(spec_path: Path, lake: Path, *extra: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "robolake.cli", "convert", str(spec_path), "--lake", str(lake), *extra],
+        [sys.executable, "-m", "cli.main", "convert", str(spec_path), "--lake", str(lake), *extra],
         cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

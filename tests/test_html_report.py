@@ -11,8 +11,10 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
-from validation.coverage_model import CoverageReport, Histogram, UnderSampled
-from validation.html_report import dataframe_table, render_html, svg_bar_chart, svg_histogram
+from robolake.coverage_rule import UnderSampled
+from robolake.html_page import dataframe_table
+from validation.coverage_model import CoverageReport, Histogram
+from validation.html_report import render_html, svg_bar_chart, svg_histogram
 
 SECTION_IDS = [
     "summary",

@@ -14,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow_datasets as tfds
 
-from pipelines.lerobot_export import export, validate_export
-from robolake.cli import main
-from tests.conftest import assert_quantiles_match_numpy, robomimic_spec, run_convert
+from cli.main import main
+from exports.lerobot.validator import validate_export
+from exports.lerobot.writer import export
+from tests.helpers import assert_quantiles_match_numpy, robomimic_spec, run_convert
 
 SPLITS = ("train", "val", "test")
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from robolake.cli import main
+from cli.main import main
 from robolake.hashing import sha256_file
 from robolake.provenance import dvc_upstream
 from schemas.documents import check
-from tests.conftest import robomimic_spec, run_convert
+from tests.helpers import robomimic_spec, run_convert
 
 
 @pytest.fixture

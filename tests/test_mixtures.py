@@ -12,19 +12,20 @@ import numpy as np
 import pytest
 import yaml
 
+from cli.main import main
 from pipelines.build import convert
 from pipelines.derive import complete
 from pipelines.lake_source import copies_by_weight
-from robolake.statistics import ALPHA
-from robolake.cli import main
 from robolake.errors import RobolakeError
-from robolake.lake import Lake, read_json
+from robolake.lake import Lake
 from robolake.sample.hdf5_writer import write_robomimic_dataset
 from robolake.spec import parse_spec
-from tests.conftest import (
+from robolake.statistics import ALPHA
+from robolake.storage import read_json
+from tests.helpers import (
     CAMERAS, assert_quantiles_match_numpy, load_split, robomimic_spec, run_convert, shared_data,
 )
-from validation import lake_views
+from robolake import lake_views
 
 NO_FILTERS = {"zscore": None, "jump": None}
 BETA_ACTIONS = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "grip"]  # another name for the gripper

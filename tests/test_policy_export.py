@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.test_policy_runtime import CAMERAS, frames, save_tiny_bundle
+from tests.helpers import POLICY_CAMERAS as CAMERAS, frames, save_tiny_bundle
 from training.export import ExportedPolicy, ParityError, check_parity, export_policy, quantization_change, run
 
 pytestmark = [

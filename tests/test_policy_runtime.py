@@ -3,72 +3,22 @@ limits, the entropy fallback flag, input checks, and a tiny checkpoint bundle en
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from robolake.normalization import denormalize, normalize
+from tests.helpers import (
+    INSTRUCTIONS, MEAN, POLICY_CAMERAS as CAMERAS, STD, frames, save_tiny_bundle, statistics, tiny_config,
+)
 from training.frames import TRAIN_CROP_SCALE, eval_frames
-from training.model import CompactVLA, ModelConfig, add_lora, is_lora, save_pretrained
+from training.model import CompactVLA, is_lora
 from training.runtime import ActionFilter, Policy, SafetyConfig
-from training.tokenizers import InstructionTokenizer
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
               pytest.mark.usefixtures("one_torch_thread")]
-
-CAMERAS = ["front", "wrist"]
-INSTRUCTIONS = ["pick up the red block", "open the drawer", "put the cup in the bowl"]
-MEAN = [0.003, 0.0002, -0.003, 0.0, 0.0001, 0.004, -0.04]
-STD = [0.007, 0.009, 0.013, 0.0017, 0.0017, 0.021, 0.999]
-NORMALIZED_MASK = [True] * 6 + [False]  # the gripper is left as recorded
-
-
-def statistics() -> dict:
-    """A dataset_statistics.json document of the shape the pipeline writes (mean_std, gripper unnormalized)."""
-    return {
-        "action": {"mean": MEAN, "std": STD, "mask": NORMALIZED_MASK,
-                   "q01": [-0.02] * 6 + [-1.0], "q99": [0.02] * 6 + [1.0],
-                   "min": [-0.05] * 6 + [-1.0], "max": [0.05] * 6 + [1.0]},
-        "robolake": {
-            "normalization": {"mode": "mean_std", "std_bound": 1.0, "mask": NORMALIZED_MASK, "state": False},
-            "action_names": ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"],
-            "cameras": {name: {"mean": [0.5] * 3, "std": [0.2] * 3} for name in reversed(CAMERAS)},
-        },
-    }
-
-
-def tiny_config(**overrides) -> ModelConfig:
-    sizes = dict(image_size=16, patch_size=8, num_cameras=2, vision_hidden=16, vision_layers=1, vision_heads=2,
-                 lm_hidden=32, lm_layers=1, lm_heads=2, lm_intermediate=64, max_instruction_tokens=10)
-    return ModelConfig(**{**sizes, **overrides})
-
-
-def save_tiny_bundle(folder: Path, seed: int = 0, lora: bool = False) -> CompactVLA:
-    """A checkpoint bundle of a fresh tiny model (LoRA with nonzero adapters) and `statistics()`; returns the model."""
-    torch.manual_seed(seed)
-    tokenizer = InstructionTokenizer.from_texts(INSTRUCTIONS)
-    model = CompactVLA(tiny_config(), tokenizer)
-    if lora:
-        add_lora(model, r=2, alpha=4)
-        with torch.no_grad():
-            for name, parameter in model.named_parameters():
-                if "lora_B" in name:
-                    parameter.normal_(std=0.5)
-    save_pretrained(model, tokenizer, folder)
-    (folder / "dataset_statistics.json").write_text(json.dumps(statistics()))
-    return model.eval()
-
-
-def frames(robots: int | None, seed: int = 0) -> dict[str, np.ndarray]:
-    """uint8 RGB frames of two different sizes, neither the model's; robots None: one unbatched frame per camera."""
-    rng = np.random.default_rng(seed)
-    lead = () if robots is None else (robots,)
-    return {"front": rng.integers(0, 256, (*lead, 48, 64, 3), dtype=np.uint8),
-            "wrist": rng.integers(0, 256, (*lead, 20, 30, 3), dtype=np.uint8)}
 
 
 class ScriptedModel:

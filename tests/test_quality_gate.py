@@ -15,11 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cli.main import main
 from pipelines.silver_writer import fixed_list, vectors
-from robolake.cli import main
-from robolake.dataset_ref import resolve
 from robolake.lake import Lake
-from tests.conftest import robomimic_spec, run_convert
+from tests.helpers import robomimic_spec, run_convert
 from validation.gate import load_config, run_gate
 
 NAME, VERSION = "synthetic_tabletop", "1.0.0"
@@ -65,7 +64,7 @@ def lake(clean_lake, tmp_path) -> Path:
 def gate(lake: Path, **overrides) -> dict[str, list]:
     """Run the gate; returns {"error": [failed checks], "warning": [...]}."""
     config = {**load_config(NAME), **overrides}
-    outcomes, _ = run_gate(Lake(str(lake)), resolve(Lake(str(lake)), NAME), config)
+    outcomes, _ = run_gate(Lake(str(lake)), Lake(str(lake)).resolve(NAME), config)
     failed = {"error": [], "warning": []}
     for outcome in outcomes:
         if not outcome.success:
@@ -263,11 +262,11 @@ def test_an_unmasked_gripper_is_reported_as_binary_not_as_saturation(gaussian_ra
 
 def test_the_round_trip_check_reports_clipping_and_the_largest_error_in_action_units(gaussian_raw, tmp_path):
     from validation.checks import GateInputs, normalization_roundtrip
-    from validation.lake_views import connect
+    from robolake.lake_views import connect
 
     run_convert(robomimic_spec(gaussian_raw), tmp_path / "lake")
     lake = Lake(str(tmp_path / "lake"))
-    target = resolve(lake, NAME)
+    target = lake.resolve(NAME)
     inputs = GateInputs(connect(lake, NAME, VERSION), lake, target.spec, target.manifest, target.statistics,
                         target.gold_dir, load_config(NAME))
     table = normalization_roundtrip(inputs).table.set_index("dimension")

@@ -12,7 +12,7 @@ import pytest
 
 from robolake.lake import Lake
 from robolake.sample import write_robomimic_dataset, write_robomimic_file
-from tests.conftest import CAMERAS, load_split, robomimic_spec, run_convert
+from tests.helpers import CAMERAS, load_split, robomimic_spec, run_convert
 
 STEPS = 24
 

@@ -13,7 +13,7 @@ from pipelines.silver_writer import steps_table
 from robolake.spec import parse_spec
 from schemas.rlds import RESOLUTION_CHANGE, TRUNCATED, metadata_fields, rlds_features
 from schemas.tables import steps_schema
-from tests.conftest import robomimic_spec
+from tests.helpers import robomimic_spec
 
 
 def _tfds_example(steps: pa.Table, metadata: dict, cameras: list[str]) -> dict:

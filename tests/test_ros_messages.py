@@ -12,7 +12,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
 from pipelines import ros_messages as ros
-from tests.conftest import shared_data
+from tests.helpers import shared_data
 
 TYPES = get_typestore(Stores.ROS2_HUMBLE).types
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines import ros_messages as ros
 from pipelines.rosbag_reader import BagError, messages, open_bag, storage_paths, typestore
-from tests.conftest import shared_data
+from tests.helpers import shared_data
 
 
 def read_all(path: Path, topics: list[str], distro: str = "ros2_humble") -> list[tuple]:

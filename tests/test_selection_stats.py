@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
-from robolake.cli import main
+from cli.main import main
 from robolake.lake import Lake
 from robolake.normalization import load_statistics
-from tests.conftest import assert_quantiles_match_numpy, robomimic_spec, run_convert
+from tests.helpers import assert_quantiles_match_numpy, robomimic_spec, run_convert
 from validation.selection_stats import selection_statistics
 
 NAME = "synthetic_tabletop"

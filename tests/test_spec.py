@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robolake.cli import main
+from cli.main import main
 from robolake.errors import RobolakeError, SpecError
 from robolake.spec import DEFAULT_ACTION_NAMES, load_spec, parse_spec
-from tests.conftest import ROBOMIMIC_SPEC, merged, robomimic_spec
+from tests.helpers import ROBOMIMIC_SPEC, merged, robomimic_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,26 +13,12 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.filters import RobustStats, filter_episode
+from pipelines.filters import filter_episode
 from robolake.lake import Build, Lake
-from robolake.statistics import VectorStats
 from robolake.normalization import denormalize, load_statistics, normalize
 from robolake.spec import parse_spec
 from schemas.documents import check
-from tests.conftest import assert_quantiles_match_numpy, load_split, robomimic_spec, run_convert
-
-
-def stats_of(rows: np.ndarray) -> VectorStats:
-    stats = VectorStats(rows.shape[1])
-    stats.add(rows)
-    return stats
-
-
-def robust_of(rows: np.ndarray) -> RobustStats:
-    stats = stats_of(rows)
-    median, mad = stats.robust()
-    result = stats.result()
-    return RobustStats(median, mad, np.asarray(result["q01"]), np.asarray(result["q99"]))
+from tests.helpers import assert_quantiles_match_numpy, load_split, robomimic_spec, robust_of, run_convert, stats_of
 
 
 def test_known_answers_against_numpy():

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from robolake.normalization import load_statistics
-from tests.conftest import load_split, robomimic_spec, run_convert
-from training.data import DataConfig, RldsSteps, collate, dataset_info
+from tests.helpers import load_split, robomimic_spec, run_convert
+from training.config import DataConfig
+from training.data import RldsSteps, collate, dataset_info
 
 CONFIG = DataConfig(image_size=32)
 

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from robolake.cli import main
-from robolake.dataset_ref import resolve
+from cli.main import main
 from robolake.lake import Lake
-from tests.conftest import config_file, robomimic_spec, run_convert
+from tests.helpers import config_file, robomimic_spec, run_convert
 from training import train as train_module
 from training.config import load_config
 from training.model import base_state_dict, load_pretrained
@@ -38,6 +37,19 @@ def lake(robomimic_raw, tmp_path_factory) -> Path:
 def metrics(run: Path) -> dict[int, dict]:
     with open(run / "metrics.csv", newline="") as f:
         return {int(row["step"]): row for row in csv.DictReader(f)}
+
+
+def test_the_dataset_is_positional_or_given_by_dataset(capsys):
+    positional = train_module.parse_args([f"{NAME}:1.0.0", "--config", "c.yaml"])
+    option = train_module.parse_args(["--dataset", f"{NAME}:1.0.0", "--config", "c.yaml"])
+    assert positional.dataset == option.dataset == f"{NAME}:1.0.0"
+    assert not hasattr(positional, "dataset_option")
+    for argv, error in [(["--config", "c.yaml"], "one of the arguments dataset --dataset is required"),
+                        ([NAME, "--dataset", NAME, "--config", "c.yaml"], "argument --dataset: not allowed with argument dataset")]:
+        with pytest.raises(SystemExit) as exited:
+            train_module.parse_args(argv)
+        assert exited.value.code == 2
+        assert f"robolake train: error: {error}" in capsys.readouterr().err
 
 
 def test_full_training_lowers_the_loss_and_writes_a_traceable_bundle(lake, tmp_path, capsys):
@@ -63,7 +75,7 @@ def test_full_training_lowers_the_loss_and_writes_a_traceable_bundle(lake, tmp_p
 
 
 def test_pretrain_then_lora_trains_only_the_adapters(lake, tmp_path, capsys):
-    target = resolve(Lake(str(lake)), NAME)
+    target = Lake(str(lake)).resolve(NAME)
     train(load_config(config_file(tmp_path, steps=10)), target, tmp_path / "pretrain")
     base = tmp_path / "pretrain" / "last"
     before = {k: v.clone() for k, v in base_state_dict(load_pretrained(base)[0]).items()}
@@ -80,7 +92,7 @@ def test_pretrain_then_lora_trains_only_the_adapters(lake, tmp_path, capsys):
 
 
 def test_resume_continues_the_same_loss_curve(lake, tmp_path):
-    target = resolve(Lake(str(lake)), NAME)
+    target = Lake(str(lake)).resolve(NAME)
     config = load_config(config_file(tmp_path, steps=12, val_every=4, log_every=1))
     train(config, target, tmp_path / "straight")
     train(config, target, tmp_path / "resumed", stop_after=5)
@@ -93,7 +105,7 @@ def test_resume_continues_the_same_loss_curve(lake, tmp_path):
 
 
 def test_an_injected_nan_stops_the_run_naming_the_likely_causes(lake, tmp_path, monkeypatch):
-    target = resolve(Lake(str(lake)), NAME)
+    target = Lake(str(lake)).resolve(NAME)
     forward = train_module.PolicyLoss.forward
     calls = {"n": 0}
 
@@ -122,7 +134,7 @@ def test_two_process_torchrun_gloo_completes_with_the_same_samples(lake, tmp_pat
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
-    single = train(load_config(config), resolve(Lake(str(lake)), NAME), tmp_path / "single")
+    single = train(load_config(config), Lake(str(lake)).resolve(NAME), tmp_path / "single")
     # 2 processes x batch 4 x 1 micro-step = 1 process x batch 4 x 2 micro-steps per optimizer step
     assert ddp["samples"] == single["samples"] == 4 * 8
     assert (tmp_path / "ddp" / "last" / "model.safetensors").exists()

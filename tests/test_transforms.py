@@ -19,7 +19,7 @@ from pipelines.images import FramePreprocessor, center_crop
 from pipelines.splits import assign_shards, assign_split
 from robolake.errors import SpecError
 from robolake.spec import CameraSpec, SplitPolicy, parse_spec
-from tests.conftest import robomimic_spec
+from tests.helpers import robomimic_spec
 
 
 def _ref(episode_id: str, task: str = "pick", steps: int = 10) -> EpisodeRef:

@@ -15,8 +15,8 @@ import yaml
 
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
-from validation.lake_views import connect
-from tests.conftest import load_split, robomimic_spec, run_convert
+from robolake.lake_views import connect
+from tests.helpers import load_split, robomimic_spec, run_convert
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_two_workers_match_one_worker(robomimic_raw, tmp_path):
 
 
 def _convert_command(spec_path: Path, lake: Path) -> list[str]:
-    return [sys.executable, "-m", "robolake.cli", "convert", str(spec_path), "--lake", str(lake)]
+    return [sys.executable, "-m", "cli.main", "convert", str(spec_path), "--lake", str(lake)]
 
 
 def test_killed_build_publishes_nothing_and_rerun_succeeds(robomimic_raw, tmp_path):

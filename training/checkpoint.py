@@ -23,18 +23,17 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from robolake.dataset_ref import DatasetVersion
 from robolake.hashing import sha256_file
+from robolake.lake import GoldVersion
 from robolake.provenance import collect
+from robolake.staging import staged
 from schemas.documents import check
 from training.config import TrainConfig
 from training.model import CompactVLA, load_pretrained, merge_lora, save_pretrained
 from training.tokenizers import InstructionTokenizer
 
 
-def _provenance(bundle: Path, target: DatasetVersion, state: dict, started_at: str) -> dict:
-    statistics = Path(target.gold_dir) / "dataset_statistics.json"
-    manifest = Path(target.gold_dir) / "manifest.json"
+def _provenance(bundle: Path, target: GoldVersion, state: dict, started_at: str) -> dict:
     document = collect(
         artifact={"kind": "checkpoint", "path": str(bundle), "step": state["step"]},
         dataset={
@@ -42,7 +41,7 @@ def _provenance(bundle: Path, target: DatasetVersion, state: dict, started_at: s
             **({"build": target.manifest["build"]} if "build" in target.manifest else {}),
             "gold_dir": target.gold_dir, "statistics_sha256": target.manifest.get("statistics_sha256"),
         },
-        inputs=[{"path": str(path), "sha256": sha256_file(str(path))} for path in (manifest, statistics)],
+        inputs=[{"path": path, "sha256": sha256_file(path)} for path in (target.manifest_path, target.statistics_path)],
         started_at=started_at,
     )
     check(document, "provenance", f"{bundle}/provenance.json")
@@ -50,25 +49,28 @@ def _provenance(bundle: Path, target: DatasetVersion, state: dict, started_at: s
 
 
 def save_checkpoint(bundle: Path, model: CompactVLA, tokenizer: InstructionTokenizer, config: TrainConfig,
-                    target: DatasetVersion, state: dict, started_at: str, optimizer=None, scheduler=None) -> None:
-    """Write a bundle into `bundle` (replaced as a whole: written beside it, then renamed)."""
-    staging = bundle.with_name(f".{bundle.name}.writing")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_pretrained(model, tokenizer, staging)
-    shutil.copy(Path(target.gold_dir) / "dataset_statistics.json", staging / "dataset_statistics.json")
-    (staging / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-    (staging / "provenance.json").write_text(json.dumps(_provenance(bundle, target, state, started_at), indent=2))
-    if optimizer is not None:
-        weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, staging / "training_weights.safetensors")
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state,
-                    "torch_rng": torch.get_rng_state()}, staging / "trainer_state.pt")
-        numpy_state = np.random.get_state()
-        (staging / "rng.json").write_text(json.dumps({
-            "python": random.getstate()[1], "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-        }))
-    shutil.rmtree(bundle, ignore_errors=True)
-    staging.rename(bundle)
+                    target: GoldVersion, state: dict, started_at: str, optimizer=None, scheduler=None) -> None:
+    """Write a bundle into `bundle`, replacing it as a whole (robolake/staging.py)."""
+    with staged(str(bundle)) as staging_path:
+        staging = Path(staging_path)
+        save_pretrained(model, tokenizer, staging)
+        shutil.copy(target.statistics_path, staging / "dataset_statistics.json")
+        (staging / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+        (staging / "provenance.json").write_text(json.dumps(_provenance(bundle, target, state, started_at), indent=2))
+        if optimizer is not None:
+            _save_trainer_state(staging, model, optimizer, scheduler, state)
+
+
+def _save_trainer_state(staging: Path, model: CompactVLA, optimizer, scheduler, state: dict) -> None:
+    """What an exact resume needs: weights, optimizer, scheduler, step and RNG states."""
+    weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, staging / "training_weights.safetensors")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state,
+                "torch_rng": torch.get_rng_state()}, staging / "trainer_state.pt")
+    numpy_state = np.random.get_state()
+    (staging / "rng.json").write_text(json.dumps({
+        "python": random.getstate()[1], "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+    }))
 
 
 def load_trainer_state(bundle: Path, model: CompactVLA, optimizer, scheduler) -> dict:

@@ -1,7 +1,7 @@
 """Gold RLDS -> torch: a streaming step dataset for fine-tuning a VLA policy.
 
 Streaming. `RldsSteps` reads the split's TFRecord shards with TFDS
-(`builder_from_directory(gold_dir).as_dataset`), one episode at a time: the images
+(`GoldVersion.episodes`, robolake/lake.py), one episode at a time: the images
 are left encoded (`tfds.decode.SkipDecoding`) and an episode's steps come out of
 tf.data as one batch (stepping through the nested RLDS `steps` dataset one element
 at a time costs about 3x more). Steps then go through a shuffle buffer of at most
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -45,32 +44,11 @@ import tensorflow_datasets as tfds  # noqa: E402
 import torch  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
-from robolake.lake import Build, exists, join, list_files, read_json  # noqa: E402
+from robolake.lake import GoldVersion  # noqa: E402
 from robolake.normalization import load_statistics  # noqa: E402
-from training.frames import TRAIN_CROP_SCALE, center_crop, model_pixels, resized  # noqa: E402
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    image_size: int = 224  # model input side
-    crop_scale: float = TRAIN_CROP_SCALE  # random crop side as a fraction of the image side (eval: centre crop)
-    brightness: float = 0.2  # train: colour jitter amplitudes (factor in [1 - a, 1 + a]); no flips,
-    contrast: float = 0.2  # they would change what an action means
-    saturation: float = 0.2
-    shuffle_buffer: int = 2000  # train: steps
-    cameras: tuple[str, ...] | None = None  # None: every camera of the dataset, sorted by name
-    action_horizon: int = 1  # steps of `action_chunk`: this step's action and the next ones in its episode
-    seed: int = 0
-
-
-def _camera_names(builder: tfds.core.DatasetBuilder) -> list[str]:
-    observation = builder.info.features["steps"]["observation"]
-    return sorted(name for name, feature in observation.items() if isinstance(feature, tfds.features.Image))
-
-
-def _encoded(cameras: list[str]) -> dict:
-    """TFDS decoders that leave these cameras' images as their JPEG/PNG bytes."""
-    return {"steps": {"observation": {name: tfds.decode.SkipDecoding() for name in cameras}}}
+from robolake.storage import exists  # noqa: E402
+from training.config import DataConfig  # noqa: E402
+from training.frames import center_crop, model_pixels, resized  # noqa: E402
 
 
 class RldsSteps(torch.utils.data.IterableDataset):
@@ -93,10 +71,10 @@ class RldsSteps(torch.utils.data.IterableDataset):
         super().__init__()
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-        builder = tfds.builder_from_directory(gold_dir)
-        if split not in builder.info.splits:
-            raise ValueError(f"{gold_dir} has no split {split!r} (splits: {sorted(builder.info.splits)})")
-        available = _camera_names(builder)
+        layout = GoldVersion.at(gold_dir).layout()
+        if split not in layout["splits"]:
+            raise ValueError(f"{gold_dir} has no split {split!r} (splits: {sorted(layout['splits'])})")
+        available = layout["cameras"]
         unknown = sorted(set(config.cameras or ()) - set(available))
         if unknown:
             raise ValueError(f"cameras {unknown} are not in {gold_dir} (cameras: {available})")
@@ -105,7 +83,7 @@ class RldsSteps(torch.utils.data.IterableDataset):
         self.epochs = epochs if epochs is not None else (None if train else 1)
         self.available_cameras = available  # all left encoded by TFDS, used or not
         self.cameras = list(config.cameras or available)
-        self.num_files = builder.info.splits[split].num_shards
+        self.num_files = layout["shards"][split]
         self.peak_buffered = 0
         self.steps_read = 0
 
@@ -130,19 +108,14 @@ class RldsSteps(torch.utils.data.IterableDataset):
 
     def _episodes(self, epoch: int, consumer: int, consumers: int) -> tf.data.Dataset:
         """This consumer's episodes, each with its steps as arrays (images encoded)."""
-        builder = tfds.builder_from_directory(self.gold_dir)
         by_file = consumers <= self.num_files
         context = tf.distribute.InputContext(num_input_pipelines=consumers, input_pipeline_id=consumer)
         read_config = tfds.ReadConfig(
             shuffle_seed=int(np.random.SeedSequence([self.config.seed, epoch]).generate_state(1)[0]),
             input_context=context if by_file and consumers > 1 else None,
         )
-        episodes = builder.as_dataset(
-            split=self.split,
-            decoders=_encoded(self.available_cameras),
-            shuffle_files=self.train,
-            read_config=read_config,
-        )
+        episodes = GoldVersion.at(self.gold_dir).episodes(self.split, read_config=read_config,
+                                                          shuffle_files=self.train)
         if not by_file:
             episodes = episodes.shard(consumers, consumer)
 
@@ -253,37 +226,32 @@ def dataset_info(gold_dir: str) -> dict:
     image shapes, action and state sizes, per split episodes and steps (steps from
     manifest.json; None without one), the statistics file and its contents, and the
     train split's instructions (one per episode and distinct text, by episode id)."""
-    builder = tfds.builder_from_directory(gold_dir)
-    step = builder.info.features["steps"]
-    manifest_path = join(gold_dir, "manifest.json")
-    counts = read_json(manifest_path)["counts"]["by_split"] if exists(manifest_path) else {}
-    cameras = _camera_names(builder)
+    gold = GoldVersion.at(gold_dir)
+    builder = gold.builder()
+    layout = gold.layout(builder)
+    counts = gold.manifest["counts"]["by_split"] if exists(gold.manifest_path) else {}
     return {
         "name": builder.info.name,
         "version": str(builder.info.version),
-        "cameras": cameras,
-        "image_shapes": {name: tuple(step["observation"][name].shape) for name in cameras},
-        "action_dim": step["action"].shape[0],
-        "state_dim": step["observation"]["state"].shape[0],
-        "splits": {
-            name: {"episodes": split.num_examples, "steps": counts.get(name, {}).get("steps")}
-            for name, split in builder.info.splits.items()
-        },
-        "statistics_path": join(gold_dir, "dataset_statistics.json"),
+        "cameras": layout["cameras"],
+        "image_shapes": layout["image_shapes"],
+        "action_dim": layout["action_dim"],
+        "state_dim": layout["state_dim"],
+        "splits": {name: {"episodes": episodes, "steps": counts.get(name, {}).get("steps")}
+                   for name, episodes in layout["splits"].items()},
+        "statistics_path": gold.statistics_path,
         "statistics": load_statistics(gold_dir),
-        "instructions": train_instructions(gold_dir, builder),
+        "instructions": train_instructions(gold, builder),
     }
 
 
-def train_instructions(gold_dir: str, builder: tfds.core.DatasetBuilder | None = None) -> list[str]:
+def train_instructions(gold: GoldVersion, builder: tfds.core.DatasetBuilder | None = None) -> list[str]:
     """The train split's instruction texts, one per (episode, distinct text), ordered by
-    episode id. Read from the silver `curated_steps` table of the lake the gold
-    folder sits in (gold's exact steps without images; two columns read), else by a
-    pass over the train shards with the images left encoded."""
-    builder = builder or tfds.builder_from_directory(gold_dir)
+    episode id. Read from the build's silver `curated_steps` table (gold's exact steps
+    without images; two columns read), else, for a gold folder outside a lake, by a pass
+    over the train shards with the images left encoded."""
     pairs: set[tuple[str, str]] = set()
-    build = Build.of_gold(gold_dir)
-    files = list_files(join(build.silver("curated_steps"), "split=train", "*.parquet")) if build else []
+    files = gold.silver_files("curated_steps", "train")
     for path in files:
         with FileSystems.open(path, compression_type="uncompressed") as f:
             table = pq.read_table(f, columns=["episode_id", "language_instruction"])
@@ -293,7 +261,6 @@ def train_instructions(gold_dir: str, builder: tfds.core.DatasetBuilder | None =
             steps = episode["steps"].batch(episode["steps"].cardinality()).get_single_element()
             return episode["episode_metadata"]["episode_id"], steps["language_instruction"]
 
-        episodes = builder.as_dataset(split="train", decoders=_encoded(_camera_names(builder)))
-        for episode_id, texts in episodes.map(instructions).as_numpy_iterator():
+        for episode_id, texts in gold.episodes("train", builder).map(instructions).as_numpy_iterator():
             pairs |= {(episode_id.decode(), text.decode()) for text in texts}
     return [text for _, text in sorted(pairs)]

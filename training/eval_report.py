@@ -1,7 +1,7 @@
 """Closed-loop rollouts joined to the data a checkpoint was trained on (the train split
 of its dataset version): the policy's episode length and smoothness next to the
 demonstrations', success per metadata value next to how many train episodes have that
-value (with the coverage report's under-sampling rule, validation/coverage.py), the
+value (with the coverage report's under-sampling rule, robolake/coverage_rule.py), the
 values the policy is weak on with what to collect, and all of it with the offline
 metrics as one self-contained page, eval.html (styled as the coverage report)."""
 
@@ -16,11 +16,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from robolake.coverage_rule import THRESHOLD, marginals, under_sampled
+from robolake.html_page import CSS, empty_note, escape_html, format_number, format_share, table_section
 from robolake.lake import Lake
+from robolake.lake_views import connect
 from training.metrics import smoothness
-from validation.coverage import THRESHOLD, marginals, under_sampled
-from validation.html_report import CSS, empty_note, escape_html, format_number, format_share, table_section
-from validation.lake_views import connect
 
 WEAK_RULE = ("a value is weak when even the upper end of its success rate's 95% (Wilson) interval is below "
              "the overall success rate")
@@ -91,7 +91,7 @@ def compare_with_demonstrations(records: Sequence, lake: Lake, dataset: str, ver
 
 
 def train_marginals(lake: Lake, dataset: str, version: str, fields: Sequence[str]) -> pd.DataFrame:
-    """validation.coverage.marginals of the version's train split, over those of `fields`
+    """robolake.coverage_rule.marginals of the version's train split, over those of `fields`
     the version's episodes record."""
     con = connect(lake, dataset, version)
     columns = {row[0] for row in con.execute("DESCRIBE episodes").fetchall()}

@@ -30,19 +30,19 @@ import torch
 from rich.progress import Progress
 
 from robolake import progress
-from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError
-from robolake.lake import Lake
+from robolake.lake import GoldVersion, Lake
 from robolake.lineage import dataset_change
 from robolake.names import dataset_argument
 from robolake.normalization import denormalize, load_statistics
-from training.data import DataConfig, RldsSteps, collate
+from training.config import DataConfig
+from training.data import RldsSteps, collate
 from training.eval_report import (compare_with_demonstrations, coverage_join, success_text, weak_lines,
                                    write_eval_html)
+from robolake.lake_views import connect
 from training.metrics import EpisodePrediction, grouped_metrics
 from training.model import load_pretrained
 from training.runtime import checkpoint_cameras, checkpoint_crop_scale
-from validation.lake_views import connect
 
 if TYPE_CHECKING:
     from training.rollout import RolloutReport
@@ -65,7 +65,7 @@ def seen_tasks(lake: Lake, dataset: str, version: str) -> set[str]:
     return {row[0] for row in con.sql("SELECT DISTINCT task FROM episodes WHERE split = 'train'").fetchall()}
 
 
-def predict_episodes(bundle: Path, target: DatasetVersion, split: str, batch_size: int,
+def predict_episodes(bundle: Path, target: GoldVersion, split: str, batch_size: int,
                      on_steps=lambda n: None) -> list[EpisodePrediction]:
     """Every step of `split` predicted by the checkpoint, grouped by episode in step order."""
     model, _ = load_pretrained(bundle)
@@ -108,7 +108,7 @@ def trained_on(bundle: Path) -> dict:
     return json.loads((bundle / "provenance.json").read_text())["dataset"]
 
 
-def _dataset_change(own: dict, target: DatasetVersion) -> str | None:
+def _dataset_change(own: dict, target: GoldVersion) -> str | None:
     """The change of the checkpoint's own dataset version since training, if evaluated on it."""
     if (own["name"], own["version"]) != (target.dataset, target.version):
         return None
@@ -117,7 +117,7 @@ def _dataset_change(own: dict, target: DatasetVersion) -> str | None:
     return dataset_change(own, current)
 
 
-def evaluate_offline(bundle: Path, target: DatasetVersion, split: str, lake: Lake, batch_size: int = 32) -> dict:
+def evaluate_offline(bundle: Path, target: GoldVersion, split: str, lake: Lake, batch_size: int = 32) -> dict:
     """Offline metrics of the checkpoint on `split` of `target` (see the module docstring)."""
     available = target.manifest["counts"]["by_split"]
     if not available.get(split, {}).get("episodes"):
@@ -222,7 +222,7 @@ def run(argv: list[str]) -> int:
     baseline = checkpoint_bundle(args.baseline) if args.baseline else None
     lake = Lake(args.lake)
     own = trained_on(bundle)
-    target = resolve(lake, args.dataset or f"{own['name']}:{own['version']}")
+    target = lake.resolve(args.dataset or f"{own['name']}:{own['version']}")
     change = _dataset_change(own, target)
     if change and not args.allow_dataset_change:
         raise RobolakeError(f"{change}; the {args.split} split is not the one held out from training. Pass "

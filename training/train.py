@@ -1,4 +1,4 @@
-"""`robolake train --dataset NAME[:VERSION] --config YAML`: fine-tune a VLA policy on a
+"""`robolake train NAME[:VERSION] --config YAML`: fine-tune a VLA policy on a
 gold dataset version, LoRA or full, in one readable loop.
 
 Per optimizer step: `accumulation` micro-batches (bf16 autocast when enabled), a
@@ -19,7 +19,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +30,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from robolake import progress
-from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError
-from robolake.lake import Lake
+from robolake.lake import GoldVersion, Lake
 from robolake.names import dataset_argument
 from robolake.provenance import utc_now
 from training.checkpoint import load_trainer_state, save_checkpoint
 from training.config import TrainConfig, load_config
-from training.data import DataConfig, RldsSteps, collate, dataset_info
-from training.model import CompactVLA, ModelConfig, add_lora, load_pretrained, trainable_parameters
+from training.data import RldsSteps, collate, dataset_info
+from training.model import CompactVLA, add_lora, load_pretrained, trainable_parameters
 from training.tokenizers import InstructionTokenizer
 
 METRIC_FIELDS = ["step", "loss", "action_token_accuracy", "val_loss", "val_action_token_accuracy", "lr",
@@ -98,17 +97,19 @@ class PolicyLoss(nn.Module):
 
 def build_model(config: TrainConfig, info: dict) -> tuple[CompactVLA, InstructionTokenizer]:
     """A model from `config.base` (a checkpoint bundle) or built from config with a tokenizer
-    of the dataset's instructions; LoRA adapters added in lora mode."""
+    of the dataset's instructions (config.model, its dataset fields filled in: training/config.py);
+    LoRA adapters added in lora mode."""
+    cameras = config.data.cameras or info["cameras"]
     if config.base:
         model, tokenizer = load_pretrained(config.base)
-        if model.config.action_dim != info["action_dim"] or model.config.num_cameras != len(info["cameras"]):
+        if model.config.action_dim != info["action_dim"] or model.config.num_cameras != len(cameras):
             raise RobolakeError(f"base {config.base}: built for {model.config.action_dim}-d actions and "
                                 f"{model.config.num_cameras} cameras, the dataset has {info['action_dim']} and "
-                                f"{len(info['cameras'])}")
+                                f"{len(cameras)}")
     else:
         tokenizer = InstructionTokenizer.from_texts(info["instructions"])
-        fields = {"num_cameras": len(info["cameras"]), "action_dim": info["action_dim"], **config.model}
-        model = CompactVLA(ModelConfig(**fields), tokenizer)
+        model = CompactVLA(replace(config.model, num_cameras=len(cameras), action_dim=info["action_dim"],
+                                   instruction_vocab_size=tokenizer.vocab_size), tokenizer)
         if model.config.state_dim:
             if model.config.state_dim != info["state_dim"]:
                 raise RobolakeError(f"model.state_dim {model.config.state_dim}: the dataset's state has "
@@ -192,7 +193,7 @@ class MetricsLog:
         self.tensorboard.close()
 
 
-def train(config: TrainConfig, target: DatasetVersion, run_dir: Path, resume: bool = False,
+def train(config: TrainConfig, target: GoldVersion, run_dir: Path, resume: bool = False,
           stop_after: int | None = None) -> dict:
     """Run the loop; returns the summary (also written to run_dir/summary.json). With
     `stop_after`, stop after that many optimizer steps of this run (a time-boxed or
@@ -218,8 +219,9 @@ def train(config: TrainConfig, target: DatasetVersion, run_dir: Path, resume: bo
     loss_module = PolicyLoss(model)
     if ctx.world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
-    data = DataConfig(**{"image_size": model.config.image_size, "action_horizon": model.config.action_horizon,
-                         "seed": config.seed, **config.data})
+    data = replace(config.data, image_size=model.config.image_size, action_horizon=model.config.action_horizon,
+                   seed=config.seed)
+    trained = replace(config, model=model.config, data=data)  # the bundles' train_config.yaml
     train_data = RldsSteps(target.gold_dir, "train", data, train=True, rank=ctx.rank, world_size=ctx.world_size)
     val_data = RldsSteps(target.gold_dir, "val" if "val" in info["splits"] else "train", data, train=False,
                          rank=ctx.rank, world_size=ctx.world_size, epochs=1)
@@ -267,8 +269,8 @@ def train(config: TrainConfig, target: DatasetVersion, run_dir: Path, resume: bo
                 if ctx.main:
                     state = {"step": done, "best_val": best_val, "best_step": best_step}
                     if improved:
-                        save_checkpoint(run_dir / "best", model, tokenizer, config, target, state, started_at)
-                    save_checkpoint(run_dir / "last", model, tokenizer, config, target, state, started_at,
+                        save_checkpoint(run_dir / "best", model, tokenizer, trained, target, state, started_at)
+                    save_checkpoint(run_dir / "last", model, tokenizer, trained, target, state, started_at,
                                     optimizer=optimizer, scheduler=scheduler)
                     last_good = str(run_dir / "last")
             if ctx.main and ("samples_per_s" in row or "val_loss" in row):
@@ -300,23 +302,29 @@ def train(config: TrainConfig, target: DatasetVersion, run_dir: Path, resume: bo
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="robolake train", description="Fine-tune a VLA policy on a gold dataset version.")
-    parser.add_argument("--dataset", required=True, type=dataset_argument,
-                        help="NAME or NAME:VERSION (default: the latest version)")
+    dataset = parser.add_mutually_exclusive_group(required=True)
+    dataset.add_argument("dataset", nargs="?", type=dataset_argument,
+                         help="NAME or NAME:VERSION (default: the latest version)")
+    dataset.add_argument("--dataset", dest="dataset_option", metavar="DATASET", type=dataset_argument,
+                         help="the dataset given as an option instead")
     parser.add_argument("--config", required=True, help="training config YAML (fields: training/config.py)")
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
     parser.add_argument("--run-dir", help="run folder (default: <lake>/runs/<dataset>-<version>-<mode>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     parser.add_argument("--merge", action="store_true", help="also write best/merged: LoRA folded into the base weights")
     parser.add_argument("--stop-after", type=int, help="stop after this many optimizer steps (resume later with --resume)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.dataset = args.dataset or args.dataset_option
+    del args.dataset_option
+    return args
 
 
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
     config = load_config(args.config)
     lake = Lake(args.lake)
-    target = resolve(lake, args.dataset)
-    run_dir = Path(args.run_dir or os.path.join(lake.root, "runs", f"{target.dataset}-{target.version}-{config.mode}"))
+    target = lake.resolve(args.dataset)
+    run_dir = Path(args.run_dir or lake.run_dir(f"{target.dataset}-{target.version}-{config.mode}"))
     summary = train(config, target, run_dir, resume=args.resume, stop_after=args.stop_after)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes and reports
         return 0

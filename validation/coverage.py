@@ -10,7 +10,6 @@ import argparse
 import difflib
 from collections import Counter, defaultdict
 import itertools
-import math
 import os
 import re
 import time
@@ -21,15 +20,14 @@ import pandas as pd
 from rich.progress import Progress
 
 from robolake import progress
-from robolake.dataset_ref import DatasetVersion, resolve
-from robolake.lake import Lake, write_bytes, write_json
+from robolake.coverage_rule import THRESHOLD, UnderSampled, marginals, quoted, under_sampled
+from robolake.lake import GoldVersion, Lake
+from robolake.lake_views import available_views, connect_version
 from robolake.names import dataset_argument
 from robolake.provenance import utc_now
-from validation.coverage_model import CoverageReport, Histogram, UnderSampled
-from validation.lake_views import available_views
-from validation.version_views import connect_version
+from robolake.storage import write_bytes, write_json
+from validation.coverage_model import CoverageReport, Histogram
 
-THRESHOLD = 0.5  # a value is under-sampled below this fraction of an even share (1 / number of values)
 GAP_RATIO = 0.25  # a pair of values is a gap below this fraction of its count under independence
 MAX_VALUES = 50  # metadata fields with more distinct values are not crossed (ids, file names)
 BINS = 20
@@ -37,16 +35,12 @@ ARTICLES = {"a", "an", "the"}
 TYPO = 0.6  # two words this similar (difflib ratio) are one word misspelled or inflected
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def metadata_fields(con: duckdb.DuckDBPyConnection, target: DatasetVersion, notes: list[str]) -> list[str]:
+def metadata_fields(con: duckdb.DuckDBPyConnection, target: GoldVersion, notes: list[str]) -> list[str]:
     """The spec's metadata fields (task first) with at most MAX_VALUES distinct values."""
     names = list(dict.fromkeys(["task", *target.spec.metadata]))
     fields = []
     for name in names:
-        distinct = con.execute(f"SELECT count(DISTINCT {_quoted(name)}) FROM episodes").fetchone()[0]
+        distinct = con.execute(f"SELECT count(DISTINCT {quoted(name)}) FROM episodes").fetchone()[0]
         if distinct > MAX_VALUES:
             notes.append(f"metadata field {name!r} has {distinct} distinct values; not crossed (over {MAX_VALUES})")
         else:
@@ -56,35 +50,10 @@ def metadata_fields(con: duckdb.DuckDBPyConnection, target: DatasetVersion, note
 
 def cube(con: duckdb.DuckDBPyConnection, fields: list[str]) -> pd.DataFrame:
     """Episodes and steps for every combination of the fields and every subtotal (CUBE)."""
-    columns = ", ".join(_quoted(f) for f in fields)
+    columns = ", ".join(quoted(f) for f in fields)
     return con.execute(f"""
         SELECT {columns}, count(*) AS episodes, sum(num_steps)::BIGINT AS steps
         FROM episodes GROUP BY CUBE ({columns}) ORDER BY ALL NULLS FIRST""").df()
-
-
-def marginals(con: duckdb.DuckDBPyConnection, fields: list[str]) -> pd.DataFrame:
-    parts = [f"""SELECT '{f}' AS field, {_quoted(f)}::VARCHAR AS value, count(*) AS episodes,
-                        sum(num_steps)::BIGINT AS steps FROM episodes GROUP BY ALL""" for f in fields]
-    table = con.execute(" UNION ALL ".join(parts) + " ORDER BY field, episodes DESC, value").df()
-    table["share"] = table["episodes"] / table.groupby("field")["episodes"].transform("sum")
-    return table
-
-
-def under_sampled(table: pd.DataFrame, threshold: float) -> list[UnderSampled]:
-    """Values whose share is below `threshold` of an even share, with how many episodes
-    would bring them up to it."""
-    flags = []
-    for field, rows in table.groupby("field", sort=False):
-        total, limit = int(rows["episodes"].sum()), threshold / len(rows)
-        for row in rows.itertuples():
-            if len(rows) > 1 and row.share < limit:
-                needed = math.ceil((limit * total - row.episodes) / (1 - limit))
-                flags.append(UnderSampled(
-                    field, str(row.value), int(row.episodes), total, float(row.share), needed,
-                    f"{field}={row.value}: {row.episodes} of {total} episodes ({row.share:.1%}); "
-                    f"collect ~{needed} more (an even share would be {1 / len(rows):.0%})",
-                ))
-    return flags
 
 
 def gaps(con: duckdb.DuckDBPyConnection, fields: list[str], ratio: float) -> pd.DataFrame:
@@ -94,9 +63,9 @@ def gaps(con: duckdb.DuckDBPyConnection, fields: list[str], ratio: float) -> pd.
     frames = []
     for a, b in itertools.combinations(fields, 2):
         frames.append(con.execute(f"""
-            WITH va AS (SELECT {_quoted(a)}::VARCHAR AS value, count(*) AS n FROM episodes GROUP BY ALL),
-                 vb AS (SELECT {_quoted(b)}::VARCHAR AS value, count(*) AS n FROM episodes GROUP BY ALL),
-                 pairs AS (SELECT {_quoted(a)}::VARCHAR AS value_a, {_quoted(b)}::VARCHAR AS value_b, count(*) AS n
+            WITH va AS (SELECT {quoted(a)}::VARCHAR AS value, count(*) AS n FROM episodes GROUP BY ALL),
+                 vb AS (SELECT {quoted(b)}::VARCHAR AS value, count(*) AS n FROM episodes GROUP BY ALL),
+                 pairs AS (SELECT {quoted(a)}::VARCHAR AS value_a, {quoted(b)}::VARCHAR AS value_b, count(*) AS n
                            FROM episodes GROUP BY ALL)
             SELECT '{a}' AS field_a, va.value AS value_a, '{b}' AS field_b, vb.value AS value_b,
                    coalesce(pairs.n, 0) AS episodes, round(va.n * vb.n / {total}, 1) AS expected
@@ -241,7 +210,7 @@ def _table_or_empty(con: duckdb.DuckDBPyConnection, view: str, query: str, colum
     return con.execute(query).df() if view in available_views(con) else pd.DataFrame(columns=columns)
 
 
-def build_report(lake: Lake, target: DatasetVersion, threshold: float = THRESHOLD,
+def build_report(lake: Lake, target: GoldVersion, threshold: float = THRESHOLD,
                  gap_ratio: float = GAP_RATIO) -> CoverageReport:
     con = connect_version(lake, target)
     notes: list[str] = []
@@ -335,7 +304,7 @@ def run(argv: list[str]) -> int:
     args = parse_args(argv)
     started = time.time()
     lake = Lake(args.lake)
-    target = resolve(lake, args.dataset)
+    target = lake.resolve(args.dataset)
     report = build_report(lake, target, args.threshold, args.gap_ratio)
     reports = write_report(lake, report)
     for flag in report.flags:

@@ -7,18 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-
-@dataclass(frozen=True)
-class UnderSampled:
-    """A metadata value (or a whole combination) below the report's share threshold."""
-
-    field: str  # "lighting", or "task x lighting" for a combination
-    value: str  # "side", or "push x side"
-    episodes: int
-    total: int
-    share: float  # episodes / total
-    needed: int  # episodes to collect to reach the threshold share
-    recommendation: str  # "lighting=side: 3 of 120 episodes (2.5%); collect ~20 more"
+from robolake.coverage_rule import UnderSampled
 
 
 @dataclass

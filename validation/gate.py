@@ -21,12 +21,12 @@ import yaml
 from rich.progress import Progress
 
 from robolake import progress
-from robolake.dataset_ref import DatasetVersion, resolve
 from robolake.errors import RobolakeError
-from robolake.lake import Lake, write_json
+from robolake.lake import GoldVersion, Lake
+from robolake.lake_views import connect_version
 from robolake.names import dataset_argument
+from robolake.storage import write_json
 from validation.checks import CHECKS, Check, GateInputs
-from validation.version_views import connect_version
 
 CONFIG = Path(__file__).with_name("gate.yaml")
 GX_SEVERITY = {"error": "critical", "warning": "warning"}
@@ -119,7 +119,7 @@ def _outcome(check: Check, severity: str, result) -> Outcome:
     )
 
 
-def run_gate(lake: Lake, target: DatasetVersion, config: dict) -> tuple[list[Outcome], list[Check]]:
+def run_gate(lake: Lake, target: GoldVersion, config: dict) -> tuple[list[Outcome], list[Check]]:
     """Run every check of one dataset version; returns the outcomes and the skipped checks."""
     inputs = GateInputs(connect_version(lake, target), lake, target.spec, target.manifest,
                         target.statistics, target.gold_dir, config)
@@ -143,7 +143,7 @@ def _key(outcome: Outcome) -> str:
     return f"{outcome.check}.{outcome.column}" if outcome.column else outcome.check
 
 
-def results_documents(target: DatasetVersion, outcomes: list[Outcome], skipped: list[Check]) -> tuple[dict, dict]:
+def results_documents(target: GoldVersion, outcomes: list[Outcome], skipped: list[Check]) -> tuple[dict, dict]:
     """validate.json (the verdict and unexpected counts: DVC metrics) and
     validate_details.json (every expectation with severity, counts and examples)."""
     failed = [o for o in outcomes if not o.success]
@@ -192,7 +192,7 @@ def run(argv: list[str]) -> int:
     args = parse_args(argv)
     started = time.time()
     lake = Lake(args.lake)
-    target = resolve(lake, args.dataset)
+    target = lake.resolve(args.dataset)
     config = load_config(target.dataset, Path(args.config))
     outcomes, skipped = run_gate(lake, target, config)
     document, details = results_documents(target, outcomes, skipped)

@@ -1,4 +1,4 @@
-"""`robolake query "<SQL>"`: ad-hoc DuckDB SQL over the lake's views (validation/lake_views.py),
+"""`robolake query "<SQL>"`: ad-hoc DuckDB SQL over the lake's views (robolake/lake_views.py),
 printed as a table or written as CSV, JSON or Parquet.
 
 The SQL runs with the local user's rights: it can read and write any file they can
@@ -15,12 +15,11 @@ import time
 import duckdb
 
 from robolake import progress
-from robolake.dataset_ref import resolve
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
+from robolake.lake_views import VIEWS, available_views, connect
 from robolake.names import dataset_argument
 from robolake.sql import one_line
-from validation.lake_views import VIEWS, available_views, connect
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -50,7 +49,7 @@ def scope(lake: Lake, reference: str | None) -> tuple[str, str]:
     a dataset or version the lake has not published is refused, named."""
     if reference is None:
         return "*", "*"
-    target = resolve(lake, reference)
+    target = lake.resolve(reference)
     return target.dataset, target.version if ":" in reference else "*"
 
 

@@ -19,13 +19,12 @@ import numpy as np
 import pyarrow as pa
 
 from robolake import progress
-from robolake.dataset_ref import resolve
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
+from robolake.lake_views import connect_version
 from robolake.names import dataset_argument
 from robolake.sql import one_line, parse_condition
 from robolake.statistics import VectorStats
-from validation.version_views import connect_version
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -62,7 +61,7 @@ def merged_pixels(table: pa.Table, camera: str) -> dict:
 def selection_statistics(lake: Lake, reference: str, where: str | None, split: str = "train") -> dict:
     """The merged statistics of the episodes of `reference` in `split` (or all) that meet
     `where`, a DuckDB condition over the `episodes` view."""
-    target = resolve(lake, reference)
+    target = lake.resolve(reference)
     con = connect_version(lake, target, ("episodes", "episode_stats"), materialize=False)
     episodes, rows = con.table("episodes"), con.table("episode_stats")
     if split != "all":  # on both sides: DuckDB then skips the other splits' partitions

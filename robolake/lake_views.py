@@ -18,18 +18,20 @@ Views (each with `dataset` and `version` columns; `split` where the table has on
 
 A view is left out when the lake has no file for it yet. For one dataset version the
 (small) episodes table is materialized, since the gate and the report read it many
-times. The lake must be a local folder (DuckDB reads it directly)."""
+times. Files are found through robolake/storage.py; DuckDB then reads them, so the lake
+must be a local folder for now."""
 
 from __future__ import annotations
 
-import glob
 import os
+from collections.abc import Callable
 
 import duckdb
 import pyarrow as pa
 
 from robolake.errors import RobolakeError
-from robolake.lake import Build, Lake, join, read_json
+from robolake.lake import Build, GoldVersion, Lake
+from robolake.storage import exists, list_files
 
 VIEWS = ("episodes", "steps", "raw_steps", "episode_stats", "filtered", "quarantine", "versions", "sources")
 
@@ -43,9 +45,9 @@ def _union(selects: list[str]) -> str | None:
     return "\nUNION ALL BY NAME\n".join(selects) or None
 
 
-def _build_files(builds: list[Build], tail: str) -> list[tuple[Build, str]]:
-    """(build, glob) for each build that has files matching `tail` under its folder."""
-    return [(b, join(b.dir, tail)) for b in builds if glob.glob(join(b.dir, tail))]
+def _with_files(builds: list[Build], glob_of: Callable[[Build], str]) -> list[tuple[Build, str]]:
+    """(build, glob) for each build that has files matching its glob."""
+    return [(b, glob_of(b)) for b in builds if list_files(glob_of(b))]
 
 
 def _silver_view(builds: list[Build], table: str) -> str | None:
@@ -55,15 +57,15 @@ def _silver_view(builds: list[Build], table: str) -> str | None:
     return _union([
         f"SELECT {_sql_string(b.dataset)} AS dataset, {_sql_string(b.version)} AS version, {columns} "
         f"FROM read_parquet({_sql_string(pattern)}, hive_partitioning = true)"
-        for b, pattern in _build_files(builds, f"silver/{table}/split=*/*.parquet")
+        for b, pattern in _with_files(builds, lambda build: build.silver_glob(table))
     ])
 
 
-def _quarantine_view(builds: list[Build], tail: str) -> str | None:
+def _quarantine_view(builds: list[Build], glob_of: Callable[[Build], str]) -> str | None:
     return _union([
         f"SELECT {_sql_string(b.dataset)} AS dataset, {_sql_string(b.version)} AS version, * "
         f"FROM read_parquet({_sql_string(pattern)})"
-        for b, pattern in _build_files(builds, f"quarantine/{tail}")
+        for b, pattern in _with_files(builds, glob_of)
     ])
 
 
@@ -85,7 +87,7 @@ def versions_table(lake: Lake, dataset: str = "*", version: str = "*") -> pa.Tab
         replaced = {r["build"]: r["replaced_at"] for r in pointer["replaced"]}
         for build_id in [*replaced, pointer["build"]]:
             build = lake.build(name, number, build_id)
-            manifest = read_json(join(build.gold, "manifest.json"))
+            manifest = GoldVersion.at(build.gold).manifest
             counts = manifest["counts"]
             rows.append({
                 "dataset": name, "version": number, "build": build_id, "current": build_id == pointer["build"],
@@ -113,8 +115,8 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*", materialize: boo
         "steps": _silver_view(builds, "curated_steps"),
         "raw_steps": _silver_view(builds, "steps"),
         "episode_stats": _silver_view(builds, "episode_stats"),
-        "filtered": _quarantine_view(builds, "filtered_actions/*.parquet"),
-        "quarantine": _quarantine_view(builds, "quarantine.parquet"),
+        "filtered": _quarantine_view(builds, lambda build: build.filtered_actions_glob),
+        "quarantine": _quarantine_view(builds, lambda build: build.quarantine_table),
     }
     for name, query in views.items():
         if query is not None:
@@ -130,7 +132,7 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*", materialize: boo
     versions = versions_table(lake, dataset, version)
     if versions.num_rows:
         con.register("versions", versions)
-    if os.path.exists(lake.raw_manifest()):
+    if exists(lake.raw_manifest()):
         con.execute(f"CREATE VIEW sources AS SELECT * FROM read_parquet({_sql_string(lake.raw_manifest())})")
     return con
 
@@ -139,3 +141,17 @@ def available_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     """The views of VIEWS this connection has (SHOW TABLES lists views, temp and registered tables)."""
     names = {row[0] for row in con.execute("SHOW TABLES").fetchall()}
     return [name for name in VIEWS if name in names]
+
+
+def connect_version(lake: Lake, target: GoldVersion, needed: tuple[str, ...] = ("episodes", "steps"),
+                    materialize: bool = True) -> duckdb.DuckDBPyConnection:
+    """`connect` limited to `target`, once it has every view in `needed`: a version whose
+    silver tables are gone is refused in one message, not halfway through a command."""
+    con = connect(lake, target.dataset, target.version, materialize)
+    missing = [view for view in needed if view not in available_views(con)]
+    if missing:
+        con.close()
+        raise RobolakeError(
+            f"{target.dataset}:{target.version}: published, but no silver table holds its {', '.join(missing)} "
+            f"in {lake.root}; rebuild it with robolake convert --overwrite")
+    return con

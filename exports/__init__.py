@@ -1,0 +1,1 @@
+"""Exports of gold dataset versions to other training formats (LeRobot today)."""

@@ -1,0 +1,17 @@
+"""Gold RLDS version -> LeRobotDataset, codebase v3.0 layout (`robolake lerobot`).
+
+- layout.py: the v3.0 folder layout: codebase version, path templates, file sizes, feature types;
+- writer.py: `export(gold_dir, out_dir)`: streams the gold episodes into data Parquet, MP4
+  videos and meta/, writes provenance.json, validates, and moves the folder into place;
+- statistics.py: meta/stats.json and the episode rows' per-episode statistics;
+- validator.py: `validate_export(root)`: checks a folder against what LeRobotDataset reads;
+- command.py: `run(argv)`, the command line."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # quiet: probing codecs makes FFmpeg log each one it lacks
+
+from exports.lerobot.command import run  # noqa: E402
+
+__all__ = ["run"]

@@ -1,0 +1,37 @@
+"""`robolake lerobot NAME[:VERSION] OUT_DIR`: export a published gold version, with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from exports.lerobot.writer import export
+from robolake.errors import RobolakeError
+from robolake.lake import Lake
+from robolake.names import dataset_argument
+from robolake.progress import console
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="robolake lerobot", description="export a gold dataset version as a "
+                                     "LeRobotDataset (codebase v3.0): Parquet frames, MP4 videos, meta/")
+    parser.add_argument("dataset", type=dataset_argument, help="NAME[:VERSION] (default: the latest published version)")
+    parser.add_argument("out_dir", help="folder to create: LeRobotDataset(repo_id, root=OUT_DIR) loads it")
+    parser.add_argument("--lake", default="lake")
+    parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
+    parser.add_argument("--images", choices=("auto", "video", "image"), default="auto",
+                        help="video: MP4 per camera (lossy); image: the gold JPEG/PNG bytes in Parquet; "
+                             "auto: video where OpenCV can encode it")
+    args = parser.parse_args(argv)
+    target = Lake(args.lake).resolve(args.dataset)
+    if os.path.exists(args.out_dir) and not args.overwrite:
+        raise RobolakeError(f"{args.out_dir} already exists; pass --overwrite to replace it")
+    with Progress(TextColumn(f"lerobot {target.dataset}:{target.version}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("episodes"), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("export", total=None)
+        outcome = export(target.gold_dir, args.out_dir, overwrite=args.overwrite, images=args.images,
+                         progress=lambda done, total: bar.update(task, completed=done, total=total))
+    print(outcome.summary_line())
+    return 0
