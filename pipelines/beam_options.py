@@ -3,13 +3,14 @@
 Beam only logs a flag it does not know ("Unparseable argument") and builds anyway, so a
 misspelt robolake flag (`--verison 2.0.0`) would be ignored. Every leftover `--flag` must
 be one of Beam's pipeline options (those of every PipelineOptions subclass: runner,
-direct, Dataflow, Flink, Spark, ...); anything else is refused with the closest flag."""
+direct, Dataflow, Flink, Spark, Dask, ...); anything else is refused with the closest flag."""
 
 from __future__ import annotations
 
 import argparse
 import difflib
 import functools
+import importlib
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -23,6 +24,8 @@ def _subclasses(cls: type) -> list[type]:
 @functools.cache
 def beam_option_flags() -> frozenset[str]:
     """Every --flag that Beam's PipelineOptions subclasses define."""
+    importlib.import_module("apache_beam.runners.dask.dask_runner")  # defines DaskOptions: --dask_client_address, ...
+
     parser = argparse.ArgumentParser(add_help=False, conflict_handler="resolve")
     for options in _subclasses(PipelineOptions):
         options._add_argparse_args(parser)

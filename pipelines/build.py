@@ -3,7 +3,8 @@
 Prepare (discover sources, refuse an existing version), run the Beam pipeline into
 a staging folder, write TFDS metadata and the manifest, reconcile counts, publish.
 Like Beam's examples, `run(argv)` takes its own flags and hands every other flag to
-PipelineOptions unchanged (--runner, --direct_num_workers, Dataflow/Flink/Spark)."""
+PipelineOptions (--runner, --direct_num_workers, Dataflow/Flink/Spark/Dask; the runner
+and a Dask cluster: pipelines/runners.py)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import robolake
 from pipelines.convert import (
-    FILTER_TOTALS, GOLD_SHARDS, QUARANTINE, SILVER_SHARDS, SOURCES, STATISTICS, BuildContext, SourceFile, build_pipeline,
+    FILTER_TOTALS, GOLD_SHARDS, QUARANTINE, SILVER_SHARDS, SOURCES, STATISTICS, TIMINGS, BuildContext, SourceFile,
+    build_pipeline,
 )
 from pipelines import raw_manifest
 from pipelines.beam_options import beam_flags
+from pipelines.runners import beam_runner
 from pipelines.episode import QuarantineRecord
 from pipelines.rlds_writer import write_dataset_info
 from pipelines.sources import SourceReader, source_reader
@@ -42,7 +45,7 @@ from schemas.rlds import RESOLUTION_CHANGE, RLDS_SCHEMA_VERSION, TRUNCATED, rlds
 from schemas.tables import QUARANTINE_SCHEMA, SILVER_SCHEMA_VERSION
 
 MANIFEST_SCHEMA_VERSION = "1.0.0"
-DEFAULT_RUNNER = "--runner=FnApiRunner"  # Beam's DirectRunner would first try to download Prism
+STAGES = ("plan", "hash", "ingest", "curate", "write_rlds")  # the pipeline's steps, as they report their seconds
 
 
 def code_version() -> str:
@@ -132,6 +135,7 @@ class BuildOutcome:
         shares = m["saturation"]["action"]
         worst = max(shares, key=shares.get) if shares else None
         saturation = f"at most {shares[worst]:.1%} ({worst})" if worst else "none normalized"
+        stages = ", ".join(f"{stage} {s:.1f}" for stage, s in m["timings"]["stages_s"].items())
         return (
             f"{m['dataset']} {m['version']}: {c['episodes_written']} episodes written ({splits}), "
             f"{c['episodes_quarantined']} quarantined, {c['episodes_truncated']} truncated (no terminal state), "
@@ -139,8 +143,8 @@ class BuildOutcome:
             f"{m['filter']['items_clipped']} action values clipped, {m['filter']['steps_dropped']} steps dropped, "
             f"{m['saturation']['mode']} train actions at +-1: {saturation}, "
             f"{c['bytes_written'] / 1e6:.1f} MB in {seconds:.1f} s "
-            f"({c['steps_written'] / seconds:.0f} steps/s, {c['bytes_written'] / 1e6 / seconds:.1f} MB/s) "
-            f"-> {self.gold_dir}"
+            f"({c['steps_written'] / seconds:.0f} steps/s, {c['bytes_written'] / 1e6 / seconds:.1f} MB/s; "
+            f"seconds of work per stage: {stages}) -> {self.gold_dir}"
         )
 
 
@@ -225,15 +229,14 @@ def _build(spec: DatasetSpec, lake: Lake, build: Build, beam_args: list[str], re
     reader = source_reader(spec)
     sources = discover_sources(spec, reader, {} if rehash else raw_manifest.registered(lake))
     ctx = BuildContext(spec, reader, infer_state_dim(reader, sources), build.dir)
-    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        beam_args = [DEFAULT_RUNNER, *beam_args]
-    try:
-        pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
-    except ValueError as exc:  # e.g. an unknown --runner
-        raise RobolakeError(f"Beam pipeline options {beam_args}: {exc}") from None
-    with progress.ProgressBar(ctx.progress_dir, f"{command} {spec.name} {spec.version}"):
-        with pipeline:
-            build_pipeline(pipeline, ctx, sources)
+    with beam_runner(beam_args) as beam_args:  # the runner defaulted; a Dask cluster up while the pipeline runs
+        try:
+            pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+        except ValueError as exc:  # e.g. an unknown --runner
+            raise RobolakeError(f"Beam pipeline options {beam_args}: {exc}") from None
+        with progress.ProgressBar(ctx.progress_dir, f"{command} {spec.name} {spec.version}"):
+            with pipeline:
+                build_pipeline(pipeline, ctx, sources)
     summary = read_json(ctx.summary_path)
     filtered = summary[FILTER_TOTALS][0]["totals"]
     counts = _reconcile(summary[SOURCES], summary[SILVER_SHARDS], summary[GOLD_SHARDS], summary[QUARANTINE], filtered)
@@ -344,6 +347,7 @@ def _metrics(manifest: dict) -> dict:
         "saturation": manifest["saturation"],
         "seconds": seconds,
         "steps_per_second": round(counts["steps_written"] / seconds, 1),
+        "stage_seconds": manifest["timings"]["stages_s"],
     }
 
 
@@ -353,6 +357,15 @@ def _dropped_ticks(shards: list[dict]) -> dict[str, int]:
     for shard in shards:
         total.update(shard["dropped_ticks"])
     return dict(sorted(total.items()))
+
+
+def stage_seconds(timings: list[dict]) -> dict[str, float]:
+    """Seconds of work per stage, summed over files, shards and workers (hashing runs
+    beside ingest, so the stages add up to more than the wall time)."""
+    totals = dict.fromkeys(STAGES, 0.0)
+    for timing in timings:
+        totals[timing["stage"]] += timing["seconds"]
+    return {stage: round(seconds, 3) for stage, seconds in totals.items()}
 
 
 def _write_gold_metadata(ctx: BuildContext, summary: dict, counts: dict, beam_args: list[str], pipeline_s: float) -> dict:
@@ -380,7 +393,7 @@ def _write_gold_metadata(ctx: BuildContext, summary: dict, counts: dict, beam_ar
         "alignment": {"dropped_ticks": _dropped_ticks(summary[SILVER_SHARDS])},
         "sources": sources,
         "beam_options": beam_args,
-        "timings": {"pipeline_s": round(pipeline_s, 3)},
+        "timings": {"pipeline_s": round(pipeline_s, 3), "stages_s": stage_seconds(summary[TIMINGS])},
     }
 
 

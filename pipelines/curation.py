@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines import primitives
 from pipelines.episode import QuarantineRecord
 from pipelines.filters import FilterResult, RobustStats, filter_episode
 from pipelines.silver_writer import fixed_list, part_name, partition_dir, vectors
@@ -266,27 +267,29 @@ class CurateActions(beam.PTransform):
             | "TrainOnly" >> beam.Filter(lambda item: item[1].split == "train")
             | "ReadTrainNumbers" >> beam.FlatMap(lambda item, spec: numeric_episodes(item[1], spec), self.spec)
             | "AsStatsInput" >> beam.Map(_as_stats_input)
-            | "RawStats" >> beam.CombineGlobally(self.combine)
+            | "RawStats" >> primitives.CombineToOne(self.combine)
         )
-        filtered = shard_files | "FilterActions" >> beam.ParDo(
+        filtered = shard_files | "FilterActions" >> primitives.ParDo(
             _FilterShard(self.spec, self.state_dim, self.records_dir, self.episode_stats_root),
             beam.pvalue.AsSingleton(raw),
         ).with_outputs(QUARANTINE, TRAIN_KEPT, main="counts")
-        final = filtered[TRAIN_KEPT] | "FinalStats" >> beam.CombineGlobally(self.combine)
-        document = final | "StatisticsDocument" >> beam.Map(
+        final = filtered[TRAIN_KEPT] | "FinalStats" >> primitives.CombineToOne(self.combine)
+        document = final | "StatisticsDocument" >> primitives.Map(
             statistics_document, beam.pvalue.AsSingleton(raw), self.spec
         )
         saturation = (
             filtered[TRAIN_KEPT]
-            | "WithStatistics" >> beam.Map(lambda episode, statistics: (episode, statistics),
-                                            beam.pvalue.AsSingleton(document))
-            | "SaturationCounts" >> beam.CombineGlobally(SaturationCountsFn(len(self.spec.action.names), self.state_dim))
+            | "WithStatistics" >> primitives.Map(lambda episode, statistics: (episode, statistics),
+                                                 beam.pvalue.AsSingleton(document))
+            | "SaturationCounts" >> primitives.CombineToOne(
+                SaturationCountsFn(len(self.spec.action.names), self.state_dim)
+            )
         )
-        statistics = document | "WithSaturation" >> beam.Map(
+        statistics = document | "WithSaturation" >> primitives.Map(
             lambda statistics, shares: statistics | {"robolake": statistics["robolake"] | {"saturation": _rounded(shares)}},
             beam.pvalue.AsSingleton(saturation),
         )
-        totals = filtered.counts | "FilterTotals" >> beam.CombineGlobally(FilterTotalsFn())
+        totals = filtered["counts"] | "FilterTotals" >> primitives.CombineToOne(FilterTotalsFn())
         return {"raw": raw, "statistics": statistics, "totals": totals, QUARANTINE: filtered[QUARANTINE]}
 
 

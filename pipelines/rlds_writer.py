@@ -4,16 +4,19 @@ then TFDS metadata (dataset_info.json, features.json) so that
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow_datasets as tfds
-from apache_beam.io.filesystems import FileSystems
 from tensorflow_datasets.core import example_serializer, naming
 
 from pipelines.silver_writer import vectors
 from robolake.spec import DatasetSpec
+from robolake.storage import copy_file, is_remote, join, list_files, open_read
 from schemas.rlds import EPISODE_FLAGS, metadata_fields
 
 FILE_FORMAT = "tfrecord"
@@ -61,11 +64,11 @@ def silver_episodes(
 ) -> Iterator[dict]:
     """Encoded episodes of one silver shard, one row group (episode) at a time, each
     passed through `curate` first (which returns None to leave an episode out)."""
-    with FileSystems.open(episodes_path, compression_type="uncompressed") as f:
+    with open_read(episodes_path) as f:
         episodes = pq.read_table(f)
     fields = [*metadata_fields(spec), *EPISODE_FLAGS]
     rows = {row["episode_id"]: {k: row[k] for k in fields} for row in episodes.to_pylist()}
-    with FileSystems.open(steps_path, compression_type="uncompressed") as f:
+    with open_read(steps_path) as f:
         steps_file = pq.ParquetFile(f)
         for group in range(steps_file.num_row_groups):
             steps = steps_file.read_row_group(group)
@@ -82,7 +85,21 @@ def write_dataset_info(
     shard_lengths: dict[str, list[int]],
     split_bytes: dict[str, int],
 ) -> None:
-    """dataset_info.json and features.json for the shards already in gold_dir."""
+    """dataset_info.json and features.json for the shards already in gold_dir. TFDS
+    writes no object store here: for a remote gold_dir they are written in a local
+    folder holding empty stand-ins of the shards (TFDS reads their names), then uploaded."""
+    if is_remote(gold_dir):
+        local = tempfile.mkdtemp(prefix="robolake-metadata-")
+        try:
+            shards = {path.rsplit("/", 1)[-1] for path in list_files(join(gold_dir, "*"))}
+            for name in shards:
+                open(os.path.join(local, name), "wb").close()
+            write_dataset_info(local, spec, features, shard_lengths, split_bytes)
+            for name in sorted(set(os.listdir(local)) - shards):
+                copy_file(os.path.join(local, name), join(gold_dir, name))
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        return
     template = naming.ShardedFileTemplate(
         data_dir=gold_dir, template=TEMPLATE, dataset_name=spec.name, filetype_suffix=FILE_FORMAT
     )

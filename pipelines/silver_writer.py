@@ -8,12 +8,11 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 from pipelines.episode import Episode, EpisodeRef
 from pipelines.stats import CameraSummary
 from robolake.spec import DatasetSpec
-from robolake.storage import join, makedirs
+from robolake.storage import join, makedirs, open_write
 from schemas.rlds import RESOLUTION_CHANGE, TRUNCATED, metadata_fields
 from schemas.tables import episodes_schema, steps_schema
 
@@ -106,7 +105,7 @@ class ShardStepsWriter:
         makedirs(path.rsplit("/", 1)[0])
         self.spec = spec
         self.schema = steps_schema(spec, state_dim)
-        self._file = FileSystems.create(path, mime_type="application/octet-stream")
+        self._file = open_write(path)
         # Images are already JPEG/PNG: compressing them again, dictionary-encoding them or
         # keeping min/max statistics of them costs time (reads 2-3x slower) and saves nothing.
         images = [name for name in self.schema.names if name.startswith("image_")]

@@ -1,4 +1,4 @@
-"""TFRecord files through Beam's FileSystems (local, gs://, s3://): records framed as
+"""TFRecord files through robolake/storage.py (local, gs://, s3://): records framed as
 length, its masked CRC32C, the data, the data's masked CRC32C. Writing frames records;
 reading checks both CRCs and tells where each record lies."""
 
@@ -8,7 +8,8 @@ import struct
 from collections.abc import Iterable, Iterator
 
 import google_crc32c
-from apache_beam.io.filesystems import FileSystems
+
+from robolake.storage import open_read, open_write
 
 HEADER = 12  # length (8 bytes) and its CRC (4)
 OVERHEAD = 16  # header and the data's CRC (4)
@@ -31,7 +32,7 @@ def frame_record(record: bytes) -> bytes:
 def write_tfrecord(path: str, records: Iterable[bytes]) -> tuple[int, int]:
     """Write records to one TFRecord file; returns (record count, file bytes)."""
     count = size = 0
-    with FileSystems.create(path, mime_type="application/octet-stream") as f:
+    with open_write(path) as f:
         for record in records:
             framed = frame_record(record)
             f.write(framed)
@@ -71,7 +72,7 @@ def _check_body(data: bytes, footer: bytes, length: int, start: int) -> None:
 def tfrecords(path: str) -> Iterator[tuple[int, int, bytes | FramingError]]:
     """(start, stop, record) of each record of a TFRecord file, one record in memory; a
     record that fails its CRC comes as a FramingError in its place, and a fatal one ends the file."""
-    with FileSystems.open(path, compression_type="uncompressed") as f:
+    with open_read(path) as f:
         start = 0
         while header := f.read(HEADER):
             try:
@@ -89,7 +90,7 @@ def tfrecords(path: str) -> Iterator[tuple[int, int, bytes | FramingError]]:
 
 def read_record(path: str, start: int, stop: int) -> bytes:
     """The record at bytes [start, stop) of a TFRecord file, CRCs checked; FramingError if not."""
-    with FileSystems.open(path, compression_type="uncompressed") as f:
+    with open_read(path) as f:
         f.seek(start)
         framed = f.read(stop - start)
     length = _check_header(framed[:HEADER], start)

@@ -1,11 +1,11 @@
-"""Content hashes of source files, streamed through Beam's FileSystems."""
+"""Content hashes of source files, streamed through robolake/storage.py."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 
-from apache_beam.io.filesystems import FileSystems
+from robolake.storage import open_read
 
 CHUNK_BYTES = 4 << 20
 
@@ -13,7 +13,7 @@ CHUNK_BYTES = 4 << 20
 def sha256_file(path: str) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
-    with FileSystems.open(path, compression_type="uncompressed") as f:
+    with open_read(path) as f:
         while chunk := f.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()

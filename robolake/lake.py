@@ -4,10 +4,13 @@
 builds and pointer, reports/, runs/); `Build` is one build's folder; `GoldVersion` is a
 published gold RLDS version with its manifest, statistics, spec, TFDS builder and
 episodes. Every read and write goes through robolake/storage.py (Beam's FileSystems), so
-a gs:// or s3:// root works the same as a local folder. Layout: docs/versions.md."""
+a gs:// or s3:// root works the same as a local folder; TFDS, which cannot open object
+stores here, reads a remote gold version through its local copy (`GoldVersion.local`).
+Layout: docs/versions.md."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import time
@@ -18,7 +21,8 @@ from functools import cached_property
 from robolake.errors import RobolakeError
 from robolake.names import parse_reference
 from robolake.spec import DatasetSpec, parse_spec
-from robolake.storage import exists, join, list_files, read_json
+from robolake.staging import staged
+from robolake.storage import cache_dir, copy_tree, exists, is_remote, join, list_files, read_json
 
 
 def new_build_id() -> str:
@@ -247,11 +251,29 @@ class GoldVersion:
         """provenance.json: how the version was built, from which inputs."""
         return read_json(join(self.gold_dir, "provenance.json"))
 
+    def local(self) -> GoldVersion:
+        """This version in a local folder: itself when `gold_dir` is local; else its copy
+        in the cache (storage.cache_dir()/gold/<build>/<dataset>/<version>/), downloaded
+        whole on first use. A build never changes once written, so a copy keyed by its
+        build id is always valid (a folder outside a lake is keyed by its path instead).
+        `gold_dir` stays the lake's path: provenance names that one."""
+        if not is_remote(self.gold_dir):
+            return self
+        build = self.build
+        key = build.id if build else hashlib.sha256(self.gold_dir.encode()).hexdigest()[:16]
+        folder = os.path.join(cache_dir(), "gold", key, self.dataset, self.version)
+        if not os.path.isdir(folder):
+            with staged(folder) as staging:  # whole or absent: a killed download leaves no partial copy
+                if not copy_tree(self.gold_dir, staging):
+                    raise RobolakeError(f"{self.gold_dir}: no files there")
+        return GoldVersion(self.dataset, self.version, folder)
+
     def builder(self):
-        """The TFDS builder of the folder (`tfds.builder_from_directory`)."""
+        """The TFDS builder of the folder (`tfds.builder_from_directory`), read from the
+        local copy of a remote version."""
         import tensorflow_datasets as tfds  # here: TensorFlow loads only for readers of shards
 
-        return tfds.builder_from_directory(self.gold_dir)
+        return tfds.builder_from_directory(self.local().gold_dir)
 
     def layout(self, builder=None) -> dict:
         """cameras (sorted), image_shapes, state_dim, action_dim, episodes per split

@@ -18,8 +18,10 @@ Views (each with `dataset` and `version` columns; `split` where the table has on
 
 A view is left out when the lake has no file for it yet. For one dataset version the
 (small) episodes table is materialized, since the gate and the report read it many
-times. Files are found through robolake/storage.py; DuckDB then reads them, so the lake
-must be a local folder for now."""
+times. Files are found through robolake/storage.py. DuckDB reads a local lake's Parquet
+itself (read_parquet); a remote lake's (gs://, s3://) through pyarrow datasets on its
+fsspec filesystem (storage.arrow_filesystem), registered on the connection, since
+DuckDB's httpfs extension is not installed here."""
 
 from __future__ import annotations
 
@@ -28,10 +30,11 @@ from collections.abc import Callable
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from robolake.errors import RobolakeError
 from robolake.lake import Build, GoldVersion, Lake
-from robolake.storage import exists, list_files
+from robolake.storage import arrow_filesystem, exists, is_remote, list_files, read_table
 
 VIEWS = ("episodes", "steps", "raw_steps", "episode_stats", "filtered", "quarantine", "versions", "sources")
 
@@ -45,27 +48,52 @@ def _union(selects: list[str]) -> str | None:
     return "\nUNION ALL BY NAME\n".join(selects) or None
 
 
-def _with_files(builds: list[Build], glob_of: Callable[[Build], str]) -> list[tuple[Build, str]]:
-    """(build, glob) for each build that has files matching its glob."""
-    return [(b, glob_of(b)) for b in builds if list_files(glob_of(b))]
+class Sources:
+    """What a view reads its Parquet files from: DuckDB's read_parquet of a glob for a
+    local lake, or a pyarrow dataset of the glob's files registered on the connection
+    for a remote one."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, remote: bool):
+        self.con, self.remote, self.registered = con, remote, 0
+
+    def parquet(self, pattern: str, partition_root: str | None = None) -> str | None:
+        """The FROM clause reading the files matching `pattern` (hive-partitioned below
+        `partition_root` when given), None when nothing matches."""
+        files = list_files(pattern)
+        if not files:
+            return None
+        if not self.remote:
+            hive = ", hive_partitioning = true" if partition_root else ""
+            return f"read_parquet({_sql_string(pattern)}{hive})"
+        filesystem, _ = arrow_filesystem(pattern)
+        partitioning = {}
+        if partition_root:
+            partitioning = {"partitioning": ds.partitioning(pa.schema([("split", pa.string())]), flavor="hive"),
+                            "partition_base_dir": arrow_filesystem(partition_root)[1]}
+        dataset = ds.dataset([arrow_filesystem(f)[1] for f in files], filesystem=filesystem, format="parquet",
+                             **partitioning)
+        self.registered += 1
+        name = f"_parquet_{self.registered}"
+        self.con.register(name, dataset)
+        return name
 
 
-def _silver_view(builds: list[Build], table: str) -> str | None:
+def _silver_view(sources: Sources, builds: list[Build], table: str) -> str | None:
     """A silver table of the published builds, without its image columns (encoded frames
     are no use in SQL); `dataset` and `version` from the build, `split` from the path."""
     columns = "COLUMNS(lambda c: NOT starts_with(c, 'image_'))"
+    reads = [(b, sources.parquet(b.silver_glob(table), partition_root=b.silver(table))) for b in builds]
     return _union([
-        f"SELECT {_sql_string(b.dataset)} AS dataset, {_sql_string(b.version)} AS version, {columns} "
-        f"FROM read_parquet({_sql_string(pattern)}, hive_partitioning = true)"
-        for b, pattern in _with_files(builds, lambda build: build.silver_glob(table))
+        f"SELECT {_sql_string(b.dataset)} AS dataset, {_sql_string(b.version)} AS version, {columns} FROM {read}"
+        for b, read in reads if read is not None
     ])
 
 
-def _quarantine_view(builds: list[Build], glob_of: Callable[[Build], str]) -> str | None:
+def _quarantine_view(sources: Sources, builds: list[Build], glob_of: Callable[[Build], str]) -> str | None:
+    reads = [(b, sources.parquet(glob_of(b))) for b in builds]
     return _union([
-        f"SELECT {_sql_string(b.dataset)} AS dataset, {_sql_string(b.version)} AS version, * "
-        f"FROM read_parquet({_sql_string(pattern)})"
-        for b, pattern in _with_files(builds, glob_of)
+        f"SELECT {_sql_string(b.dataset)} AS dataset, {_sql_string(b.version)} AS version, * FROM {read}"
+        for b, read in reads if read is not None
     ])
 
 
@@ -106,22 +134,22 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*", materialize: boo
     version when given (the default `*` takes every one). Views read the published
     builds only (each version's current.json). `materialize=False` keeps one version's
     episodes a view, for a caller that reads it once."""
-    if "://" in lake.root:
-        raise RobolakeError(f"--lake {lake.root}: queries read a local lake folder (copy or mount it first)")
-    lake = Lake(os.path.abspath(lake.root))
+    remote = is_remote(lake.root)
+    lake = lake if remote else Lake(os.path.abspath(lake.root))
     builds = [lake.current_build(name, number) for name, number in lake.published(dataset, version)]
     con = duckdb.connect()
+    sources = Sources(con, remote)
     views = {
-        "steps": _silver_view(builds, "curated_steps"),
-        "raw_steps": _silver_view(builds, "steps"),
-        "episode_stats": _silver_view(builds, "episode_stats"),
-        "filtered": _quarantine_view(builds, lambda build: build.filtered_actions_glob),
-        "quarantine": _quarantine_view(builds, lambda build: build.quarantine_table),
+        "steps": _silver_view(sources, builds, "curated_steps"),
+        "raw_steps": _silver_view(sources, builds, "steps"),
+        "episode_stats": _silver_view(sources, builds, "episode_stats"),
+        "filtered": _quarantine_view(sources, builds, lambda build: build.filtered_actions_glob),
+        "quarantine": _quarantine_view(sources, builds, lambda build: build.quarantine_table),
     }
     for name, query in views.items():
         if query is not None:
             con.execute(f"CREATE VIEW {name} AS {query}")
-    ingested = _silver_view(builds, "episodes")
+    ingested = _silver_view(sources, builds, "episodes")
     if ingested is not None and views["steps"] is not None:
         kind = "TEMP TABLE" if materialize and "*" not in (dataset, version) else "VIEW"
         # curated lengths from the per-episode statistics rows (versions built before them: from the steps)
@@ -132,7 +160,9 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*", materialize: boo
     versions = versions_table(lake, dataset, version)
     if versions.num_rows:
         con.register("versions", versions)
-    if exists(lake.raw_manifest()):
+    if remote and exists(lake.raw_manifest()):
+        con.register("sources", read_table(lake.raw_manifest()))
+    elif exists(lake.raw_manifest()):
         con.execute(f"CREATE VIEW sources AS SELECT * FROM read_parquet({_sql_string(lake.raw_manifest())})")
     return con
 

@@ -9,22 +9,23 @@ Readers see the old content or the new, whole, never a part:
   renamed in, and the old one deleted. A crash between those two renames leaves the old
   folder aside, and the next `staged()` of that path puts it back first.
 
-On an object store a folder has no rename: its objects are copied in and the staging
-prefix deleted, which readers can see half-done. Dataset versions do not depend on it:
-their commit point is the single pointer object (robolake/publish.py)."""
+On an object store, `staged()` yields a local path (in a temporary folder), so that any
+writer works, and uploads what the block wrote on a clean exit: a file in one PUT, a
+folder object by object after deleting the old objects, which readers can see half-done.
+Dataset versions do not depend on it: their commit point is the single pointer object
+(robolake/publish.py)."""
 
 from __future__ import annotations
 
 import os
 import posixpath
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from apache_beam.io.filesystems import FileSystems
-
-from robolake.storage import delete_tree, makedirs, write_bytes
+from robolake.storage import copy_file, copy_tree, delete_tree, is_remote, makedirs, write_bytes
 
 
 def _sibling(path: str, kind: str) -> str:
@@ -65,26 +66,38 @@ def staged(path: str) -> Iterator[str]:
     """Yield the path to write `path`'s new content at (a file or a folder: the block
     creates it); on a clean exit it replaces `path`, on an exception it is deleted and
     `path` is left as it was."""
-    remote = "://" in path
-    if not remote:
-        makedirs(os.path.dirname(os.path.abspath(path)))
-        _restore_interrupted(path)
+    if is_remote(path):
+        with _staged_upload(path) as staging:
+            yield staging
+        return
+    makedirs(os.path.dirname(os.path.abspath(path)))
+    _restore_interrupted(path)
     staging = _sibling(path, "staging")
     try:
         yield staging
-        if remote:
-            delete_tree(path)
-            FileSystems.rename([staging], [path])
-        else:
-            _move_into_place(staging, path)
+        _move_into_place(staging, path)
     except BaseException:
-        if remote:
-            delete_tree(staging)
-        elif os.path.isdir(staging):
+        if os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)
         elif os.path.exists(staging):
             os.remove(staging)
         raise
+
+
+@contextmanager
+def _staged_upload(path: str) -> Iterator[str]:
+    """`staged` of an object-store path: written locally, uploaded on a clean exit."""
+    local = tempfile.mkdtemp(prefix="robolake-upload-")
+    try:
+        staging = os.path.join(local, posixpath.basename(path.rstrip("/")))
+        yield staging
+        if os.path.isdir(staging):
+            delete_tree(path)
+            copy_tree(staging, path)
+        else:
+            copy_file(staging, path)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def write_atomic(path: str, data: bytes) -> None:

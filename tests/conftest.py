@@ -27,3 +27,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch) -> str:
+    """A bucket on a local moto S3 server started for the test; yields its name."""
+    from tests.s3_server import moto_server
+
+    with moto_server("robolake-test", monkeypatch):
+        yield "robolake-test"

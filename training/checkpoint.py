@@ -8,12 +8,17 @@
              provenance.json          kind "checkpoint": dataset version, gold dir, git, dvc, params
              trainer_state.pt, training_weights.safetensors, rng.json
                                       (last/ only) optimizer, scheduler, step and RNG for an exact resume
+
+Bundles are written and read in local folders: a run on an object store is trained in a
+local folder and uploaded (training/train.py), and `local_bundle` downloads a remote one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -23,19 +28,24 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from robolake.errors import RobolakeError
 from robolake.hashing import sha256_file
 from robolake.lake import GoldVersion
 from robolake.provenance import collect
 from robolake.staging import staged
+from robolake.storage import cache_dir, copy_file, copy_tree, exists, is_remote, join
 from schemas.documents import check
 from training.config import TrainConfig
 from training.model import CompactVLA, load_pretrained, merge_lora, save_pretrained
 from training.tokenizers import InstructionTokenizer
 
 
-def _provenance(bundle: Path, target: GoldVersion, state: dict, started_at: str) -> dict:
+BUNDLE_FILE = "model_config.json"  # every bundle has it
+
+
+def _provenance(location: str, target: GoldVersion, state: dict, started_at: str) -> dict:
     document = collect(
-        artifact={"kind": "checkpoint", "path": str(bundle), "step": state["step"]},
+        artifact={"kind": "checkpoint", "path": location, "step": state["step"]},
         dataset={
             "name": target.dataset, "version": target.version, "fingerprint": target.manifest["fingerprint"],
             **({"build": target.manifest["build"]} if "build" in target.manifest else {}),
@@ -44,19 +54,22 @@ def _provenance(bundle: Path, target: GoldVersion, state: dict, started_at: str)
         inputs=[{"path": path, "sha256": sha256_file(path)} for path in (target.manifest_path, target.statistics_path)],
         started_at=started_at,
     )
-    check(document, "provenance", f"{bundle}/provenance.json")
+    check(document, "provenance", f"{location}/provenance.json")
     return document
 
 
 def save_checkpoint(bundle: Path, model: CompactVLA, tokenizer: InstructionTokenizer, config: TrainConfig,
-                    target: GoldVersion, state: dict, started_at: str, optimizer=None, scheduler=None) -> None:
-    """Write a bundle into `bundle`, replacing it as a whole (robolake/staging.py)."""
+                    target: GoldVersion, state: dict, started_at: str, optimizer=None, scheduler=None,
+                    location: str | None = None) -> None:
+    """Write a bundle into `bundle`, replacing it as a whole (robolake/staging.py);
+    `location`: where it will be uploaded to, the path its provenance names (default `bundle`)."""
     with staged(str(bundle)) as staging_path:
         staging = Path(staging_path)
         save_pretrained(model, tokenizer, staging)
-        shutil.copy(target.statistics_path, staging / "dataset_statistics.json")
+        copy_file(target.statistics_path, str(staging / "dataset_statistics.json"))
         (staging / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-        (staging / "provenance.json").write_text(json.dumps(_provenance(bundle, target, state, started_at), indent=2))
+        document = _provenance(location or str(bundle), target, state, started_at)
+        (staging / "provenance.json").write_text(json.dumps(document, indent=2))
         if optimizer is not None:
             _save_trainer_state(staging, model, optimizer, scheduler, state)
 
@@ -95,3 +108,25 @@ def write_merged(bundle: Path) -> Path:
     for name in ("dataset_statistics.json", "train_config.yaml", "provenance.json"):
         shutil.copy(bundle / name, merged / name)
     return merged
+
+
+def bundle_location(path: str) -> str:
+    """The checkpoint bundle `path` names: itself, or a run folder's best/ (local or remote)."""
+    for candidate in (path, join(path, "best")):
+        if exists(join(candidate, BUNDLE_FILE)):
+            return candidate.rstrip("/")
+    raise RobolakeError(f"{path}: not a checkpoint bundle or a run folder with best/ (no {BUNDLE_FILE})")
+
+
+def local_bundle(path: str) -> Path:
+    """`bundle_location(path)` as a local folder: itself when local; a remote one
+    downloaded afresh (a run's best/ changes while it trains) into
+    storage.cache_dir()/checkpoints/<hash of its path>/<name>/."""
+    location = bundle_location(path)
+    if not is_remote(location):
+        return Path(location)
+    folder = os.path.join(cache_dir(), "checkpoints", hashlib.sha256(location.encode()).hexdigest()[:16],
+                          location.rsplit("/", 1)[-1])
+    with staged(folder) as staging:
+        copy_tree(location, staging)
+    return Path(folder)

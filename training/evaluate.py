@@ -13,7 +13,8 @@ scenes and tasks. The rollouts are joined to the training data (training/eval_re
 length and smoothness against the demonstrations, success per metadata value against
 its train coverage, and the values the policy is weak on.
 
-Writes `<run>/eval/eval.json` (DVC metrics), `per_dimension.csv` (DVC plots), with
+A remote run (s3://, gs://) is read through a local copy of its bundle, and its eval/ is
+written locally and uploaded. Writes `<run>/eval/eval.json` (DVC metrics), `per_dimension.csv` (DVC plots), with
 rollouts `eval.html` and `rollouts/` (failed rollouts and `failures.csv`)."""
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import posixpath
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +38,9 @@ from robolake.lake import GoldVersion, Lake
 from robolake.lineage import dataset_change
 from robolake.names import dataset_argument
 from robolake.normalization import denormalize, load_statistics
+from robolake.staging import staged
+from robolake.storage import is_remote, join
+from training.checkpoint import bundle_location, local_bundle
 from training.config import DataConfig
 from training.data import RldsSteps, collate
 from training.eval_report import (compare_with_demonstrations, coverage_join, success_text, weak_lines,
@@ -48,15 +54,6 @@ if TYPE_CHECKING:
     from training.rollout import RolloutReport
 
 GRIPPER_NAME = "gripper"
-
-
-def checkpoint_bundle(path: str) -> Path:
-    """A run folder's best/ bundle, or the bundle folder given."""
-    folder = Path(path)
-    for candidate in (folder, folder / "best"):
-        if (candidate / "model_config.json").exists():
-            return candidate
-    raise RobolakeError(f"{path}: not a checkpoint bundle or a run folder with best/ (no model_config.json)")
 
 
 def seen_tasks(lake: Lake, dataset: str, version: str) -> set[str]:
@@ -218,8 +215,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
     started = time.time()
-    bundle = checkpoint_bundle(args.run)
-    baseline = checkpoint_bundle(args.baseline) if args.baseline else None
+    location = bundle_location(args.run)
+    bundle = local_bundle(location)  # a remote one downloaded
+    baseline = local_bundle(args.baseline) if args.baseline else None
     lake = Lake(args.lake)
     own = trained_on(bundle)
     target = lake.resolve(args.dataset or f"{own['name']}:{own['version']}")
@@ -227,26 +225,29 @@ def run(argv: list[str]) -> int:
     if change and not args.allow_dataset_change:
         raise RobolakeError(f"{change}; the {args.split} split is not the one held out from training. Pass "
                             f"--allow-dataset-change to evaluate anyway (recorded in eval.json)")
-    out = Path(args.out) if args.out else bundle.parent / "eval"  # the run folder's eval/
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = evaluate_offline(bundle, target, args.split, lake, args.batch_size)
-    if change:
-        metrics["dataset_change"] = change
-        progress.console.print(f"warning: {change}")
-    if args.rollouts:
-        for line in evaluate_closed_loop(bundle, baseline, metrics, lake, out, args.rollouts, args.max_steps,
-                                         args.seed):
-            print(f"weak: {line}")
-    (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_per_dimension(metrics, out / "per_dimension.csv")
+    out_location = args.out or join(posixpath.dirname(location) or ".", "eval")  # the run folder's eval/
+    # a remote eval/ is written locally and uploaded at the end
+    with staged(out_location) if is_remote(out_location) else nullcontext(out_location) as out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        metrics = evaluate_offline(bundle, target, args.split, lake, args.batch_size)
+        if change:
+            metrics["dataset_change"] = change
+            progress.console.print(f"warning: {change}")
+        if args.rollouts:
+            for line in evaluate_closed_loop(bundle, baseline, metrics, lake, out, args.rollouts, args.max_steps,
+                                             args.seed):
+                print(f"weak: {line}")
+        (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_per_dimension(metrics, out / "per_dimension.csv")
     overall = metrics["overall"]
     gripper = "n/a" if overall["gripper_accuracy"] is None else f"{overall['gripper_accuracy']:.1%}"
-    print(f"evaluate {bundle} on {target.dataset} {target.version} {args.split}: {overall['episodes']} episodes, "
+    print(f"evaluate {location} on {target.dataset} {target.version} {args.split}: {overall['episodes']} episodes, "
           f"{overall['steps']} steps, action MSE {overall['mse']:.3g}, L1 {overall['l1']:.3g}, gripper {gripper}, "
           f"token accuracy {overall['action_token_accuracy']:.1%}"
           + (f", closed-loop success {success_text(metrics['rollouts'])}" if args.rollouts else "")
           + (f", baseline {success_text(metrics['baseline_rollouts'])}" if "baseline_rollouts" in metrics else "")
-          + f" in {time.time() - started:.1f} s -> {out}")
+          + f" in {time.time() - started:.1f} s -> {out_location}")
     if args.rollouts:
-        print(f"closed-loop report: {out / 'eval.html'}")
+        print(f"closed-loop report: {join(out_location, 'eval.html')}")
     return 0

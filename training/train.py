@@ -8,16 +8,22 @@ val split, the best and the last checkpoints, early stopping. Under `torchrun
 --nproc_per_node=N` the same script runs DDP (gloo on CPU, nccl on CUDA); rank 0 writes.
 
 A run folder holds `best/` and `last/` checkpoint bundles (training/checkpoint.py),
-`metrics.csv` (DVC plots), `tensorboard/` and `summary.json` (DVC metrics)."""
+`metrics.csv` (DVC plots), `tensorboard/` and `summary.json` (DVC metrics). A remote run
+folder (s3://, gs://) is trained in a local one (storage.cache_dir()/runs/<hash of its
+path>/, filled from the remote one for --resume) and uploaded when training ends; the
+bundles' provenance names the remote folder, and the data is read through the gold
+version's local copy (GoldVersion.local)."""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +40,7 @@ from robolake.errors import RobolakeError
 from robolake.lake import GoldVersion, Lake
 from robolake.names import dataset_argument
 from robolake.provenance import utc_now
+from robolake.storage import cache_dir, copy_tree, exists, is_remote, join
 from training.checkpoint import load_trainer_state, save_checkpoint
 from training.config import TrainConfig, load_config
 from training.data import RldsSteps, collate, dataset_info
@@ -194,10 +201,12 @@ class MetricsLog:
 
 
 def train(config: TrainConfig, target: GoldVersion, run_dir: Path, resume: bool = False,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, location: str | None = None) -> dict:
     """Run the loop; returns the summary (also written to run_dir/summary.json). With
     `stop_after`, stop after that many optimizer steps of this run (a time-boxed or
-    preemptible job), saving `last/` there so that `resume` continues exactly."""
+    preemptible job), saving `last/` there so that `resume` continues exactly.
+    `location`: where run_dir will be uploaded to, the folder the bundles' provenance
+    names (default run_dir itself)."""
     ctx = setup_distributed()
     started_at, started = utc_now(), time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -268,10 +277,12 @@ def train(config: TrainConfig, target: GoldVersion, run_dir: Path, resume: bool 
                     best_val, best_step = val["loss"], done
                 if ctx.main:
                     state = {"step": done, "best_val": best_val, "best_step": best_step}
+                    named = location or str(run_dir)
                     if improved:
-                        save_checkpoint(run_dir / "best", model, tokenizer, trained, target, state, started_at)
+                        save_checkpoint(run_dir / "best", model, tokenizer, trained, target, state, started_at,
+                                        location=join(named, "best"))
                     save_checkpoint(run_dir / "last", model, tokenizer, trained, target, state, started_at,
-                                    optimizer=optimizer, scheduler=scheduler)
+                                    optimizer=optimizer, scheduler=scheduler, location=join(named, "last"))
                     last_good = str(run_dir / "last")
             if ctx.main and ("samples_per_s" in row or "val_loss" in row):
                 log.write(row)
@@ -319,21 +330,37 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def local_run_dir(location: str, resume: bool) -> Path:
+    """The folder training writes: `location` itself when local; for a remote one, a
+    local folder in the cache, emptied for a new run and filled from `location` to resume."""
+    if not is_remote(location):
+        return Path(location)
+    local = Path(cache_dir()) / "runs" / hashlib.sha256(location.encode()).hexdigest()[:16]
+    if int(os.environ.get("RANK", "0")) == 0:
+        shutil.rmtree(local, ignore_errors=True)
+        if resume and exists(join(location, "last", "model_config.json")):
+            copy_tree(location, str(local))
+    return local
+
+
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
     config = load_config(args.config)
     lake = Lake(args.lake)
     target = lake.resolve(args.dataset)
-    run_dir = Path(args.run_dir or lake.run_dir(f"{target.dataset}-{target.version}-{config.mode}"))
-    summary = train(config, target, run_dir, resume=args.resume, stop_after=args.stop_after)
+    location = args.run_dir or lake.run_dir(f"{target.dataset}-{target.version}-{config.mode}")
+    run_dir = local_run_dir(location, args.resume)
+    summary = train(config, target, run_dir, resume=args.resume, stop_after=args.stop_after, location=location)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes and reports
         return 0
     if args.merge and config.mode == "lora" and (run_dir / "best").exists():
         from training.checkpoint import write_merged
 
         write_merged(run_dir / "best")
+    if is_remote(location):
+        copy_tree(str(run_dir), location)
     print(f"train {target.dataset} {target.version} ({config.mode}): {summary['steps']} steps, best val loss "
           f"{summary['best_val_loss']:.4f} at step {summary['best_step']}, {summary['trainable_parameters']:,} of "
-          f"{summary['total_parameters']:,} parameters trained, {summary['seconds']} s -> {run_dir}")
+          f"{summary['total_parameters']:,} parameters trained, {summary['seconds']} s -> {location}")
     return 0
 

@@ -6,10 +6,7 @@ an id column, so a failed expectation names the offending ones."""
 
 from __future__ import annotations
 
-import glob
-import json
 import math
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -24,6 +21,7 @@ import pyarrow.parquet as pq
 from robolake.lake import Lake
 from robolake.normalization import AT_BOUND, MODES, affine
 from robolake.spec import DatasetSpec
+from robolake.storage import arrow_filesystem, join, list_files, read_json
 from schemas.documents import schema
 
 
@@ -268,27 +266,32 @@ def image_shape(inputs: GateInputs) -> Check:
 
 def _declared_image_shapes(gold_dir: str) -> dict[str, str]:
     """Camera name -> "HxW" of every Image feature of the steps' observation in features.json."""
-    with open(os.path.join(gold_dir, "features.json"), encoding="utf-8") as f:
-        features = json.load(f)
+    features = read_json(join(gold_dir, "features.json"))
     observation = features["featuresDict"]["features"]["steps"]["sequence"]["feature"]["featuresDict"]["features"][
         "observation"]["featuresDict"]["features"]
     return {name: "x".join(feature["image"]["shape"]["dimensions"][:2])
             for name, feature in observation.items() if "image" in feature}
 
 
+def _parquet_file(path: str) -> pq.ParquetFile:
+    """A Parquet file opened for reading row groups, in the lake's file system."""
+    filesystem, bare = arrow_filesystem(path)
+    return pq.ParquetFile(bare, filesystem=filesystem)
+
+
 def _first_frames(inputs: GateInputs, cameras: list[str]) -> list[tuple[str, dict[str, bytes]]]:
     """(episode id, {camera: encoded first frame}) of an evenly spaced sample of episodes,
     read from the silver steps files (the same bytes gold stores; one row group per episode)."""
     silver = inputs.lake.silver_partition(inputs.spec.name, "steps", inputs.spec.version)
-    files = sorted(glob.glob(f"{silver}/split=*/*.parquet"))
+    files = list_files(join(silver, "split=*", "*.parquet"))
     groups = []
     for path in files:
-        with pq.ParquetFile(path) as parquet:
+        with _parquet_file(path) as parquet:
             groups += [(path, group) for group in range(parquet.num_row_groups)]
     columns = ["episode_id", *(f"image_{c}" for c in cameras)]
     frames = []
     for path, group in groups[::max(1, math.ceil(len(groups) / inputs.config["image_sample_episodes"]))]:
-        with pq.ParquetFile(path) as parquet:
+        with _parquet_file(path) as parquet:
             table = parquet.read_row_group(group, columns=columns)
         frames.append((table.column("episode_id")[0].as_py(),
                        {c: table.column(f"image_{c}")[0].as_py() for c in cameras}))

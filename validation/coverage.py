@@ -10,13 +10,13 @@ import argparse
 import difflib
 from collections import Counter, defaultdict
 import itertools
-import os
 import re
 import time
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from rich.progress import Progress
 
 from robolake import progress
@@ -25,7 +25,7 @@ from robolake.lake import GoldVersion, Lake
 from robolake.lake_views import available_views, connect_version
 from robolake.names import dataset_argument
 from robolake.provenance import utc_now
-from robolake.storage import write_bytes, write_json
+from robolake.storage import join, write_bytes, write_json, write_table
 from validation.coverage_model import CoverageReport, Histogram
 
 GAP_RATIO = 0.25  # a pair of values is a gap below this fraction of its count under independence
@@ -276,15 +276,14 @@ def write_report(lake: Lake, report: CoverageReport) -> str:
     from validation.html_report import render_html
 
     reports = lake.reports(report.dataset, report.version)
-    write_bytes(os.path.join(reports, "coverage.html"), render_html(report).encode())
-    write_json(os.path.join(reports, "coverage.json"), coverage_document(report))
+    write_bytes(join(reports, "coverage.html"), render_html(report).encode())
+    write_json(join(reports, "coverage.json"), coverage_document(report))
     tables = {"cube": report.cube, "marginals": report.marginals, "gaps": report.gaps,
               "instructions": report.instructions, "near_duplicates": report.near_duplicates,
               "filtered": report.filtered_by_rule, "quarantined": report.quarantined_by_reason,
               "splits": report.splits, "saturation": report.saturation}
-    os.makedirs(os.path.join(reports, "coverage"), exist_ok=True)
     for name, table in tables.items():
-        table.to_parquet(os.path.join(reports, "coverage", f"{name}.parquet"), index=False)
+        write_table(join(reports, "coverage", f"{name}.parquet"), pa.Table.from_pandas(table, preserve_index=False))
     return reports
 
 

@@ -25,7 +25,8 @@ from robolake.errors import RobolakeError
 from robolake.lake import GoldVersion, Lake
 from robolake.lake_views import connect_version
 from robolake.names import dataset_argument
-from robolake.storage import write_json
+from robolake.staging import staged
+from robolake.storage import join, write_json
 from validation.checks import CHECKS, Check, GateInputs
 
 CONFIG = Path(__file__).with_name("gate.yaml")
@@ -123,9 +124,11 @@ def run_gate(lake: Lake, target: GoldVersion, config: dict) -> tuple[list[Outcom
     """Run every check of one dataset version; returns the outcomes and the skipped checks."""
     inputs = GateInputs(connect_version(lake, target), lake, target.spec, target.manifest,
                         target.statistics, target.gold_dir, config)
-    runner = GxRunner(os.path.join(lake.reports(target.dataset, target.version), "data_docs"))
     outcomes, skipped = [], []
-    with Progress(console=progress.console, transient=True) as bar:
+    # Data Docs are written in a local folder, then moved (or, to an object store, uploaded) in place
+    with staged(join(lake.reports(target.dataset, target.version), "data_docs")) as docs_dir, \
+            Progress(console=progress.console, transient=True) as bar:
+        runner = GxRunner(docs_dir)
         task = bar.add_task(f"validate {target.dataset} {target.version}", total=len(CHECKS))
         for build in CHECKS:
             check = build(inputs)
@@ -197,8 +200,8 @@ def run(argv: list[str]) -> int:
     outcomes, skipped = run_gate(lake, target, config)
     document, details = results_documents(target, outcomes, skipped)
     reports = lake.reports(target.dataset, target.version)
-    write_json(os.path.join(reports, "validate.json"), document)
-    write_json(os.path.join(reports, "validate_details.json"), details)
+    write_json(join(reports, "validate.json"), document)
+    write_json(join(reports, "validate_details.json"), details)
     print_summary(outcomes, skipped)
     verdict = "PASSED" if document["passed"] else "FAILED"
     print(

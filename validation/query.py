@@ -17,6 +17,7 @@ import duckdb
 from robolake import progress
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
+from robolake.storage import is_remote
 from robolake.lake_views import VIEWS, available_views, connect
 from robolake.names import dataset_argument
 from robolake.sql import one_line
@@ -69,8 +70,10 @@ def check_statement(con: duckdb.DuckDBPyConnection, sql: str, read_only: bool) -
 
 def lock_down(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     """--read-only, once the views exist: files only inside the lake folder (the views
-    read them), no extensions, and the settings locked so the SQL cannot undo it."""
-    con.execute("SET allowed_directories = $folders", {"folders": [os.path.abspath(lake.root) + os.sep]})
+    read them; a remote lake's are read through registered datasets, so no folder), no
+    extensions, and the settings locked so the SQL cannot undo it."""
+    folders = [] if is_remote(lake.root) else [os.path.abspath(lake.root) + os.sep]
+    con.execute("SET allowed_directories = $folders", {"folders": folders})
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 
