@@ -3,7 +3,6 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
-export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: venv demo test bench clean
@@ -19,12 +18,18 @@ $(BIN)/robolake: pyproject.toml requirements.lock
 
 venv: $(BIN)/robolake
 
-# The whole pipeline of dvc.yaml on the built-in sample data; knobs in params.yaml.
+# The whole pipeline of dvc.yaml on the built-in sample data; knobs in params.yaml. It ends with
+# one screen of results (`dvc metrics show` lists every figure). robolake quiets TensorFlow's and
+# Beam's start-up lines itself (robolake/quiet.py).
 demo: venv
 	dvc repro
-	dvc metrics show
+	robolake summary
 
+# The peers the tests check against, each skipped with its reason where it can't be set up:
+# Debian's chromium (headless report checks) and a venv with the real lerobot 0.4.4.
 test: venv
+	sh tests/peers/chromium.sh
+	bash tests/peers/lerobot_venv.sh
 	$(BIN)/python -m pytest -q
 
 bench: venv

@@ -32,7 +32,7 @@ from pipelines.beam_options import beam_flags
 from pipelines.runners import beam_runner
 from pipelines.episode import QuarantineRecord
 from pipelines.rlds_writer import write_dataset_info
-from pipelines.sources import SourceReader, source_reader
+from pipelines.sources import SourceReader, source_reader, state_layout
 from robolake import progress, provenance
 from robolake.errors import RobolakeError
 from robolake.lake import Build, GoldVersion, Lake, new_build_id
@@ -387,6 +387,7 @@ def _write_gold_metadata(ctx: BuildContext, summary: dict, counts: dict, beam_ar
         "spec_sha256": spec.fingerprint(),
         "spec": spec.model_dump(mode="json"),
         "state_dim": ctx.state_dim,
+        "state_layout": state_layout(spec, sources[0]["path"], ctx.state_dim) if sources else None,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "counts": counts,
         "quarantine_reasons": dict(sorted(Counter(q["reason_code"] for q in summary[QUARANTINE]).items())),

@@ -10,6 +10,12 @@ The core every other package imports (it imports none of them):
   provenance.py and lineage.py (where an artifact came from);
 - shared by the reports: coverage_rule.py (under-sampled values), html_page.py, sql.py
   (user SQL), errors.py;
-- sample/: the built-in sample generator."""
+- sample/: the built-in sample generator;
+- quiet.py: TensorFlow's and Beam's start-up lines kept off stderr, set up here, before
+  any robolake module loads either (quiet_site/: the same for the processes robolake starts)."""
+
+from robolake.quiet import quiet
+
+quiet()
 
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """Pieces of robolake's self-contained HTML pages (the coverage report, eval.html): the
-inline CSS, escaped text, compact numbers and tables. Every data string goes through
-html.escape."""
+inline CSS, escaped and shortened text, compact numbers and tables. Every data string goes
+through html.escape."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import html
 import math
 import numbers
 
+import numpy as np
 import pandas as pd
 
 MAX_TABLE_ROWS = 200  # rows shown per table; the pages' Parquet/JSON files hold them all
@@ -19,9 +20,8 @@ nav{position:sticky;top:0;background:#fff;border-bottom:1px solid #ddd;padding:6
 nav a{margin-right:14px;color:#2a5d8f;text-decoration:none}
 section{margin-top:28px}
 h2{border-bottom:2px solid #4a7fb5;padding-bottom:2px}
-.meta,.detail,.empty,.note{color:#666}
+.meta,.empty,.note{color:#666}
 .empty,.note{font-style:italic}
-.detail{font-size:12px}
 table{border-collapse:collapse;margin:6px 0;font-size:13px}
 th,td{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}
 th{background:#f3f5f8}
@@ -38,31 +38,32 @@ ul.flags li{list-style:none;background:#fdecea;border-left:4px solid #d9534f;mar
 ul.flags strong{font-size:15px}
 .ok{background:#e8f5e9;border-left:4px solid #4caf50;padding:6px 10px}
 .charts{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
-svg{background:#fafafa;border:1px solid #eee}
+svg{background:#fafafa;border:1px solid #eee;max-width:100%;height:auto}
 svg text{font-size:10px;fill:#333}
+.swatch{display:inline-block;width:14px;height:10px;margin:0 3px 0 8px;border:1px solid #999;vertical-align:middle}
 """
 
 
-def dataframe_table(df: pd.DataFrame, max_rows: int, missing: str = "") -> str:
+def dataframe_table(df: pd.DataFrame, max_rows: int) -> str:
     """An HTML table of the first `max_rows` rows of `df`, cells escaped, numeric columns
-    right-aligned; None and NaN cells read `missing` (the cube passes "(all)")."""
+    right-aligned, None and NaN cells empty."""
     aligns = [' class="num"' if pd.api.types.is_numeric_dtype(dtype) else "" for dtype in df.dtypes]
     head = "".join(f"<th{align}>{escape_html(column)}</th>" for column, align in zip(df.columns, aligns))
     rows = "".join(
         "<tr>"
-        + "".join(f"<td{align}>{escape_html(cell_text(cell, missing))}</td>" for cell, align in zip(row, aligns))
+        + "".join(f"<td{align}>{escape_html(cell_text(cell))}</td>" for cell, align in zip(row, aligns))
         + "</tr>"
         for row in df.head(max_rows).itertuples(index=False, name=None)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def table_section(df: pd.DataFrame, empty: str, missing: str = "", kept_in: str = "") -> str:
+def table_section(df: pd.DataFrame, empty: str, kept_in: str = "") -> str:
     """`df` as a table of at most MAX_TABLE_ROWS rows, with a note on the rows left out
     (and on `kept_in`, the file that has them all), or the `empty` message."""
     if df.empty:
         return empty_note(empty)
-    table = dataframe_table(df, MAX_TABLE_ROWS, missing)
+    table = dataframe_table(df, MAX_TABLE_ROWS)
     left_out = len(df) - MAX_TABLE_ROWS
     if left_out <= 0:
         return table
@@ -79,6 +80,19 @@ def escape_html(value: object) -> str:
     return html.escape(str(value))
 
 
+def shorten(text: str, chars: int) -> str:
+    """`text` cut to at most `chars` characters, an ellipsis marking the cut."""
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+def shortened_html(text: str, chars: int) -> str:
+    """`text` escaped and shortened to `chars` characters; when cut, the full text is the
+    tooltip."""
+    if len(text) <= chars:
+        return escape_html(text)
+    return f'<span title="{escape_html(text)}">{escape_html(shorten(text, chars))}</span>'
+
+
 def is_missing(value: object) -> bool:
     return (
         value is None
@@ -89,9 +103,11 @@ def is_missing(value: object) -> bool:
 
 
 def cell_text(value: object, missing: str = "") -> str:
-    """A cell or label as text: numbers compact, None/NaN as `missing`."""
+    """A cell or label as text: numbers compact, booleans yes/no, None/NaN as `missing`."""
     if is_missing(value):
         return missing
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
     if isinstance(value, numbers.Real):
         return format_number(value)
     return str(value)

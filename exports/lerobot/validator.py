@@ -1,6 +1,7 @@
 """`validate_export(root)`: a LeRobot v3.0 folder checked against what LeRobotDataset reads
-(layout.py): info.json keys and features, tasks, episode rows, video files and
-timestamps, split ranges, data rows and index columns, stats shapes."""
+(layout.py): info.json keys and features, tasks, episode rows, video files (frames,
+stream info) and timestamps, split ranges, data rows and index columns, stats shapes, and
+GR00T's meta/modality.json where there is one."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import glob
 import json
 import os
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exports.lerobot.layout import CODEBASE_VERSION, INDEX_FEATURES, arrow_type
+from exports.lerobot.video import video_frames, video_info
 
 INFO_KEYS = ("codebase_version", "robot_type", "total_episodes", "total_frames", "total_tasks", "chunks_size",
              "fps", "splits", "data_path", "video_path", "features")
@@ -37,10 +38,11 @@ def validate_export(root: str) -> list[str]:
         problems += _check_tasks(tasks, info)
         episodes = _read_episodes(root, info)
         problems += _check_episodes(root, info, episodes, tasks)
-        problems += _check_video_lengths(root, info, episodes)
+        problems += _check_video_files(root, info, episodes)
         problems += _check_splits(info)
         problems += _check_data(root, info, episodes, tasks)
         problems += _check_stats(info, _read_stats(root))
+        problems += _check_modality(root, info)
     except _Stop as stop:
         problems += stop.args
     return problems
@@ -152,20 +154,24 @@ def _check_episode_videos(root: str, info: dict, episode: dict, where: str) -> l
     return problems
 
 
-def _check_video_lengths(root: str, info: dict, episodes: list[dict]) -> list[str]:
-    """Each video file holds at least the frames its episodes point into."""
+def _check_video_files(root: str, info: dict, episodes: list[dict]) -> list[str]:
+    """Each video file holds at least the frames its episodes point into, and its stream
+    is what the feature's `info` says."""
     problems, fps = [], info["fps"]
     for key in _video_keys(info):
         ends: dict[str, float] = {}
         for e in episodes:
             path = _video_file(info, e, key)
             ends[path] = max(ends.get(path, 0.0), e[f"videos/{key}/to_timestamp"])
+        said = info["features"][key].get("info", {})
         for path, end in ends.items():
-            capture = cv2.VideoCapture(os.path.join(root, path))
-            frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-            capture.release()
+            frames = video_frames(os.path.join(root, path))
             if frames < round(end * fps):
                 problems.append(f"{path}: {frames} frames, episodes need {round(end * fps)}")
+            actual = video_info(os.path.join(root, path))
+            wrong = {k: v for k, v in actual.items() if said.get(k) != v}
+            if wrong:
+                problems.append(f"{path}: the stream has {wrong}, meta/info.json says otherwise for {key}")
     return problems
 
 
@@ -238,4 +244,26 @@ def _check_stats(info: dict, stats: dict) -> list[str]:
             want = (1,) if stat == "count" else (3, 1, 1) if image else tuple(feature["shape"])
             if np.shape(value) != want:
                 problems.append(f"meta/stats.json: {key}/{stat} has shape {np.shape(value)}, not {want}")
+    return problems
+
+
+def _check_modality(root: str, info: dict) -> list[str]:
+    """GR00T's meta/modality.json, where there is one: state and action ranges within their
+    vectors, video and annotation keys naming features."""
+    path = os.path.join(root, "meta", "modality.json")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        modality = json.load(f)
+    features, problems = info["features"], []
+    for group, key in (("state", "observation.state"), ("action", "action")):
+        size = features[key]["shape"][0]
+        for name, span in modality.get(group, {}).items():
+            if not 0 <= span["start"] < span["end"] <= size:
+                problems.append(f"meta/modality.json: {group}.{name} {span['start']}:{span['end']} is not in 0:{size}")
+    for group in ("video", "annotation"):
+        for name, entry in modality.get(group, {}).items():
+            key = entry.get("original_key")
+            if key not in features:
+                problems.append(f"meta/modality.json: {group}.{name} names {key!r}, not a feature")
     return problems

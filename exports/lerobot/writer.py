@@ -7,11 +7,13 @@ Splits: episodes are written train first, then val, test (then any other split, 
 name), each in the gold shards' order, so each split is one `start:end` range of
 episode indices in info.json; the episode rows carry the gold `episode_id` and `split`.
 
-Images: "video" writes one MP4 per camera and file (OpenCV's FFmpeg: the first of H.264,
-AV1, MPEG-4 part 2, VP9 it can encode here; all are decoded by LeRobot's torchcodec /
-PyAV readers; lossy). "image" keeps each frame's gold JPEG/PNG bytes in the data Parquet
-as a LeRobot `image` feature (lossless: the exact gold bytes). "auto" takes video when a
-codec is available and the frame sizes are even, else image.
+Images: "video" writes one MP4 per camera and file, encoded as LeRobot encodes its own
+(video.py: AV1, else H.264; lossy, the mean and max error of the decoded frames against
+the gold ones are measured and reported). "image" keeps each frame's gold JPEG/PNG bytes
+in the data Parquet as a LeRobot `image` feature (lossless: the exact gold bytes). "auto"
+takes video when PyAV has an encoder and the frame sizes are even, else image.
+
+`modality=True` also writes GR00T's meta/modality.json (modality.py).
 
 Streaming: one episode is held in memory at a time; Parquet row groups are one episode.
 The export is written beside `out_dir`, validated, and moved into place (robolake/staging.py)."""
@@ -30,8 +32,10 @@ import pyarrow.parquet as pq
 
 from exports.lerobot.layout import (CHUNKS_SIZE, CODEBASE_VERSION, DATA_FILE_MB, DATA_PATH, EPISODES_PATH,
                                     INDEX_FEATURES, VIDEO_FILE_MB, VIDEO_PATH, arrow_type, next_file)
+from exports.lerobot.modality import modality_document
 from exports.lerobot.statistics import TrainStatistics, channel_histogram, episode_statistics
 from exports.lerobot.validator import validate_export
+from exports.lerobot.video import ENCODERS, PIX_FMT, VideoFiles, available_encoder, video_info
 from robolake import provenance
 from robolake.errors import RobolakeError
 from robolake.hashing import sha256_file
@@ -39,9 +43,6 @@ from robolake.lake import GoldVersion
 from robolake.staging import staged
 from schemas.documents import check
 
-# (fourcc, codec name as FFmpeg reports it), preferred first: MPEG-4 part 2 before VP9, which OpenCV
-# encodes at libvpx defaults, about 10x slower (sample_tabletop: > 5 min against seconds)
-CODECS = (("avc1", "h264"), ("av01", "av1"), ("mp4v", "mpeg4"), ("vp09", "vp9"))
 EPISODE_BATCH = 1000  # episode rows buffered before a row group of meta/episodes
 
 
@@ -55,21 +56,35 @@ class ExportOutcome:
     tasks: int
     splits: dict[str, str]
     image_mode: str
-    codec: str | None
+    codec: str | None  # the videos' codec (av1, h264); None in image mode
+    encoder: str | None
+    pixel_error: dict[str, dict]  # camera -> mean and max |decoded video - gold frame|; {} in image mode
+    modality: dict | None  # meta/modality.json, where written
     seconds: float
 
     def summary_line(self) -> str:
-        images = f"videos ({self.codec})" if self.image_mode == "video" else "images in Parquet"
         ranges = ", ".join(f"{name} {span}" for name, span in self.splits.items())
+        extra = ""
+        if self.modality is not None:
+            parts = ", ".join(f"{name} {r['start']}:{r['end']}" for name, r in self.modality["state"].items())
+            extra = f"; meta/modality.json (state: {parts})"
         return (f"exported {self.dataset}:{self.version} to {self.out_dir} as LeRobot {CODEBASE_VERSION}: "
-                f"{self.episodes} episodes, {self.frames} frames, {self.tasks} tasks ({ranges}); {images}; "
-                f"actions in physical units; {self.seconds:.1f} s")
+                f"{self.episodes} episodes, {self.frames} frames, {self.tasks} tasks ({ranges}); {self._images()}; "
+                f"actions in physical units{extra}; {self.seconds:.1f} s")
+
+    def _images(self) -> str:
+        if self.image_mode != "video":
+            return "images in Parquet"
+        options = ENCODERS[self.encoder]
+        errors = ", ".join(f"{camera} mean {e['mean']:.2f} max {e['max']}" for camera, e in self.pixel_error.items())
+        return (f"videos ({self.codec} by {self.encoder}, crf {options['crf']}, GOP {options['g']}; "
+                f"error vs the gold frames: {errors})")
 
 
-def export(gold_dir: str, out_dir: str, overwrite: bool = False, images: str = "auto",
+def export(gold_dir: str, out_dir: str, overwrite: bool = False, images: str = "auto", modality: bool = False,
            progress=None) -> ExportOutcome:
-    """Write the gold version in `gold_dir` to `out_dir` as a LeRobot v3.0 dataset.
-    `progress(done, total)` is called after each episode."""
+    """Write the gold version in `gold_dir` to `out_dir` as a LeRobot v3.0 dataset (with
+    GR00T's meta/modality.json if `modality`). `progress(done, total)` is called after each episode."""
     started, started_at = time.time(), provenance.utc_now()
     if "://" in out_dir:
         raise RobolakeError(f"{out_dir}: LeRobot datasets are local folders; give a local output path")
@@ -82,19 +97,23 @@ def export(gold_dir: str, out_dir: str, overwrite: bool = False, images: str = "
     builder = gold.builder()
     layout = gold.layout(builder)
     fps = _fps_value(gold.spec.control_rate_hz)
+    image_mode, encoder = _image_mode(images, layout)
     with staged(out_dir) as root:
         os.makedirs(root)
-        image_mode, codec = _image_mode(images, layout, root)
-        features = _features(layout, gold.spec.action.names, image_mode, codec, fps)
-        writer = _write(root, gold, builder, layout, features, fps, image_mode, codec, progress)
-        _write_provenance(root, out_dir, gold, started_at, image_mode, codec)
+        features = _features(layout, gold.spec.action.names, image_mode)
+        writer = _write(root, gold, builder, layout, features, fps, encoder, progress)
+        document = modality_document(gold, features, layout["cameras"]) if modality else None
+        if document is not None:
+            _write_json(os.path.join(root, "meta", "modality.json"), document, indent=4)
+        _write_provenance(root, out_dir, gold, started_at, features, writer)
         problems = validate_export(root)
         if problems:
             raise RuntimeError("the export breaks the LeRobot v3.0 layout:\n  " + "\n  ".join(problems))
         if os.path.exists(out_dir) and not overwrite:
             raise RobolakeError(f"{out_dir} appeared while exporting; pass --overwrite to replace it")
     return ExportOutcome(out_dir, gold.dataset, gold.version, writer.episodes, writer.frames, len(writer.tasks),
-                         writer.splits, image_mode, codec[1] if codec else None, time.time() - started)
+                         writer.splits, image_mode, _video_codec(features), encoder, writer.pixel_error(), document,
+                         time.time() - started)
 
 
 def _fps_value(rate: float) -> float | int:
@@ -103,43 +122,20 @@ def _fps_value(rate: float) -> float | int:
 
 # ---------------------------------------------------------------- images
 
-def _image_mode(images: str, layout: dict, workdir: str) -> tuple[str, tuple[str, str] | None]:
-    """"video" with the (fourcc, name) of its codec, or "image" with None, for `--images`."""
-    codec = _probe_codec(workdir) if images in ("auto", "video") else None
-    if images == "video" and codec is None:
-        raise RobolakeError(f"OpenCV here encodes none of {', '.join(n for _, n in CODECS)}; use --images image")
-    even = all(h % 2 == 0 and w % 2 == 0 for h, w, _ in layout["image_shapes"].values())
-    if codec is not None and (images == "video" or even):
-        return "video", codec
-    return "image", None
-
-
-def _probe_codec(workdir: str) -> tuple[str, str] | None:
-    """The first of CODECS this OpenCV build encodes into MP4 and reads back, or None."""
-    frame = np.zeros((16, 16, 3), np.uint8)
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        return _first_codec(workdir, frame)
-    finally:
-        cv2.utils.logging.setLogLevel(level)
-
-
-def _first_codec(workdir: str, frame: np.ndarray) -> tuple[str, str] | None:
-    for fourcc, name in CODECS:
-        path = os.path.join(workdir, f"probe-{fourcc}.mp4")
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 10, (16, 16))
-        opened = writer.isOpened()
-        if opened:
-            for _ in range(2):
-                writer.write(frame)
-        writer.release()
-        readable = opened and os.path.exists(path) and cv2.VideoCapture(path).read()[0]
-        if os.path.exists(path):
-            os.remove(path)
-        if readable:
-            return fourcc, name
-    return None
+def _image_mode(images: str, layout: dict) -> tuple[str, str | None]:
+    """"video" with its encoder, or "image" with None, for `--images`: "auto" takes video
+    where PyAV has an encoder and every frame size is even, as yuv420p needs."""
+    if images == "image":
+        return "image", None
+    encoder = available_encoder()
+    odd = [camera for camera, (h, w, _) in layout["image_shapes"].items() if h % 2 or w % 2]
+    if images == "auto":
+        return ("video", encoder) if encoder and not odd else ("image", None)
+    if encoder is None:
+        raise RobolakeError(f"PyAV here has none of the encoders {', '.join(ENCODERS)}; use --images image")
+    if odd:
+        raise RobolakeError(f"cameras {', '.join(odd)}: {PIX_FMT} video needs even frame sizes; use --images image")
+    return "video", encoder
 
 
 def _decode(encoded: bytes) -> np.ndarray:
@@ -150,45 +146,6 @@ def _decode(encoded: bytes) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- files
-
-class _VideoFiles:
-    """One camera's MP4 files: episodes appended back to back, rolling over at VIDEO_FILE_MB."""
-
-    def __init__(self, root: str, key: str, fourcc: str, fps: float, size: tuple[int, int]):
-        self.root, self.key, self.fourcc, self.fps, self.size = root, key, fourcc, fps, size
-        self.chunk = self.file = 0
-        self.frames_in_file = 0
-        self.writer = None
-
-    def _path(self) -> str:
-        return os.path.join(self.root, VIDEO_PATH.format(video_key=self.key, chunk_index=self.chunk,
-                                                         file_index=self.file))
-
-    def append(self, frames: np.ndarray) -> dict:
-        """Write an episode's (frames, H, W, 3) RGB frames; its row's videos/<key>/ columns."""
-        if self.writer is not None and os.path.getsize(self._path()) >= VIDEO_FILE_MB * 2**20:
-            self.close()
-            self.chunk, self.file = next_file(self.chunk, self.file)
-            self.frames_in_file = 0
-        if self.writer is None:
-            os.makedirs(os.path.dirname(self._path()), exist_ok=True)
-            height, width = self.size
-            self.writer = cv2.VideoWriter(self._path(), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (width, height))
-            if not self.writer.isOpened():
-                raise RuntimeError(f"OpenCV could not open a {self.fourcc} writer for {self._path()}")
-        for frame in frames:
-            self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        start = self.frames_in_file
-        self.frames_in_file += len(frames)
-        prefix = f"videos/{self.key}/"
-        return {prefix + "chunk_index": self.chunk, prefix + "file_index": self.file,
-                prefix + "from_timestamp": start / self.fps, prefix + "to_timestamp": self.frames_in_file / self.fps}
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-
 
 class _RollingParquet:
     """Parquet files of a path template, one row group per write, a new file past `limit_mb`."""
@@ -269,18 +226,13 @@ def _gold_episodes(gold: GoldVersion, builder, split: str, cameras: list[str]):
     yield from gold.episodes(split, builder=builder).map(unpack).prefetch(1).as_numpy_iterator()
 
 
-def _features(layout: dict, action_names: list[str], image_mode: str, codec: tuple[str, str] | None,
-              fps: float) -> dict:
-    """info.json's features: cameras, state, action, reward, done and the index columns."""
+def _features(layout: dict, action_names: list[str], image_mode: str) -> dict:
+    """info.json's features: cameras, state, action, reward, done and the index columns
+    (a video feature's `info` is added once its files are written: _add_video_info)."""
     features = {}
     for camera in layout["cameras"]:
-        height, width, channels = layout["image_shapes"][camera]
-        feature = {"dtype": image_mode, "shape": [height, width, channels], "names": ["height", "width", "channels"]}
-        if image_mode == "video":
-            feature["info"] = {
-                "video.height": height, "video.width": width, "video.codec": codec[1], "video.pix_fmt": "yuv420p",
-                "video.is_depth_map": False, "video.fps": fps, "video.channels": channels, "has_audio": False}
-        features[f"observation.images.{camera}"] = feature
+        features[f"observation.images.{camera}"] = {"dtype": image_mode, "shape": list(layout["image_shapes"][camera]),
+                                                    "names": ["height", "width", "channels"]}
     features["observation.state"] = {"dtype": "float32", "shape": [layout["state_dim"]],
                                      "names": [f"state_{i}" for i in range(layout["state_dim"])]}
     action_dim = layout["action_dim"]
@@ -298,14 +250,13 @@ class _Writer:
     """Streams episodes into a LeRobot folder: data rows, videos, episode rows; keeps the
     tasks, train statistics and split ranges (`start:end`, set by `_write`) for meta/."""
 
-    def __init__(self, root: str, layout: dict, features: dict, fps: float, image_mode: str,
-                 codec: tuple[str, str] | None):
-        self.fps, self.image_mode = fps, image_mode
+    def __init__(self, root: str, layout: dict, features: dict, fps: float, encoder: str | None):
+        self.fps, self.encoder = fps, encoder
         self.image_keys = {camera: f"observation.images.{camera}" for camera in layout["cameras"]}
         self.schema = pa.schema([(key, arrow_type(f)) for key, f in features.items() if f["dtype"] != "video"])
         self.data = _RollingParquet(root, DATA_PATH, self.schema, DATA_FILE_MB)
-        self.videos = ({camera: _VideoFiles(root, key, codec[0], fps, layout["image_shapes"][camera][:2])
-                        for camera, key in self.image_keys.items()} if image_mode == "video" else {})
+        self.videos = ({camera: VideoFiles(root, key, encoder, fps) for camera, key in self.image_keys.items()}
+                       if encoder else {})
         self.rows = _EpisodeRows(root)
         self.tasks: dict[str, int] = {}
         self.splits: dict[str, str] = {}
@@ -362,11 +313,15 @@ class _Writer:
         for camera, key in self.image_keys.items():
             frames = np.stack([_decode(bytes(b)) for b in encoded[camera]])
             histograms[key] = channel_histogram(frames)
-            if self.image_mode == "video":
+            if self.videos:
                 videos.update(self.videos[camera].append(frames))
             else:
                 images[key] = [{"bytes": bytes(b), "path": None} for b in encoded[camera]]
         return histograms, images, videos
+
+    def pixel_error(self) -> dict[str, dict]:
+        """Each camera's mean and max error of its decoded video frames against the gold frames."""
+        return {camera: video.error.summary() for camera, video in self.videos.items()}
 
     def close(self) -> None:
         self.data.close()
@@ -377,10 +332,11 @@ class _Writer:
 
 # ---------------------------------------------------------------- the folder
 
-def _write(root: str, gold: GoldVersion, builder, layout: dict, features: dict, fps: float, image_mode: str,
-           codec: tuple[str, str] | None, progress) -> _Writer:
-    """Every episode, split by split, then meta/stats.json, tasks.parquet and info.json."""
-    writer = _Writer(root, layout, features, fps, image_mode, codec)
+def _write(root: str, gold: GoldVersion, builder, layout: dict, features: dict, fps: float, encoder: str | None,
+           progress) -> _Writer:
+    """Every episode, split by split (videos by `encoder`; None: images in Parquet), then
+    meta/stats.json, tasks.parquet and info.json."""
+    writer = _Writer(root, layout, features, fps, encoder)
     total = sum(layout["splits"].values())
     try:
         for split in layout["splits"]:
@@ -396,8 +352,24 @@ def _write(root: str, gold: GoldVersion, builder, layout: dict, features: dict, 
         raise RobolakeError(f"{gold.gold_dir}: the version has no episodes to export")
     _write_json(os.path.join(root, "meta", "stats.json"), writer.train.document(gold.statistics), indent=4)
     _write_tasks(root, writer.tasks)
-    _write_json(os.path.join(root, "meta", "info.json"), _info(writer, features, fps, image_mode), indent=4)
+    _add_video_info(root, writer, features)
+    _write_json(os.path.join(root, "meta", "info.json"), _info(writer, features, fps), indent=4)
     return writer
+
+
+def _add_video_info(root: str, writer: _Writer, features: dict) -> None:
+    """Each video feature's `info`: its stream as its first file says (codec, pix_fmt, size,
+    fps, as LeRobot reads them) and robolake's measured error against the gold frames."""
+    errors = writer.pixel_error()
+    for camera, key in writer.image_keys.items():
+        if features[key]["dtype"] == "video":
+            info = video_info(os.path.join(root, VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)))
+            features[key]["info"] = {**info, "robolake.pixel_error": errors[camera]}
+
+
+def _video_codec(features: dict) -> str | None:
+    """The videos' codec as their files say (av1, h264); None in image mode."""
+    return next((f["info"]["video.codec"] for f in features.values() if f["dtype"] == "video"), None)
 
 
 def _write_tasks(root: str, tasks: dict[str, int]) -> None:
@@ -407,7 +379,7 @@ def _write_tasks(root: str, tasks: dict[str, int]) -> None:
     table.to_parquet(os.path.join(root, "meta", "tasks.parquet"))
 
 
-def _info(writer: _Writer, features: dict, fps: float, image_mode: str) -> dict:
+def _info(writer: _Writer, features: dict, fps: float) -> dict:
     return {
         "codebase_version": CODEBASE_VERSION,
         "robot_type": writer.robot_type,
@@ -420,20 +392,24 @@ def _info(writer: _Writer, features: dict, fps: float, image_mode: str) -> dict:
         "fps": fps,
         "splits": writer.splits,
         "data_path": DATA_PATH,
-        "video_path": VIDEO_PATH if image_mode == "video" else None,
+        "video_path": VIDEO_PATH if writer.videos else None,
         "features": features,
     }
 
 
-def _write_provenance(root: str, out_dir: str, gold: GoldVersion, started_at: str, image_mode: str,
-                      codec: tuple[str, str] | None) -> None:
+def _write_provenance(root: str, out_dir: str, gold: GoldVersion, started_at: str, features: dict,
+                      writer: _Writer) -> None:
     """provenance.json in `root` (the staging folder that becomes `out_dir`): `robolake lineage
-    <out_dir>` follows it to the gold version and its raw files."""
+    <out_dir>` follows it to the gold version and its raw files; it records how the videos
+    were encoded and their error against the gold frames."""
     manifest = gold.manifest
     inputs = [{"path": path, "sha256": sha256_file(path)} for path in (gold.manifest_path, gold.statistics_path)]
+    videos = ({"encoder": writer.encoder, "options": ENCODERS[writer.encoder], "pix_fmt": PIX_FMT,
+               "pixel_error": writer.pixel_error()} if writer.encoder else None)
     document = provenance.collect(
         artifact={"kind": "lerobot_export", "path": out_dir, "format": f"LeRobot {CODEBASE_VERSION}",
-                  "image_mode": image_mode, "codec": codec[1] if codec else None, "action": "action_raw"},
+                  "image_mode": "video" if writer.encoder else "image", "codec": _video_codec(features),
+                  "videos": videos, "action": "action_raw"},
         dataset={"name": manifest["dataset"], "version": manifest["version"], "fingerprint": manifest["fingerprint"],
                  "gold_dir": gold.gold_dir, "statistics_sha256": manifest.get("statistics_sha256")},
         inputs=inputs, started_at=started_at)

@@ -20,7 +20,7 @@ from robolake.sample.bag_writer import write_bag
 from robolake.sample.episode import DEFAULT_CAMERAS, Episode, build_episode, camera_hz
 from robolake.sample.hdf5_writer import write_session
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"  # 1.1: the same bytes on every machine (robolake.sample.exact, resample)
 DEMOS_PER_SESSION = 5
 MIN_EPISODES_FOR_FAULTS = 8
 SPIKE_SCALE = (12.0, 18.0)  # times the episode's median |delta| in that dimension

@@ -4,7 +4,8 @@ arm inverse kinematics for the joint states.
 
 Poses are [x, y, z, yaw] of the tool centre point (between the finger tips), in metres
 and radians, in the robot base frame (x forward, z up, table top at z=0); the gripper
-always points down (roll=pi, pitch=0)."""
+always points down (roll=pi, pitch=0). Trigonometry goes through robolake.sample.exact, so
+the stored values are the same bits on every machine."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robolake.sample import exact
 from robolake.sample.scenario import PUSH_DIRECTIONS, EpisodeMeta, Layout
 
 CONTROL_HZ = 10
@@ -38,7 +40,7 @@ class Segment:
 
 
 def _move(start: np.ndarray, target: np.ndarray, gripper: float, attached: bool = False) -> Segment:
-    horizontal = np.hypot(*(target[:2] - start[:2])) + 0.05 * abs(target[3] - start[3])
+    horizontal = float(exact.hypot(*(target[:2] - start[:2]))) + 0.05 * abs(target[3] - start[3])
     seconds = max(0.4, horizontal / TRAVEL_SPEED + abs(target[2] - start[2]) / VERTICAL_SPEED)
     return Segment(target, seconds, gripper, attached)
 
@@ -150,21 +152,21 @@ class Trajectory:
 
 def quat_xyzw(yaw: np.ndarray) -> np.ndarray:
     """Orientation of a tool pointing down (roll=pi, pitch=0) with the given yaw, as xyzw."""
-    half = 0.5 * np.asarray(yaw)
-    return np.stack([np.cos(half), np.sin(half), np.zeros_like(half), np.zeros_like(half)], axis=-1)
+    half = 0.5 * np.asarray(yaw, dtype=np.float64)
+    return np.stack([exact.cos(half), exact.sin(half), np.zeros_like(half), np.zeros_like(half)], axis=-1)
 
 
 def joint_positions(tool: np.ndarray, width: np.ndarray) -> np.ndarray:
     """A smooth stand-in for inverse kinematics: 7 arm joints and the 2 finger joints."""
     x, y, z, yaw = tool.T
-    reach, base = np.hypot(x, y) - 0.45, np.arctan2(y, x)
+    reach, base = exact.hypot(x, y) - 0.45, exact.atan2(y, x)
     lift = z - 0.20
     arm = [
         base,
         -0.1 + 0.9 * reach - 1.1 * lift,
-        0.15 * np.sin(base),
+        0.15 * exact.sin(base),
         -2.1 + 1.6 * reach + 0.9 * lift,
-        0.05 * np.cos(2 * base),
+        0.05 * exact.cos(2 * base),
         1.8 + 0.6 * reach - 1.3 * lift,
         np.pi / 4 + yaw - base,
     ]

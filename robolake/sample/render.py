@@ -3,7 +3,13 @@ coloured solids with soft shadows, the robot and its gripper, a fixed front came
 wrist camera riding on the gripper, per-episode lighting and sensor noise.
 
 Everything is in world coordinates (metres, robot base frame, table top at z=0), projected
-through pinhole cameras; solids are convex, yaw-rotated meshes drawn face by face."""
+through pinhole cameras; solids are convex, yaw-rotated meshes drawn face by face.
+
+Frames are the same bytes on every machine: geometry uses robolake.sample.exact (no BLAS,
+no SIMD transcendental functions), resampling robolake.sample.resample (no IPP, no
+CPU-dispatched float code), and cv2 only draws with integer arithmetic (anti-aliased
+polygons and circles in fixed point, the 8-bit Gaussian blur, pyrDown, saturating adds,
+remap on integer maps)."""
 
 from __future__ import annotations
 
@@ -14,7 +20,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from robolake.sample import exact
 from robolake.sample.motion import Trajectory
+from robolake.sample.resample import resize_cubic, warp_perspective
 from robolake.sample.scenario import EpisodeMeta, Layout
 
 RGB = {
@@ -68,8 +76,8 @@ def _mesh(vertices: np.ndarray, faces: list[list[int]]) -> Mesh:
     faces = tuple(np.array(f) for f in faces)
     centres = np.array([vertices[f].mean(axis=0) for f in faces])
     normals = np.array([np.cross(vertices[f[1]] - vertices[f[0]], vertices[f[2]] - vertices[f[0]]) for f in faces])
-    normals *= np.sign(np.sum(normals * (centres - vertices.mean(axis=0)), axis=1))[:, None]
-    return Mesh(vertices, faces, normals / np.linalg.norm(normals, axis=1, keepdims=True), centres)
+    normals *= np.sign(exact.dot(normals, centres - vertices.mean(axis=0)))[:, None]
+    return Mesh(vertices, faces, normals / exact.norm(normals, axis=1, keepdims=True), centres)
 
 
 def _extrusion(outline: np.ndarray, z0: float, z1: float) -> Mesh:
@@ -86,7 +94,7 @@ def box(sx: float, sy: float, z0: float, z1: float) -> Mesh:
 
 def _polygon(radius: float, sides: int) -> np.ndarray:
     angles = np.arange(sides) * 2 * np.pi / sides
-    return radius * np.c_[np.cos(angles), np.sin(angles)]
+    return radius * np.c_[exact.cos(angles), exact.sin(angles)]
 
 
 @functools.lru_cache(maxsize=None)
@@ -105,8 +113,12 @@ FINGER = box(0.018, 0.012, 0.0, 0.05)  # moved sideways by half the opening (plu
 # ---- textures and cameras ----
 
 
+def _sin32(x: np.ndarray) -> np.ndarray:
+    return exact.sin(x.astype(np.float64)).astype(np.float32)
+
+
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(rng.normal(0, 1, cells).astype(np.float32), shape[::-1], interpolation=cv2.INTER_CUBIC)
+    return resize_cubic(rng.normal(0, 1, cells).astype(np.float32), shape)
 
 
 @functools.lru_cache(maxsize=4)
@@ -122,9 +134,9 @@ def table_texture(scene: str) -> np.ndarray:
     # Wood: planks along x, grain as warped stripes, darker seams between planks.
     plank = np.floor((y - TABLE_Y[0]) / 0.18)
     warp = 0.006 * _smooth_noise(rng, (rows, cols), (6, 60))
-    grain = 0.5 + 0.5 * np.sin(2 * np.pi * (y + warp) / 0.009 + 3.0 * plank)
+    grain = 0.5 + 0.5 * _sin32(2 * np.pi * (y + warp) / 0.009 + 3.0 * plank)
     seam = np.abs((y - TABLE_Y[0]) / 0.18 - np.round((y - TABLE_Y[0]) / 0.18)) * 0.18 < 0.0012
-    shade = (0.82 + 0.12 * grain + 0.05 * blotch + 0.04 * np.sin(plank * 2.1)) * np.where(seam, 0.55, 1.0)
+    shade = (0.82 + 0.12 * grain + 0.05 * blotch + 0.04 * _sin32(plank * 2.1)) * np.where(seam, 0.55, 1.0)
     return shade[..., None] * np.array([168, 116, 70], np.float32)
 
 
@@ -143,27 +155,28 @@ class Camera:
     """Pinhole camera: `rotation` rows are the image right, image down and optical axes in world."""
 
     def __init__(self, height: int, width: int, fov_deg: float):
-        focal = (width / 2) / np.tan(np.radians(fov_deg) / 2)
+        half_fov = fov_deg * (np.pi / 180.0) / 2
+        focal = (width / 2) / float(exact.sin(half_fov) / exact.cos(half_fov))
         self.size = (height, width)
         self.intrinsics = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
         self.rotation, self.eye = np.eye(3), np.zeros(3)
 
     def place(self, eye: np.ndarray, forward: np.ndarray, down: np.ndarray) -> None:
-        forward = forward / np.linalg.norm(forward)
-        down = down - forward * (down @ forward)
-        down /= np.linalg.norm(down)
+        forward = forward / exact.norm(forward)
+        down = down - forward * exact.matmul(down, forward)
+        down = down / exact.norm(down)
         self.rotation, self.eye = np.stack([np.cross(down, forward), down, forward]), eye
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinates (n, 2) and depths (n,) of world points (n, 3)."""
-        cam = (points - self.eye) @ self.rotation.T
-        pixels = cam @ self.intrinsics.T
+        cam = exact.matmul(points - self.eye, self.rotation.T)
+        pixels = exact.matmul(cam, self.intrinsics.T)
         return pixels[:, :2] / np.maximum(pixels[:, 2:], 1e-6), cam[:, 2]
 
     def table_homography(self) -> np.ndarray:
         """Texture pixels -> image pixels, for the table plane z=0."""
-        plane = np.c_[self.rotation[:, 0], self.rotation[:, 1], -self.rotation @ self.eye]
-        return self.intrinsics @ plane @ TEXTURE_TO_TABLE
+        plane = np.c_[self.rotation[:, 0], self.rotation[:, 1], -exact.matmul(self.rotation, self.eye)]
+        return exact.matmul(exact.matmul(self.intrinsics, plane), TEXTURE_TO_TABLE)
 
 
 def _fixed(points: np.ndarray) -> np.ndarray:
@@ -181,10 +194,10 @@ class Solid:
     yaw: float
 
     def world(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        c, s = np.cos(self.yaw), np.sin(self.yaw)
-        rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-        return (self.mesh.vertices @ rot.T + self.position, self.mesh.normals @ rot.T,
-                self.mesh.centres @ rot.T + self.position)
+        c, s = float(exact.cos(self.yaw)), float(exact.sin(self.yaw))
+        rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T
+        return (exact.matmul(self.mesh.vertices, rot) + self.position, exact.matmul(self.mesh.normals, rot),
+                exact.matmul(self.mesh.centres, rot) + self.position)
 
 
 class Renderer:
@@ -197,7 +210,7 @@ class Renderer:
         self.meta, self.layout, self.trajectory = meta, layout, trajectory
         self.light = LIGHTS[meta.lighting]
         direction = np.array(self.light.direction)
-        self.light_dir = direction / np.linalg.norm(direction)
+        self.light_dir = direction / exact.norm(direction)
         self.table = lit_table(meta.scene, meta.lighting)
         static = [Solid(prop_mesh(p.shape, *p.size), p.color, np.array([p.x, p.y, 0.0]), p.yaw) for p in layout.props]
         static.append(Solid(prop_mesh("cylinder", 0.14, SHOULDER[2]), "robot", np.zeros(3), 0.0))
@@ -227,9 +240,8 @@ class Renderer:
         wall = WALL_RGB * rows * _gain(self.light, cols) * np.array(self.light.tint, np.float32)
         image = np.ascontiguousarray(np.broadcast_to(np.clip(wall, 0, 255), (height, width, 3)).astype(np.uint8))
         # From a half-resolution texture: the far end of the table would alias at full resolution.
-        half = camera.table_homography() @ np.diag([2.0, 2.0, 1.0])
-        cv2.warpPerspective(cv2.pyrDown(self.table), half, (width, height), image,
-                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
+        half = camera.table_homography() * [2.0, 2.0, 1.0]  # @ diag(2, 2, 1)
+        warp_perspective(cv2.pyrDown(self.table), half, (width, height), image, cv2.BORDER_TRANSPARENT)
         for _, vertices, _, _ in self.static:
             self._shadow(image, camera, vertices)
         return image
@@ -242,13 +254,14 @@ class Renderer:
         solids = [Solid(prop_mesh(target.shape, *target.size), target.color, obj[:3], obj[3])]
         if not wrist:
             solids.append(Solid(HAND, "hand", tool[:3], tool[3]))
-        sideways = np.array([-np.sin(tool[3]), np.cos(tool[3]), 0.0]) * (self.trajectory.width(times)[0] / 2 + 0.006)
+        offset = self.trajectory.width(times)[0] / 2 + 0.006
+        sideways = np.array([-exact.sin(tool[3]), exact.cos(tool[3]), 0.0]) * offset
         solids += [Solid(FINGER, "finger", tool[:3] + side * sideways, tool[3]) for side in (-1, 1)]
         return solids
 
     def _place_wrist(self, camera: Camera, t: float) -> None:
         x, y, z, yaw = self.trajectory.tool(np.array([t]))[0]
-        forward = np.array([np.cos(yaw), np.sin(yaw), 0.0])
+        forward = np.array([exact.cos(yaw), exact.sin(yaw), 0.0])
         camera.place(np.array([x, y, z + 0.10]) + 0.05 * forward, np.array([0.0, 0.0, -1.0]), -forward)
 
     def frame(self, name: str, capture: int, t: float) -> np.ndarray:
@@ -258,8 +271,7 @@ class Renderer:
         moving = [(s, *s.world()) for s in self._moving(t, wrist)]
         if wrist:
             self._place_wrist(camera, t)
-            image = cv2.warpPerspective(self.table, camera.table_homography(), (width, height),
-                                        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            image = warp_perspective(self.table, camera.table_homography(), (width, height))
         else:
             image = self.backgrounds[name].copy()  # with the static shadows drawn in
         for _, vertices, _, _ in (self.static + moving) if wrist else moving:
@@ -288,13 +300,13 @@ class Renderer:
         pixels, depth = camera.project(vertices)
         if depth.min() < 0.02:
             return 0.0, []  # behind or at the camera
-        visible = np.flatnonzero(np.sum(normals * (camera.eye - centres), axis=1) > 0)
-        shade = 0.45 + 0.55 * np.clip(normals[visible] @ self.light_dir, 0.0, 1.0)
+        visible = np.flatnonzero(exact.dot(normals, camera.eye - centres) > 0)
+        shade = 0.45 + 0.55 * np.clip(exact.matmul(normals[visible], self.light_dir), 0.0, 1.0)
         colours = self._colour(solid.color, shade, float(solid.position[1])).tolist()
         points = _fixed(pixels)
         polygons = [(cv2.convexHull(points), np.mean(colours, axis=0).tolist())]
         polygons += [(points[solid.mesh.faces[face]], colour) for face, colour in zip(visible, colours)]
-        return float(np.linalg.norm(vertices.mean(axis=0) - camera.eye)), polygons
+        return float(exact.norm(vertices.mean(axis=0) - camera.eye)), polygons
 
     def _shadow(self, image: np.ndarray, camera: Camera, vertices: np.ndarray) -> None:
         """Darken the table where the solid's vertices, cast along the light, fall; softer when high."""
@@ -327,7 +339,7 @@ class Renderer:
         for a, shade in ((0, 0.8), (1, 0.95)):
             colour = self._colour("robot", np.array([shade]), 0.0)[0].tolist()
             along = pixels[a + 1] - pixels[a]
-            side = np.array([-along[1], along[0]]) / max(np.linalg.norm(along), 1e-6)
+            side = np.array([-along[1], along[0]]) / max(float(exact.norm(along)), 1e-6)
             quad = [pixels[a] + side * radii[a], pixels[a + 1] + side * radii[a + 1],
                     pixels[a + 1] - side * radii[a + 1], pixels[a] - side * radii[a]]
             cv2.fillConvexPoly(image, _fixed(np.array(quad)), colour, AA, SHIFT)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robolake.sample import exact
+
 TASKS = {"pick": 0.60, "place": 0.25, "push": 0.15}
 OBJECTS = {"cube": 0.50, "cylinder": 0.30, "prism": 0.20}
 COLORS = {"red": 0.45, "green": 0.25, "blue": 0.20, "yellow": 0.10}
@@ -122,7 +124,7 @@ def _free_spot(rng: np.random.Generator, taken: list[tuple[float, float]], clear
     (x0, x1), (y0, y1) = WORKSPACE
     for _ in range(100):
         x, y = float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1))
-        if all(np.hypot(x - a, y - b) >= clearance for a, b in taken):
+        if all(float(exact.hypot(x - a, y - b)) >= clearance for a, b in taken):
             return x, y
     return x, y  # crowded: accept an overlap rather than loop forever
 

@@ -1,0 +1,180 @@
+"""`robolake summary`: what a lake holds, in one screen (the end of `make demo`).
+
+Per published dataset version: episodes written and quarantined (its manifest), the
+quality gate's result (validate.json), the worst normalized dimension's share of train
+values at the +-1 bound (the manifest's saturation), the under-sampled metadata values
+(coverage.json). Per training run: the dataset it was trained on (its checkpoint's
+provenance), the best validation loss (summary.json), the closed-loop success rate with
+its 95% interval (eval/eval.json). Then the paths of the HTML reports. Whatever a stage
+has not written yet is said so in its cell. It reads the outputs of every stage, so it
+sits above them, beside the command table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+
+from robolake.errors import RobolakeError
+from robolake.lake import GoldVersion, Lake
+from robolake.storage import exists, join, list_files, read_json
+from training.eval_report import success_text
+
+WIDTH = 100  # columns the summary fits in
+BUNDLES = ("best", "last")  # a run's checkpoint bundles; the first there names the run's dataset
+
+
+def _document(path: str) -> dict | None:
+    """The JSON file at `path`, None when it is absent."""
+    if not exists(path):
+        return None
+    try:
+        return read_json(path)
+    except json.JSONDecodeError as exc:
+        raise RobolakeError(f"{path}: not valid JSON: {exc}") from None
+
+
+@dataclass
+class DatasetSummary:
+    name: str  # NAME:VERSION
+    written: int
+    quarantined: int
+    gate: str
+    saturation: str
+    under_sampled: str
+    reports: list[str]  # HTML pages that exist
+
+
+@dataclass
+class RunSummary:
+    name: str
+    trained_on: str
+    val_loss: str
+    success: str
+    started_at: str  # "" when no checkpoint says
+    reports: list[str]
+
+
+def gate_result(validate: dict | None) -> str:
+    """validate.json as "passed", "passed, 1 warning", "FAILED: 2 errors, 1 warning"."""
+    if validate is None:
+        return "not run"
+    failed = [f"{n} {kind}{'s' if n > 1 else ''}" for n, kind in
+              ((validate["failed_errors"], "error"), (validate["failed_warnings"], "warning")) if n]
+    if validate["passed"]:
+        return ", ".join(["passed", *failed])
+    return "FAILED: " + ", ".join(failed)
+
+
+def worst_saturation(saturation: dict) -> str:
+    """The normalized dimension (action or state) with the largest share at +-1."""
+    shares = {**saturation["action"], **saturation["state"]}
+    if not shares:
+        return "none normalized"
+    worst = max(shares, key=shares.get)
+    return f"{shares[worst]:.1%} ({worst})"
+
+
+def under_sampled_values(coverage: dict | None, room: int) -> str:
+    """coverage.json's under-sampled count and as many of the values ("color=yellow") as fit `room` columns."""
+    if coverage is None:
+        return "no coverage report"
+    values = [flag.split(": ", 1)[0] for flag in coverage["flags"]]  # "field=value: 3 of 40 episodes ..."
+    if not values:
+        return "none"
+    texts = [f"{len(values)}: " + ", ".join(values[:n]) + (f", +{len(values) - n} more" if n < len(values) else "")
+             for n in range(len(values), 0, -1)]  # longest first
+    return next((text for text in texts if len(text) <= room), texts[-1])
+
+
+def dataset_summary(lake: Lake, dataset: str, version: str, room: int) -> DatasetSummary:
+    manifest = GoldVersion(dataset, version, lake.gold(dataset, version)).manifest
+    reports = lake.reports(dataset, version)
+    pages = [join(reports, "coverage.html"), join(reports, "data_docs", "index.html")]
+    return DatasetSummary(
+        f"{dataset}:{version}", manifest["counts"]["episodes_written"], manifest["counts"]["episodes_quarantined"],
+        gate_result(_document(join(reports, "validate.json"))), worst_saturation(manifest["saturation"]),
+        under_sampled_values(_document(join(reports, "coverage.json")), room), [p for p in pages if exists(p)])
+
+
+def closed_loop(evaluation: dict | None) -> str:
+    """eval.json's rollouts as `robolake evaluate` prints them: "3 of 30 (10%, 95% CI 3%-26%)"."""
+    if evaluation is None:
+        return "not evaluated"
+    return success_text(evaluation["rollouts"]) if "rollouts" in evaluation else "no rollouts (--rollouts 0)"
+
+
+def run_summary(lake: Lake, name: str) -> RunSummary:
+    folder = lake.run_dir(name)
+    provenance = next((document for bundle in BUNDLES
+                       if (document := _document(join(folder, bundle, "provenance.json")))), {})
+    evaluation = _document(join(folder, "eval", "eval.json"))
+    dataset = provenance.get("dataset") or (evaluation or {}).get("trained_on")
+    summary = _document(join(folder, "summary.json"))
+    val_loss = (f"{summary['best_val_loss']:.3f} (step {summary['best_step']})" if summary
+                else "no summary.json (not finished)")
+    report = join(folder, "eval", "eval.html")
+    return RunSummary(name, f"{dataset['name']}:{dataset['version']}" if dataset else "unknown", val_loss,
+                      closed_loop(evaluation), provenance.get("started_at", ""), [report] if exists(report) else [])
+
+
+def run_names(lake: Lake) -> list[str]:
+    """Folders under runs/ with a summary, a checkpoint bundle or an evaluation."""
+    root = lake.runs_root().rstrip("/") + "/"
+    patterns = ["summary.json", *(join(b, "provenance.json") for b in BUNDLES), join("eval", "eval.json")]
+    found = [path for pattern in patterns for path in list_files(join(root, "*", pattern))]
+    return sorted({path[len(root):].split("/")[0] for path in found})
+
+
+def aligned(rows: list[list[str]], right: tuple[int, ...] = ()) -> list[str]:
+    """Rows of cells as lines, columns two spaces apart; the columns in `right` right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w)
+                      for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+
+
+def render(lake: Lake, datasets: list[DatasetSummary], runs: list[RunSummary]) -> str:
+    lines = [f"robolake summary of {lake.root}", ""]
+    if datasets:
+        lines += aligned([["dataset", "written", "quarantined", "gate", "at +-1 (worst)"]]
+                         + [[d.name, str(d.written), str(d.quarantined), d.gate, d.saturation]
+                            for d in datasets], right=(1, 2))
+        lines += [""] + aligned([["dataset", "under-sampled values"]]
+                                + [[d.name, d.under_sampled] for d in datasets])
+    else:
+        lines.append("datasets: none published yet (robolake convert)")
+    lines.append("")
+    if runs:
+        lines += aligned([["run", "trained on", "best val loss", "closed-loop success"]]
+                         + [[r.name, r.trained_on, r.val_loss, r.success] for r in runs])
+    else:
+        lines.append(f"runs: none in {lake.runs_root()} yet (robolake train)")
+    pages = [(item.name, page) for item in [*datasets, *runs] for page in item.reports]
+    if pages:
+        lines += ["", "HTML reports"] + aligned([[name if i == 0 or pages[i - 1][0] != name else "", page]
+                                                for i, (name, page) in enumerate(pages)])
+    return "\n".join(lines)
+
+
+def summarize(lake: Lake) -> str:
+    # versions in the order they were built (build ids sort by start time), runs in the order they started
+    published = sorted(lake.published(), key=lambda pair: lake.current(*pair)["build"])
+    names = run_names(lake)
+    if not published and not names:
+        raise RobolakeError(f"{lake.root}: no published dataset version and no training run there "
+                            f"(--lake names the lake folder; default: lake)")
+    room = WIDTH - 2 - max([len("dataset")] + [len(f"{d}:{v}") for d, v in published])  # beside the names
+    datasets = [dataset_summary(lake, d, v, room) for d, v in published]
+    runs = sorted((run_summary(lake, name) for name in names), key=lambda r: (not r.started_at, r.started_at, r.name))
+    return render(lake, datasets, runs)
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="robolake summary",
+        description="summarize a lake: per dataset version its episodes, gate, saturation and under-sampled "
+                    "values; per training run its validation loss and closed-loop success; the HTML reports")
+    parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
+    args = parser.parse_args(argv)
+    print(summarize(Lake(args.lake)))
+    return 0
