@@ -30,7 +30,7 @@ demo: venv
 test: venv
 	sh tests/peers/chromium.sh
 	bash tests/peers/lerobot_venv.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # a file's tests stay on one process, sharing its fixtures
 
 bench: venv
 	$(BIN)/python benchmarks/convert.py
