@@ -12,6 +12,9 @@ inherit them, and filters on the loggers that emit the known lines.
   does. robolake runs no TensorFlow arithmetic (tf.data reads and parses shards, OpenCV
   decodes images, the policy is torch), so nothing it computes changes: the same build
   fingerprint and the same training batches either way.
+- HF_HUB_DISABLE_PROGRESS_BARS=1: transformers' "Loading weights" bar as the report loads
+  its sentence model (transformers reads huggingface_hub's setting; robolake's own progress
+  is rich's, not tqdm).
 - PYTHONPATH += robolake/quiet_site: its sitecustomize.py imports robolake in every Python
   process robolake starts. Beam's SDK workers (`python -m
   apache_beam.runners.worker.sdk_worker_main`) import apache_beam, and log its
@@ -29,7 +32,7 @@ import os
 
 SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quiet_site")
 
-ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
+ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 # logger name -> fragments of the known start-up messages it emits
 NOISE = {

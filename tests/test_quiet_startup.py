@@ -23,12 +23,13 @@ START_UP_LINES = [
     "apitools not found",  # Beam, on the root logger at import
     "semi_persistent_directory",  # Beam's SDK worker, repeated by the runner
     "INFO:",  # the SDK worker's own lines, once `logging` has a stderr handler
+    "Loading weights",  # transformers' progress bar as the report loads its sentence model
 ]
 
 
 def fresh_environment(**settings: str) -> dict[str, str]:
     """This environment without what robolake sets (pytest's process has imported robolake), plus `settings`."""
-    own = {"TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "PYTHONPATH"}
+    own = {"TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "HF_HUB_DISABLE_PROGRESS_BARS", "PYTHONPATH"}
     return {name: value for name, value in os.environ.items() if name not in own} | settings
 
 
@@ -60,10 +61,14 @@ def test_a_child_process_is_quiet_and_still_runs_the_sitecustomize_it_shadows(tm
 
 
 @pytest.mark.slow
-def test_beam_worker_processes_print_no_start_up_lines(robomimic_raw, tmp_path):
+def test_beam_workers_and_the_report_print_no_start_up_lines(robomimic_raw, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(robomimic_spec(robomimic_raw)))
-    done = robolake(["convert", str(spec), "--lake", str(tmp_path / "lake"),
+    lake = str(tmp_path / "lake")
+    done = robolake(["convert", str(spec), "--lake", lake,
                      "--direct_running_mode=multi_processing", "--direct_num_workers=2"], tmp_path)
     assert "10 episodes written" in done.stdout
     assert start_up_lines(done.stderr) == []
+    # the report loads TensorFlow's readers and, with the `meaning` extra, a sentence model
+    report = robolake(["report", robomimic_spec(robomimic_raw)["name"], "--lake", lake], tmp_path)
+    assert "coverage.html" in report.stdout and start_up_lines(report.stderr) == []
