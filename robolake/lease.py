@@ -71,6 +71,7 @@ class Lease:
     holder: dict = field(default_factory=dict)
     lost_to: dict | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _beater: threading.Thread | None = None
 
     @property
     def path(self) -> str:
@@ -85,7 +86,8 @@ class Lease:
         data = json.dumps(self.holder, indent=2).encode()
         for _ in range(3):
             if create_exclusive(self.path, data):
-                threading.Thread(target=self._beat, daemon=True, name="robolake-lease").start()
+                self._beater = threading.Thread(target=self._beat, daemon=True, name="robolake-lease")
+                self._beater.start()
                 return self
             holder = read_holder(self.lake, self.dataset, self.version)
             if holder is None:
@@ -133,7 +135,10 @@ class Lease:
                 f"(its heartbeat stalled past {STALE_AFTER_S:.0f} s); nothing published")
 
     def release(self) -> None:
+        """Stop the heartbeat (waiting out a write in flight, which would re-create the file) and delete the lease."""
         self._stop.set()
+        if self._beater is not None:
+            self._beater.join()
         self.check()
         if self.lost_to is None:
             delete_tree(self.path)

@@ -81,6 +81,27 @@ def test_two_workers_match_one_worker(robomimic_raw, tmp_path):
     assert statistics[0] == statistics[1]
 
 
+def test_released_lease_stays_released_when_a_heartbeat_is_in_flight(tmp_path, monkeypatch):
+    """A heartbeat written while the build releases its lease must not bring the lease back."""
+    from robolake import lease as lease_module
+
+    def slow_write(path, data):  # the heartbeat is still writing when release() runs
+        time.sleep(0.2)
+        write_atomic(path, data)
+
+    write_atomic = lease_module.write_atomic
+    monkeypatch.setattr(lease_module, "HEARTBEAT_S", 0.01)
+    monkeypatch.setattr(lease_module, "write_atomic", slow_write)
+    lake = Lake(str(tmp_path))
+    held = lease_module.Lease(lake, "synthetic_tabletop", "1.0.0", build="b1", command="convert")
+    with held:
+        time.sleep(0.05)  # the first heartbeat has started writing
+    time.sleep(0.4)
+    assert not Path(lake.lease("synthetic_tabletop", "1.0.0")).exists()
+    with lease_module.Lease(lake, "synthetic_tabletop", "1.0.0", build="b2", command="convert"):
+        pass  # the next build takes it at once, without naming b1 as the holder
+
+
 def _convert_command(spec_path: Path, lake: Path) -> list[str]:
     return [sys.executable, "-m", "cli.main", "convert", str(spec_path), "--lake", str(lake)]
 
