@@ -1,12 +1,15 @@
 """The conversion pipeline: discover -> plan (list, split, shard) -> ingest (read,
 preprocess, write silver Parquet; sha256 of each source file on a background thread
-meanwhile) -> curate (statistics of the train split, outlier-action filtering) -> write
-gold RLDS shards (filtered, normalized). Each step reports its seconds of work into the
-summary (`TIMINGS`), so every runner tells where the time went.
+meanwhile) -> filter outlier actions (with the statistics of the train split as
+ingested) -> write gold RLDS shards (filtered, normalized with the statistics after
+filtering) -> summary. Each step reports its seconds of work into the summary
+(`TIMINGS`), so every runner tells where the time went.
 
-Every labelled step is a small composite PTransform. Only episode references and
-counters cross a shuffle; images stay inside the shard that reads them, so memory
-is flat in the dataset size on every runner."""
+The three global steps (statistics before filtering, statistics after it, the summary)
+are barriers (pipelines/primitives.py): per-shard partial results are gathered into one
+element and the next step's shards scattered again, two shuffles per barrier. Only
+episode references, partial statistics and counters cross a shuffle; images stay inside
+the shard that reads them, so memory is flat in the dataset size on every runner."""
 
 from __future__ import annotations
 
@@ -20,12 +23,16 @@ import apache_beam as beam
 import pyarrow as pa
 
 from pipelines import primitives
-from pipelines.curation import CurateActions, SilverShardFiles, curate_steps, robust_stats
+from pipelines.curation import (
+    TOTALS, FilterActions, FilterTotalsFn, SaturationCountsFn, SilverShardFiles, curate_steps, dataset_statistics_fn,
+    kept_values, robust_stats, shard_statistics, statistics_document, with_saturation,
+)
 from pipelines.episode import EpisodeRef, EpisodeRejected, QuarantineRecord, stable_hash
 from pipelines.images import FramePreprocessor
 from pipelines.rlds_writer import EpisodeSerializer, shard_filename, silver_episodes
 from pipelines.silver_writer import ShardStepsWriter, episode_row, episodes_table, part_name, partition_dir
 from pipelines.sources import SourceReader
+from pipelines.stats import DatasetStats
 from pipelines.splits import assign_shards, assign_split
 from pipelines.tfrecord import write_tfrecord
 from robolake import progress
@@ -43,7 +50,9 @@ GOLD_SHARDS = "gold_shards"
 FILTER_TOTALS = "filter_totals"
 STATISTICS = "statistics"
 HASHES = "hashes"  # (path, sha256) of every source file
-HASH_OWNERS = "hash_owners"  # (episode id, SourceFile): the file is hashed where that episode is ingested
+RAW_STATISTICS = "raw_statistics"  # DatasetStats of a train shard as ingested (before filtering)
+FINAL_STATISTICS = "final_statistics"  # DatasetStats of a train shard's kept episodes (after filtering)
+SATURATION = "saturation"  # SaturationCountsFn counts of a train shard's gold values
 TIMINGS = "timings"
 
 
@@ -55,6 +64,15 @@ class SourceFile:
     mtime: float = 0.0
     known_sha256: str | None = None  # registered in lake/raw/manifest.parquet for this size and mtime
     companions: tuple[str, ...] = ()  # files hashed with it (a bag's sidecar YAML)
+
+
+@dataclass(frozen=True)
+class PlannedEpisode:
+    """An episode to ingest and, for the first episode of a file whose sha256 is not
+    registered, that file: hashed where the episode is ingested, beside the frame work."""
+
+    ref: EpisodeRef
+    hash_source: SourceFile | None = None
 
 
 @dataclass(frozen=True)
@@ -158,9 +176,9 @@ def hash_source(source: SourceFile) -> tuple[tuple[str, str], StageSeconds]:
 class _PlanFile(beam.DoFn):
     """List one source file's episodes (attributes only, no arrays; ids and splits never
     depend on the file's hash). A registered sha256 is used as it is; otherwise the file
-    is hashed where its first episode is ingested (`HASH_OWNERS`), beside the frame work,
-    and only a file with no episode to ingest is hashed here. Until then the records
-    carry an empty sha256, filled in from `HASHES` downstream."""
+    is hashed where its first episode is ingested (`PlannedEpisode.hash_source`), and
+    only a file with no episode to ingest is hashed here. Until then the records carry
+    an empty sha256, filled in from `HASHES` downstream."""
 
     def __init__(self, ctx: BuildContext):
         self.ctx = ctx
@@ -173,10 +191,8 @@ class _PlanFile(beam.DoFn):
                 quarantined += 1
                 yield beam.pvalue.TaggedOutput(QUARANTINE, item)
             else:
-                if not episodes and not source.known_sha256:
-                    yield beam.pvalue.TaggedOutput(HASH_OWNERS, (item.episode_id, source))
+                yield PlannedEpisode(item, None if episodes or source.known_sha256 else source)
                 episodes += 1
-                yield item
         progress.report(
             self.ctx.progress_dir, f"plan-{stable_hash(source.path)[:16]}",
             planned=episodes + quarantined, quarantined=quarantined,
@@ -194,27 +210,29 @@ class _PlanFile(beam.DoFn):
         yield beam.pvalue.TaggedOutput(SOURCES, record)
 
 
-def _with_split(ref: EpisodeRef, spec: DatasetSpec) -> tuple[str, EpisodeRef]:
-    split = assign_split(ref, spec.splits)
-    return split, dataclasses.replace(ref, split=split)
+def _with_split(planned: PlannedEpisode, spec: DatasetSpec) -> tuple[str, PlannedEpisode]:
+    split = assign_split(planned.ref, spec.splits)
+    return split, dataclasses.replace(planned, ref=dataclasses.replace(planned.ref, split=split))
 
 
-def _shard_split(keyed: tuple[str, list[EpisodeRef]], steps_per_shard: int):
-    for ref in assign_shards(list(keyed[1]), steps_per_shard):
-        yield (ref.split, ref.shard), ref
+def _shard_split(keyed: tuple[str, list[PlannedEpisode]], steps_per_shard: int):
+    planned = list(keyed[1])
+    hash_sources = {p.ref.episode_id: p.hash_source for p in planned if p.hash_source}
+    for ref in assign_shards([p.ref for p in planned], steps_per_shard):
+        yield (ref.split, ref.shard), PlannedEpisode(ref, hash_sources.get(ref.episode_id))
 
 
 class PlanEpisodes(beam.PTransform):
-    """Source files -> ((split, shard), EpisodeRef), plus quarantine and source records,
-    the hashes known (or computed) while planning, the files left to hash in ingest, and timings."""
+    """Source files -> ((split, shard), PlannedEpisode), plus quarantine and source records,
+    the hashes known (or computed) while planning, and timings."""
 
     def __init__(self, ctx: BuildContext):
         super().__init__()
         self.ctx = ctx
 
     def expand(self, sources):
-        planned = sources | "List" >> primitives.ParDo(_PlanFile(self.ctx)).with_outputs(
-            QUARANTINE, SOURCES, HASHES, HASH_OWNERS, TIMINGS, main="refs"
+        planned = sources | "List" >> primitives.ParDo(
+            _PlanFile(self.ctx), tags=(QUARANTINE, SOURCES, HASHES, TIMINGS), main="refs"
         )
         placed = (
             planned["refs"]
@@ -222,14 +240,15 @@ class PlanEpisodes(beam.PTransform):
             | "GroupBySplit" >> beam.GroupByKey()
             | "AssignShards" >> beam.FlatMap(_shard_split, self.ctx.spec.output.steps_per_shard)
         )
-        return {"placed": placed, **{tag: planned[tag] for tag in (QUARANTINE, SOURCES, HASHES, HASH_OWNERS, TIMINGS)}}
+        return {"placed": placed, **{tag: planned[tag] for tag in (QUARANTINE, SOURCES, HASHES, TIMINGS)}}
 
 
 class _IngestShard(beam.DoFn):
-    """Read, check and preprocess one shard's episodes; write its silver Parquet files.
-    Meanwhile a background thread hashes the source files this shard owns (`HASH_OWNERS`):
-    hashlib releases the GIL, so the sha256 of the raw bytes runs beside the frame work
-    instead of before it."""
+    """Read, check and preprocess one shard's episodes; write its silver Parquet files and,
+    for a train shard, emit their statistics. Meanwhile a background thread hashes the
+    source files this shard's episodes own (`PlannedEpisode.hash_source`): hashlib
+    releases the GIL, so the sha256 of the raw bytes runs beside the frame work instead
+    of before it."""
 
     def __init__(self, ctx: BuildContext):
         self.ctx = ctx
@@ -241,11 +260,12 @@ class _IngestShard(beam.DoFn):
     def teardown(self):
         self.hasher.shutdown()
 
-    def process(self, keyed: tuple[tuple[str, int], list[EpisodeRef]], owners: dict[str, SourceFile]):
-        (split, shard), refs = keyed
+    def process(self, keyed: tuple[tuple[str, int], list[PlannedEpisode]]):
+        (split, shard), planned = keyed
         ctx = self.ctx
-        refs = sorted(refs, key=lambda r: r.order_key)
-        hashing = [self.hasher.submit(hash_source, owners[ref.episode_id]) for ref in refs if ref.episode_id in owners]
+        planned = sorted(planned, key=lambda p: p.ref.order_key)
+        hashing = [self.hasher.submit(hash_source, p.hash_source) for p in planned if p.hash_source]
+        refs = [p.ref for p in planned]
         started = time.perf_counter()
         steps_path = join(partition_dir(ctx.steps_root, split), part_name(shard))
         writer, written, quarantined, dropped_ticks = None, [], 0, {}
@@ -272,16 +292,20 @@ class _IngestShard(beam.DoFn):
                 ctx.progress_dir, f"ingest-{split}-{shard}",
                 written=len(written), quarantined=quarantined, steps=sum(row.num_steps for row in written),
             )
+        result = ShardResult(split, shard, len(written), sum(row.num_steps for row in written), dropped_ticks)
         if writer is not None:
             writer.close()
             table = episodes_table(written, ctx.spec)
             write_table(join(partition_dir(ctx.episodes_root, split), part_name(shard)), table)
+            if split == "train":
+                yield beam.pvalue.TaggedOutput(RAW_STATISTICS, shard_statistics(shard_files(ctx, result), ctx.spec,
+                                                                                ctx.state_dim))
         yield beam.pvalue.TaggedOutput(TIMINGS, StageSeconds("ingest", time.perf_counter() - started))
         for future in hashing:
             path_sha256, seconds = future.result()
             yield beam.pvalue.TaggedOutput(HASHES, path_sha256)
             yield beam.pvalue.TaggedOutput(TIMINGS, seconds)
-        yield ShardResult(split, shard, len(written), sum(row.num_steps for row in written), dropped_ticks)
+        yield result
 
 
 def shard_files(ctx: BuildContext, result: ShardResult) -> SilverShardFiles:
@@ -293,20 +317,20 @@ def shard_files(ctx: BuildContext, result: ShardResult) -> SilverShardFiles:
 
 
 class IngestShards(beam.PTransform):
-    """((split, shard), EpisodeRef) -> ShardResult, plus quarantine records, the hashes of
-    the files owned (`owners`: a side input of HASH_OWNERS) and timings."""
+    """((split, shard), PlannedEpisode) -> ShardResult, plus quarantine records, the
+    statistics of each train shard as ingested, the hashes of the files its episodes own,
+    and timings."""
 
-    def __init__(self, ctx: BuildContext, owners):
+    def __init__(self, ctx: BuildContext):
         super().__init__()
         self.ctx = ctx
-        self.owners = owners
 
     def expand(self, placed):
         return (
             placed
             | "GroupByShard" >> beam.GroupByKey()
-            | "ReadPreprocessWrite" >> primitives.ParDo(_IngestShard(self.ctx), self.owners).with_outputs(
-                QUARANTINE, HASHES, TIMINGS, main="shards"
+            | "ReadPreprocessWrite" >> primitives.ParDo(
+                _IngestShard(self.ctx), tags=(QUARANTINE, RAW_STATISTICS, HASHES, TIMINGS), main="shards"
             )
         )
 
@@ -321,34 +345,81 @@ def fill_source_sha256(episodes_path: str, hashes: dict[str, str]) -> None:
         write_table(episodes_path, table.set_column(index, table.schema.field(index), pa.array(sha256, pa.string())))
 
 
+@dataclass(frozen=True)
+class GoldShardWork:
+    """One filled silver shard to write as gold: its index among its split's filled shards."""
+
+    result: ShardResult
+    index: int
+    count: int
+
+
+@dataclass(frozen=True)
+class GoldShared:
+    """What every gold shard's writer shares: the train split's statistics as ingested (the
+    filter's), the statistics document (normalization's) and the source files' sha256."""
+
+    raw: DatasetStats
+    statistics: dict
+    hashes: dict[str, str]
+
+
+def _filled(results: list[ShardResult]) -> list[ShardResult]:
+    return sorted((r for r in results if r.episodes > 0), key=lambda r: (r.split, r.shard))
+
+
+def _filter_work(gathered: dict, ctx: BuildContext) -> tuple[list[tuple[int, SilverShardFiles]], DatasetStats]:
+    """Barrier 1: the filled silver shards to filter, sharing the statistics as ingested."""
+    return [(r.shard, shard_files(ctx, r)) for r in _filled(gathered[SILVER_SHARDS])], gathered[RAW_STATISTICS]
+
+
+def _statistics(gathered: dict, ctx: BuildContext) -> dict:
+    """dataset_statistics.json without its saturation and filter summary."""
+    return statistics_document(gathered[FINAL_STATISTICS], gathered[RAW_STATISTICS], ctx.spec)
+
+
+def _gold_work(gathered: dict, ctx: BuildContext) -> tuple[list[GoldShardWork], GoldShared]:
+    """Barrier 2: the filled silver shards to write as gold, numbered per split, and what they share."""
+    filled = _filled(gathered[SILVER_SHARDS])
+    per_split, numbered = Counter(r.split for r in filled), Counter()
+    work = []
+    for result in filled:
+        work.append(GoldShardWork(result, numbered[result.split], per_split[result.split]))
+        numbered[result.split] += 1
+    return work, GoldShared(gathered[RAW_STATISTICS], _statistics(gathered, ctx), dict(gathered[HASHES]))
+
+
 class _WriteGoldShard(beam.DoFn):
     """Curate and encode one silver shard's episodes as TFDS examples into one TFRecord
-    shard (the sha256 of their sources filled into silver first)."""
+    shard (the sha256 of their sources filled into silver first). A train shard also
+    counts its values at the normalization bound (`SATURATION`)."""
 
     def __init__(self, ctx: BuildContext):
         self.ctx = ctx
+        self.saturation = SaturationCountsFn(len(ctx.spec.action.names), ctx.state_dim)
 
     def setup(self):
         self.serializer = EpisodeSerializer(rlds_features(self.ctx.spec, self.ctx.state_dim))
 
-    def process(self, result: ShardResult, all_results: list[ShardResult], raw, statistics: Statistics,
-                hashes: dict[str, str]):
-        if result.episodes == 0:
-            return
+    def process(self, element: tuple[GoldShardWork, GoldShared]):
+        work, shared = element
+        result = work.result
         started, curating = time.perf_counter(), [0.0]
         ctx = self.ctx
-        filled = sorted(r.shard for r in all_results if r.split == result.split and r.episodes > 0)
-        index = filled.index(result.shard)
-        robust, steps = robust_stats(raw), []
+        robust, steps = robust_stats(shared.raw), []
         curated_schema, curated_tables = curated_steps_schema(ctx.spec, ctx.state_dim), []
+        at_bound = [self.saturation.create_accumulator()]
 
         def curate(table):
             curate_started = time.perf_counter()
-            curated = curate_steps(table, ctx.spec, robust, statistics.document)
-            curating[0] += time.perf_counter() - curate_started
+            curated = curate_steps(table, ctx.spec, robust, shared.statistics)
             steps.append(curated.num_rows if curated is not None else 0)
             if curated is not None:
                 curated_tables.append(curated.select(curated_schema.names))
+                if result.split == "train":
+                    values = (*kept_values(curated, table), None)
+                    at_bound[0] = self.saturation.add_input(at_bound[0], (values, shared.statistics))
+            curating[0] += time.perf_counter() - curate_started
             return curated
 
         flagged = Counter()
@@ -359,50 +430,31 @@ class _WriteGoldShard(beam.DoFn):
                 yield self.serializer.serialize(episode)
 
         files = shard_files(ctx, result)
-        fill_source_sha256(files.episodes_path, hashes)
+        fill_source_sha256(files.episodes_path, shared.hashes)
         episodes = silver_episodes(files.steps_path, files.episodes_path, ctx.spec, curate)
-        path = join(ctx.gold_dir, shard_filename(ctx.spec.name, result.split, index, len(filled)))
+        path = join(ctx.gold_dir, shard_filename(ctx.spec.name, result.split, work.index, work.count))
         count, size = write_tfrecord(path, serialized(episodes))
         # the shard's numeric steps in one row group: readers scan them, never one episode
         curated_path = join(partition_dir(ctx.curated_root, result.split), part_name(result.shard))
         write_table(curated_path, pa.concat_tables(curated_tables) if curated_tables else curated_schema.empty_table())
         yield beam.pvalue.TaggedOutput(TIMINGS, StageSeconds("curate", curating[0]))
         yield beam.pvalue.TaggedOutput(TIMINGS, StageSeconds("write_rlds", time.perf_counter() - started - curating[0]))
-        yield GoldShard(result.split, index, count, sum(steps), size, dict(flagged))
+        if result.split == "train":
+            yield beam.pvalue.TaggedOutput(SATURATION, at_bound[0])
+        yield GoldShard(result.split, work.index, count, sum(steps), size, dict(flagged))
 
 
 class WriteRlds(beam.PTransform):
-    """Silver shards -> GoldShard records, plus timings; `hashes` is a side input of HASHES."""
+    """(GoldShardWork, GoldShared) -> GoldShard records, plus timings and saturation counts."""
 
-    def __init__(self, ctx: BuildContext, raw, statistics, hashes):
+    def __init__(self, ctx: BuildContext):
         super().__init__()
         self.ctx = ctx
-        self.raw = raw
-        self.statistics = statistics
-        self.hashes = hashes
 
-    def expand(self, shards):
-        return shards | "CurateEncodeWrite" >> primitives.ParDo(
-            _WriteGoldShard(self.ctx), beam.pvalue.AsList(shards),
-            beam.pvalue.AsSingleton(self.raw), beam.pvalue.AsSingleton(self.statistics), self.hashes,
-        ).with_outputs(TIMINGS, main="shards")
-
-
-class WriteSummary(beam.PTransform):
-    """Collect small PCollections of dataclasses, by name, into one JSON file for the driver.
-    The pipeline's last step, and every other step leads into it: Beam's DaskRunner
-    computes only the last step's bag (and what that needs)."""
-
-    def __init__(self, path: str):
-        super().__init__()
-        self.path = path
-
-    def expand(self, named: dict):
-        return named | "Collect" >> primitives.Gather() | "Write" >> beam.Map(_write_summary, self.path)
-
-
-def _write_summary(gathered: dict[str, list], path: str) -> None:
-    write_json(path, {name: [dataclasses.asdict(row) for row in rows] for name, rows in gathered.items()})
+    def expand(self, work):
+        return work | "CurateEncodeWrite" >> primitives.ParDo(
+            _WriteGoldShard(self.ctx), tags=(TIMINGS, SATURATION), main="shards"
+        )
 
 
 def _with_source_sha256(record: QuarantineRecord, hashes: dict[str, str]) -> QuarantineRecord:
@@ -410,34 +462,58 @@ def _with_source_sha256(record: QuarantineRecord, hashes: dict[str, str]) -> Qua
     return record if record.source_sha256 else dataclasses.replace(record, source_sha256=hashes[record.source_path])
 
 
+def _write_summary(gathered: dict, ctx: BuildContext) -> None:
+    """Barrier 3, the pipeline's last step: everything the driver reports, in one JSON file.
+    Records get their files' sha256, and the partial totals and saturation counts are merged."""
+    hashes = dict(gathered[HASHES])
+    saturation = SaturationCountsFn(len(ctx.spec.action.names), ctx.state_dim)
+    [document] = gathered[STATISTICS]
+    rows = {
+        QUARANTINE: [_with_source_sha256(record, hashes) for record in gathered[QUARANTINE]],
+        SOURCES: [dataclasses.replace(record, sha256=hashes[record.path]) for record in gathered[SOURCES]],
+        SILVER_SHARDS: gathered[SILVER_SHARDS],
+        GOLD_SHARDS: gathered[GOLD_SHARDS],
+        FILTER_TOTALS: [FilterTotalsFn().extract_output(gathered[FILTER_TOTALS])],
+        STATISTICS: [Statistics(with_saturation(document, gathered[SATURATION], saturation))],
+        TIMINGS: gathered[TIMINGS],
+    }
+    write_json(ctx.summary_path, {name: [dataclasses.asdict(row) for row in values] for name, values in rows.items()})
+
+
 def build_pipeline(pipeline: beam.Pipeline, ctx: BuildContext, sources: list[SourceFile]) -> None:
+    """The conversion graph. Beam's DaskRunner computes only the last step's bag (and what
+    it needs), so every step leads into the summary."""
+    statistics_fn = dataset_statistics_fn(ctx.spec, ctx.state_dim)
     planned = (
         pipeline
         | "Discover" >> beam.Create(sources)
         | "Spread" >> beam.Reshuffle()
         | "Plan" >> PlanEpisodes(ctx)
     )
-    ingested = planned["placed"] | "Ingest" >> IngestShards(ctx, beam.pvalue.AsDict(planned[HASH_OWNERS]))
-    hashes = beam.pvalue.AsDict((planned[HASHES], ingested[HASHES]) | "AllHashes" >> beam.Flatten())
-    curated = (
-        ingested["shards"]
-        | "FilledShards" >> beam.Filter(lambda r: r.episodes > 0)
-        | "ShardFiles" >> beam.Map(lambda r, ctx: (r.shard, shard_files(ctx, r)), ctx)
-        | "Curate" >> CurateActions(ctx.spec, ctx.state_dim, ctx.filtered_actions_dir, ctx.episode_stats_root)
+    ingested = planned["placed"] | "Ingest" >> IngestShards(ctx)
+    hashes = (planned[HASHES], ingested[HASHES]) | "AllHashes" >> beam.Flatten()
+    filtered = (
+        {SILVER_SHARDS: ingested["shards"], RAW_STATISTICS: ingested[RAW_STATISTICS]}
+        | "RawStatistics" >> primitives.Gather(merging={RAW_STATISTICS: statistics_fn})
+        | "ToFilter" >> primitives.Scatter(_filter_work, ctx)
+        | "FilterActions" >> FilterActions(ctx.spec, ctx.state_dim, ctx.filtered_actions_dir, ctx.episode_stats_root)
     )
-    statistics = curated["statistics"] | "Wrap" >> beam.Map(Statistics)
-    gold = ingested["shards"] | "WriteRLDS" >> WriteRlds(ctx, curated["raw"], statistics, hashes)
-    quarantine = (
-        (planned[QUARANTINE], ingested[QUARANTINE], curated[QUARANTINE])
-        | "AllQuarantined" >> beam.Flatten()
-        | "QuarantinedSha256" >> primitives.Map(_with_source_sha256, hashes)
-    )
-    source_records = planned[SOURCES] | "SourcesSha256" >> primitives.Map(
-        lambda record, hashes: dataclasses.replace(record, sha256=hashes[record.path]), hashes
-    )
-    timings = (planned[TIMINGS], ingested[TIMINGS], gold[TIMINGS]) | "AllTimings" >> beam.Flatten()
+    before_gold = {
+        SILVER_SHARDS: ingested["shards"], RAW_STATISTICS: ingested[RAW_STATISTICS], FINAL_STATISTICS: filtered["final"],
+        HASHES: hashes,
+    } | "Statistics" >> primitives.Gather(merging={RAW_STATISTICS: statistics_fn, FINAL_STATISTICS: statistics_fn})
+    gold = before_gold | "ToWrite" >> primitives.Scatter(_gold_work, ctx) | "WriteRLDS" >> WriteRlds(ctx)
     summary = {
-        QUARANTINE: quarantine, SOURCES: source_records, SILVER_SHARDS: ingested["shards"], GOLD_SHARDS: gold["shards"],
-        FILTER_TOTALS: curated["totals"], STATISTICS: statistics, TIMINGS: timings,
+        QUARANTINE: (planned[QUARANTINE], ingested[QUARANTINE], filtered[QUARANTINE]) | "AllQuarantined" >> beam.Flatten(),
+        SOURCES: planned[SOURCES], SILVER_SHARDS: ingested["shards"], GOLD_SHARDS: gold["shards"],
+        FILTER_TOTALS: filtered[TOTALS], STATISTICS: before_gold | "StatisticsDocument" >> beam.Map(_statistics, ctx),
+        SATURATION: gold[SATURATION], HASHES: hashes,
+        TIMINGS: (planned[TIMINGS], ingested[TIMINGS], gold[TIMINGS]) | "AllTimings" >> beam.Flatten(),
     }
-    summary | "Summarize" >> WriteSummary(ctx.summary_path)
+    (
+        summary
+        | "Summarize" >> primitives.Gather(merging={
+            FILTER_TOTALS: FilterTotalsFn(), SATURATION: SaturationCountsFn(len(ctx.spec.action.names), ctx.state_dim),
+        })
+        | "Write" >> beam.Map(_write_summary, ctx)
+    )

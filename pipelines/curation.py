@@ -1,11 +1,12 @@
-"""Statistics and outlier-action filtering on Beam, reading silver Parquet again
-instead of holding the dataset in memory.
+"""Statistics and outlier-action filtering, reading silver Parquet again instead of
+holding the dataset in memory. Each step makes partial results per shard, which the
+conversion's barriers merge (pipelines/primitives.Gather):
 
-  train silver --RawStats--> robust median/MAD (before filtering)
-  all silver   --FilterActions (side input: raw stats)--> records, counts, quarantine
-  kept train   --FinalStats--> dataset_statistics.json (what normalization uses)
-  kept train   --SaturationCounts (side input: the statistics)--> share at the bound per mode
-  kept, every split --> silver episode_stats: each episode's mergeable statistics
+  train silver shard --shard_statistics--> robust median/MAD parts (before filtering)
+  every silver shard --FilterActions (raw stats)--> final statistics parts (kept train),
+                       filter totals, quarantine, filtered-actions records, silver episode_stats
+  merged parts --statistics_document--> dataset_statistics.json (what normalization uses)
+  gold writer --saturation_counts (the statistics)--> share at the bound per mode
 
 The gold writer applies the same (deterministic) filter again per episode, so no
 filtered copy of the data is ever written or shuffled."""
@@ -33,7 +34,7 @@ from robolake.storage import join, write_table
 from schemas.tables import FILTERED_ACTIONS_SCHEMA, episode_stats_schema
 
 STATISTICS_SCHEMA_VERSION = "1.1.0"
-TRAIN_KEPT = "train_kept"
+TOTALS = "filter_totals"
 QUARANTINE = "quarantine"
 
 
@@ -127,20 +128,37 @@ def episode_stats_row(episode: NumericEpisode, actions: np.ndarray, state: np.nd
     return row
 
 
+def dataset_statistics_fn(spec: DatasetSpec, state_dim: int) -> DatasetStatsFn:
+    return DatasetStatsFn(len(spec.action.names), state_dim, [cam.name for cam in spec.cameras])
+
+
+def shard_statistics(files: SilverShardFiles, spec: DatasetSpec, state_dim: int) -> DatasetStats:
+    """The statistics of one silver shard's episodes as ingested (before filtering)."""
+    fn = dataset_statistics_fn(spec, state_dim)
+    stats = fn.create_accumulator()
+    for episode in numeric_episodes(files, spec):
+        stats = fn.add_input(stats, (episode.actions, episode.state, episode.cameras))
+    return stats
+
+
 class _FilterShard(beam.DoFn):
     """Filter every episode of one silver shard; write its filtered-actions records and
-    its episodes' statistics rows."""
+    its episodes' statistics rows. Emits the statistics of its kept train episodes and
+    its filter totals, both partial results for the conversion to merge."""
 
     def __init__(self, spec: DatasetSpec, state_dim: int, records_dir: str, episode_stats_root: str):
         self.spec = spec
         self.state_dim = state_dim
         self.records_dir = records_dir
         self.episode_stats_root = episode_stats_root
+        self.statistics = dataset_statistics_fn(spec, state_dim)
+        self.totals = FilterTotalsFn()
 
-    def process(self, item: tuple[int, SilverShardFiles], raw: DatasetStats):
-        shard, files = item
+    def process(self, element: tuple[tuple[int, SilverShardFiles], DatasetStats]):
+        (shard, files), raw = element
         robust = robust_stats(raw)
         records, stats_rows = [], []
+        final, totals = self.statistics.create_accumulator(), self.totals.create_accumulator()
         for episode in numeric_episodes(files, self.spec):
             result = filter_episode(episode.actions, self.spec, robust)
             records += filter_records(episode, result, self.spec.action.names)
@@ -148,10 +166,10 @@ class _FilterShard(beam.DoFn):
             for flag in result.taken:
                 by_rule[flag.rule] = by_rule.get(flag.rule, 0) + 1
             clipped = sum(f.policy == "clip" for f in result.taken)
-            yield FilterCounts(
+            totals = self.totals.add_input(totals, FilterCounts(
                 episode.split, episode.episode_id, clipped, int((~result.keep).sum()) if not result.quarantined else 0,
                 result.quarantined, by_rule,
-            )
+            ))
             if result.quarantined:
                 yield beam.pvalue.TaggedOutput(
                     QUARANTINE,
@@ -164,7 +182,7 @@ class _FilterShard(beam.DoFn):
                 state = episode.state[result.keep]
                 stats_rows.append(episode_stats_row(episode, actions, state))
                 if episode.split == "train":
-                    yield beam.pvalue.TaggedOutput(TRAIN_KEPT, (actions, state, episode.cameras))
+                    final = self.statistics.add_input(final, (actions, state, episode.cameras))
         if records:
             path = f"{self.records_dir}/part-{files.split}-{shard:05d}.parquet"
             write_table(path, pa.Table.from_pylist(records, schema=FILTERED_ACTIONS_SCHEMA))
@@ -172,6 +190,21 @@ class _FilterShard(beam.DoFn):
             schema = episode_stats_schema(self.spec, self.state_dim)
             path = join(partition_dir(self.episode_stats_root, files.split), part_name(shard))
             write_table(path, pa.Table.from_pylist(stats_rows, schema=schema))
+        yield beam.pvalue.TaggedOutput(TOTALS, totals)
+        if files.split == "train":
+            yield final
+
+
+class FilterActions(beam.PTransform):
+    """((shard, SilverShardFiles), raw statistics) -> partial final statistics (kept train
+    episodes), plus partial filter totals (`TOTALS`) and quarantine records."""
+
+    def __init__(self, spec: DatasetSpec, state_dim: int, records_dir: str, episode_stats_root: str):
+        super().__init__()
+        self.filter = _FilterShard(spec, state_dim, records_dir, episode_stats_root)
+
+    def expand(self, shards):
+        return shards | "FilterShards" >> primitives.ParDo(self.filter, tags=(QUARANTINE, TOTALS), main="final")
 
 
 @dataclass(frozen=True)
@@ -212,10 +245,6 @@ class FilterTotalsFn(beam.CombineFn):
         return FilterTotals(totals)
 
 
-def _as_stats_input(episode: NumericEpisode) -> tuple:
-    return episode.actions, episode.state, episode.cameras
-
-
 class SaturationCountsFn(beam.CombineFn):
     """Per normalization mode, how many train values of each action and state dimension
     normalize onto the +-1 bound or beyond it, with the version's own statistics."""
@@ -250,47 +279,15 @@ class SaturationCountsFn(beam.CombineFn):
                 for key in self.dims}
 
 
-class CurateActions(beam.PTransform):
-    """Silver shard files -> raw train stats, final train stats, filter totals, quarantine."""
+def kept_values(curated: pa.Table, steps: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """An episode's kept raw actions (as gold stores them, float32) and raw state, from its
+    curated and silver steps: the values its statistics and saturation describe."""
+    return vectors(curated, "action_raw").astype(np.float64), vectors(steps, "state")[curated.column("step_index").to_numpy()]
 
-    def __init__(self, spec: DatasetSpec, state_dim: int, records_dir: str, episode_stats_root: str):
-        super().__init__()
-        self.spec = spec
-        self.state_dim = state_dim
-        self.combine = DatasetStatsFn(len(spec.action.names), state_dim, [c.name for c in spec.cameras])
-        self.records_dir = records_dir
-        self.episode_stats_root = episode_stats_root
 
-    def expand(self, shard_files):
-        raw = (
-            shard_files
-            | "TrainOnly" >> beam.Filter(lambda item: item[1].split == "train")
-            | "ReadTrainNumbers" >> beam.FlatMap(lambda item, spec: numeric_episodes(item[1], spec), self.spec)
-            | "AsStatsInput" >> beam.Map(_as_stats_input)
-            | "RawStats" >> primitives.CombineToOne(self.combine)
-        )
-        filtered = shard_files | "FilterActions" >> primitives.ParDo(
-            _FilterShard(self.spec, self.state_dim, self.records_dir, self.episode_stats_root),
-            beam.pvalue.AsSingleton(raw),
-        ).with_outputs(QUARANTINE, TRAIN_KEPT, main="counts")
-        final = filtered[TRAIN_KEPT] | "FinalStats" >> primitives.CombineToOne(self.combine)
-        document = final | "StatisticsDocument" >> primitives.Map(
-            statistics_document, beam.pvalue.AsSingleton(raw), self.spec
-        )
-        saturation = (
-            filtered[TRAIN_KEPT]
-            | "WithStatistics" >> primitives.Map(lambda episode, statistics: (episode, statistics),
-                                                 beam.pvalue.AsSingleton(document))
-            | "SaturationCounts" >> primitives.CombineToOne(
-                SaturationCountsFn(len(self.spec.action.names), self.state_dim)
-            )
-        )
-        statistics = document | "WithSaturation" >> primitives.Map(
-            lambda statistics, shares: statistics | {"robolake": statistics["robolake"] | {"saturation": _rounded(shares)}},
-            beam.pvalue.AsSingleton(saturation),
-        )
-        totals = filtered["counts"] | "FilterTotals" >> primitives.CombineToOne(FilterTotalsFn())
-        return {"raw": raw, "statistics": statistics, "totals": totals, QUARANTINE: filtered[QUARANTINE]}
+def with_saturation(document: dict, counts: dict, fn: SaturationCountsFn) -> dict:
+    """The statistics document with its train values' shares at the bound, per mode."""
+    return document | {"robolake": document["robolake"] | {"saturation": _rounded(fn.extract_output(counts))}}
 
 
 HISTOGRAM_BINS = 40

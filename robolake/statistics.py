@@ -92,6 +92,14 @@ class QuantileSketch:
     def merge(self, other: QuantileSketch) -> None:
         self.counts += other.counts
 
+    def __getstate__(self) -> tuple:
+        """Pickled sparse: a shuffle carries the filled slots (kilobytes), not dims x SLOTS."""
+        return (self.dims, *self.sparse())
+
+    def __setstate__(self, state: tuple) -> None:
+        dims, keys, counts = state
+        self.__dict__.update(QuantileSketch.from_sparse(dims, keys, counts).__dict__)
+
     def sparse(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, counts) of the non-empty slots; key = dimension * SLOTS + slot."""
         keys = np.flatnonzero(self.counts)

@@ -4,6 +4,7 @@ normalization: known answers against numpy, filter policies, and the gold datase
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -74,6 +75,17 @@ def test_merging_two_halves_equals_the_whole():
         np.testing.assert_allclose(merged[key], expected[key], rtol=1e-12)
     for key in ("count", "min", "max", "q01", "median", "q99"):
         assert merged[key] == expected[key], key
+
+
+def test_statistics_pickle_sparse_and_come_back_whole():
+    """Partial statistics cross every shuffle of the conversion (one per train shard)."""
+    rows = np.random.default_rng(2).normal(0.0, 0.05, (500, 7))
+    stats = stats_of(rows)
+    pickled = pickle.dumps(stats)
+    restored = pickle.loads(pickled)
+    assert len(pickled) < stats.sketch.counts.nbytes / 10
+    np.testing.assert_array_equal(restored.sketch.counts, stats.sketch.counts)
+    assert restored.result() == stats.result()
 
 
 def test_spike_is_caught_by_jump_and_zscore_rules():

@@ -91,7 +91,7 @@ def test_plan_episodes_transform(robomimic_raw, tmp_path):
     with BeamTestPipeline(runner="FnApiRunner") as p:
         planned = p | beam.Create(sources) | PlanEpisodes(ctx)
         described = planned["placed"] | beam.MapTuple(
-            lambda key, ref: f"{key[0]} {key[1]} {ref.episode_id} {ref.num_steps}"
+            lambda key, episode: f"{key[0]} {key[1]} {episode.ref.episode_id} {episode.ref.num_steps}"
         )
         assert_that(described, equal_to(expected), label="placed")
         assert_that(planned["quarantine"], equal_to([]), label="quarantine")
