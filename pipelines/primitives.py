@@ -55,10 +55,13 @@ class _Gathered(beam.CombineFn):
                 merged[name] += values
         return self._compact(merged)
 
+    def _merged(self, name: str, values: list):
+        fn = self.merging[name]
+        return fn.merge_accumulators(values) if values else fn.create_accumulator()
+
     def extract_output(self, gathered: dict[str, list]) -> dict:
         return {
-            name: (self.merging[name].merge_accumulators(values) if name in self.merging else values)
-            for name, values in gathered.items()
+            name: self._merged(name, values) if name in self.merging else values for name, values in gathered.items()
         }
 
 
