@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from apache_beam.io.filesystems import FileSystems
 from google.protobuf.message import DecodeError
-from tensorflow.core.example import example_pb2
+from tensorflow_datasets.proto import tf_example_pb2 as example_pb2
 
 from pipelines.episode import (
     Episode,

@@ -3,7 +3,10 @@ planning transform under Beam's TestPipeline."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import apache_beam as beam
 import cv2
@@ -20,6 +23,8 @@ from pipelines.splits import assign_shards, assign_split
 from robolake.errors import SpecError
 from robolake.spec import CameraSpec, SplitPolicy, parse_spec
 from tests.helpers import robomimic_spec
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _ref(episode_id: str, task: str = "pick", steps: int = 10) -> EpisodeRef:
@@ -103,3 +108,12 @@ def test_generic_layout_needs_keys(tmp_path):
     spec = parse_spec(robomimic_spec(tmp_path, source={"layout": "generic"}, cameras=[]))
     with pytest.raises(SpecError, match="action.keys: required for layout 'generic'"):
         resolve_keys(spec)
+
+
+def test_conversion_workers_do_not_import_tensorflow():
+    """Every Beam worker imports the conversion's modules when it unpickles a step; TensorFlow
+    would add seconds to each worker's start (TFDS serializes and parses tf.train.Example
+    with its own generated protos)."""
+    code = "import sys, pipelines.build, pipelines.convert; print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.strip() == "False"
