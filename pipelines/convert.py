@@ -24,15 +24,15 @@ import pyarrow as pa
 
 from pipelines import primitives
 from pipelines.curation import (
-    TOTALS, FilterActions, FilterTotalsFn, SaturationCountsFn, SilverShardFiles, curate_steps, dataset_statistics_fn,
-    kept_values, robust_stats, shard_statistics, statistics_document, with_saturation,
+    TOTALS, FilterActions, FilterTotalsFn, SilverShardFiles, curate_steps, dataset_statistics_fn, kept_values,
+    robust_stats, saturation_counts_fn, shard_statistics, statistics_document, with_saturation,
 )
 from pipelines.episode import EpisodeRef, EpisodeRejected, QuarantineRecord, stable_hash
 from pipelines.images import FramePreprocessor
 from pipelines.rlds_writer import EpisodeSerializer, shard_filename, silver_episodes
 from pipelines.silver_writer import ShardStepsWriter, episode_row, episodes_table, part_name, partition_dir
 from pipelines.sources import SourceReader
-from pipelines.stats import DatasetStats
+from pipelines.filters import RobustStats
 from pipelines.splits import assign_shards, assign_split
 from pipelines.tfrecord import write_tfrecord
 from robolake import progress
@@ -356,10 +356,10 @@ class GoldShardWork:
 
 @dataclass(frozen=True)
 class GoldShared:
-    """What every gold shard's writer shares: the train split's statistics as ingested (the
-    filter's), the statistics document (normalization's) and the source files' sha256."""
+    """What every gold shard's writer shares: the filter's robust statistics (of the train
+    split as ingested), the statistics document (normalization's) and the source files' sha256."""
 
-    raw: DatasetStats
+    robust: RobustStats
     statistics: dict
     hashes: dict[str, str]
 
@@ -368,17 +368,23 @@ def _filled(results: list[ShardResult]) -> list[ShardResult]:
     return sorted((r for r in results if r.episodes > 0), key=lambda r: (r.split, r.shard))
 
 
-def _filter_work(gathered: dict, ctx: BuildContext) -> tuple[list[tuple[int, SilverShardFiles]], DatasetStats]:
-    """Barrier 1: the filled silver shards to filter, sharing the statistics as ingested."""
-    return [(r.shard, shard_files(ctx, r)) for r in _filled(gathered[SILVER_SHARDS])], gathered[RAW_STATISTICS]
+def _filter_work(gathered: dict, ctx: BuildContext) -> tuple[list[tuple[int, SilverShardFiles]], RobustStats]:
+    """Barrier 1: the filled silver shards to filter, sharing the robust statistics as ingested."""
+    files = [(r.shard, shard_files(ctx, r)) for r in _filled(gathered[SILVER_SHARDS])]
+    return files, robust_stats(gathered[RAW_STATISTICS])
 
 
-def _statistics(gathered: dict, ctx: BuildContext) -> dict:
-    """dataset_statistics.json without its saturation and filter summary."""
-    return statistics_document(gathered[FINAL_STATISTICS], gathered[RAW_STATISTICS], ctx.spec)
+def _with_statistics(gathered: dict, ctx: BuildContext) -> dict:
+    """Barrier 2's element with dataset_statistics.json (without its saturation and filter
+    summary) under STATISTICS, computed once for the gold writers and the summary."""
+    return gathered | {STATISTICS: statistics_document(gathered[FINAL_STATISTICS], gathered[RAW_STATISTICS], ctx.spec)}
 
 
-def _gold_work(gathered: dict, ctx: BuildContext) -> tuple[list[GoldShardWork], GoldShared]:
+def _document(gathered: dict) -> dict:
+    return gathered[STATISTICS]
+
+
+def _gold_work(gathered: dict) -> tuple[list[GoldShardWork], GoldShared]:
     """Barrier 2: the filled silver shards to write as gold, numbered per split, and what they share."""
     filled = _filled(gathered[SILVER_SHARDS])
     per_split, numbered = Counter(r.split for r in filled), Counter()
@@ -386,7 +392,7 @@ def _gold_work(gathered: dict, ctx: BuildContext) -> tuple[list[GoldShardWork], 
     for result in filled:
         work.append(GoldShardWork(result, numbered[result.split], per_split[result.split]))
         numbered[result.split] += 1
-    return work, GoldShared(gathered[RAW_STATISTICS], _statistics(gathered, ctx), dict(gathered[HASHES]))
+    return work, GoldShared(robust_stats(gathered[RAW_STATISTICS]), gathered[STATISTICS], dict(gathered[HASHES]))
 
 
 class _WriteGoldShard(beam.DoFn):
@@ -396,7 +402,7 @@ class _WriteGoldShard(beam.DoFn):
 
     def __init__(self, ctx: BuildContext):
         self.ctx = ctx
-        self.saturation = SaturationCountsFn(len(ctx.spec.action.names), ctx.state_dim)
+        self.saturation = saturation_counts_fn(ctx.spec, ctx.state_dim)
 
     def setup(self):
         self.serializer = EpisodeSerializer(rlds_features(self.ctx.spec, self.ctx.state_dim))
@@ -406,13 +412,13 @@ class _WriteGoldShard(beam.DoFn):
         result = work.result
         started, curating = time.perf_counter(), [0.0]
         ctx = self.ctx
-        robust, steps = robust_stats(shared.raw), []
+        steps = []
         curated_schema, curated_tables = curated_steps_schema(ctx.spec, ctx.state_dim), []
         at_bound = [self.saturation.create_accumulator()]
 
         def curate(table):
             curate_started = time.perf_counter()
-            curated = curate_steps(table, ctx.spec, robust, shared.statistics)
+            curated = curate_steps(table, ctx.spec, shared.robust, shared.statistics)
             steps.append(curated.num_rows if curated is not None else 0)
             if curated is not None:
                 curated_tables.append(curated.select(curated_schema.names))
@@ -466,7 +472,7 @@ def _write_summary(gathered: dict, ctx: BuildContext) -> None:
     """Barrier 3, the pipeline's last step: everything the driver reports, in one JSON file.
     Records get their files' sha256, and the partial totals and saturation counts are merged."""
     hashes = dict(gathered[HASHES])
-    saturation = SaturationCountsFn(len(ctx.spec.action.names), ctx.state_dim)
+    saturation = saturation_counts_fn(ctx.spec, ctx.state_dim)
     [document] = gathered[STATISTICS]
     rows = {
         QUARANTINE: [_with_source_sha256(record, hashes) for record in gathered[QUARANTINE]],
@@ -498,22 +504,24 @@ def build_pipeline(pipeline: beam.Pipeline, ctx: BuildContext, sources: list[Sou
         | "ToFilter" >> primitives.Scatter(_filter_work, ctx)
         | "FilterActions" >> FilterActions(ctx.spec, ctx.state_dim, ctx.filtered_actions_dir, ctx.episode_stats_root)
     )
-    before_gold = {
-        SILVER_SHARDS: ingested["shards"], RAW_STATISTICS: ingested[RAW_STATISTICS], FINAL_STATISTICS: filtered["final"],
-        HASHES: hashes,
-    } | "Statistics" >> primitives.Gather(merging={RAW_STATISTICS: statistics_fn, FINAL_STATISTICS: statistics_fn})
-    gold = before_gold | "ToWrite" >> primitives.Scatter(_gold_work, ctx) | "WriteRLDS" >> WriteRlds(ctx)
+    before_gold = (
+        {SILVER_SHARDS: ingested["shards"], RAW_STATISTICS: ingested[RAW_STATISTICS],
+         FINAL_STATISTICS: filtered["final"], HASHES: hashes}
+        | "Statistics" >> primitives.Gather(merging={RAW_STATISTICS: statistics_fn, FINAL_STATISTICS: statistics_fn})
+        | "StatisticsDocument" >> beam.Map(_with_statistics, ctx)
+    )
+    gold = before_gold | "ToWrite" >> primitives.Scatter(_gold_work) | "WriteRLDS" >> WriteRlds(ctx)
     summary = {
         QUARANTINE: (planned[QUARANTINE], ingested[QUARANTINE], filtered[QUARANTINE]) | "AllQuarantined" >> beam.Flatten(),
         SOURCES: planned[SOURCES], SILVER_SHARDS: ingested["shards"], GOLD_SHARDS: gold["shards"],
-        FILTER_TOTALS: filtered[TOTALS], STATISTICS: before_gold | "StatisticsDocument" >> beam.Map(_statistics, ctx),
+        FILTER_TOTALS: filtered[TOTALS], STATISTICS: before_gold | "Document" >> beam.Map(_document),
         SATURATION: gold[SATURATION], HASHES: hashes,
         TIMINGS: (planned[TIMINGS], ingested[TIMINGS], gold[TIMINGS]) | "AllTimings" >> beam.Flatten(),
     }
     (
         summary
         | "Summarize" >> primitives.Gather(merging={
-            FILTER_TOTALS: FilterTotalsFn(), SATURATION: SaturationCountsFn(len(ctx.spec.action.names), ctx.state_dim),
+            FILTER_TOTALS: FilterTotalsFn(), SATURATION: saturation_counts_fn(ctx.spec, ctx.state_dim),
         })
         | "Write" >> beam.Map(_write_summary, ctx)
     )

@@ -132,6 +132,10 @@ def dataset_statistics_fn(spec: DatasetSpec, state_dim: int) -> DatasetStatsFn:
     return DatasetStatsFn(len(spec.action.names), state_dim, [cam.name for cam in spec.cameras])
 
 
+def saturation_counts_fn(spec: DatasetSpec, state_dim: int) -> SaturationCountsFn:
+    return SaturationCountsFn(len(spec.action.names), state_dim)
+
+
 def shard_statistics(files: SilverShardFiles, spec: DatasetSpec, state_dim: int) -> DatasetStats:
     """The statistics of one silver shard's episodes as ingested (before filtering)."""
     fn = dataset_statistics_fn(spec, state_dim)
@@ -154,9 +158,8 @@ class _FilterShard(beam.DoFn):
         self.statistics = dataset_statistics_fn(spec, state_dim)
         self.totals = FilterTotalsFn()
 
-    def process(self, element: tuple[tuple[int, SilverShardFiles], DatasetStats]):
-        (shard, files), raw = element
-        robust = robust_stats(raw)
+    def process(self, element: tuple[tuple[int, SilverShardFiles], RobustStats]):
+        (shard, files), robust = element
         records, stats_rows = [], []
         final, totals = self.statistics.create_accumulator(), self.totals.create_accumulator()
         for episode in numeric_episodes(files, self.spec):
@@ -196,7 +199,7 @@ class _FilterShard(beam.DoFn):
 
 
 class FilterActions(beam.PTransform):
-    """((shard, SilverShardFiles), raw statistics) -> partial final statistics (kept train
+    """((shard, SilverShardFiles), robust raw statistics) -> partial final statistics (kept train
     episodes), plus partial filter totals (`TOTALS`) and quarantine records."""
 
     def __init__(self, spec: DatasetSpec, state_dim: int, records_dir: str, episode_stats_root: str):
