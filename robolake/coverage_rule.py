@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
+from robolake.lake_views import metadata_column
+
 THRESHOLD = 0.5  # a value is under-sampled below this fraction of an even share (1 / number of values)
 
 
@@ -32,9 +34,14 @@ def quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def field_column(field: str) -> str:
+    """The `episodes` view's column of a metadata field, quoted for DuckDB."""
+    return quoted(metadata_column(field))
+
+
 def marginals(con: duckdb.DuckDBPyConnection, fields: list[str]) -> pd.DataFrame:
     """Episodes and steps per value of each field of the `episodes` view, with its share."""
-    parts = [f"""SELECT '{f}' AS field, {quoted(f)}::VARCHAR AS value, count(*) AS episodes,
+    parts = [f"""SELECT '{f}' AS field, {field_column(f)}::VARCHAR AS value, count(*) AS episodes,
                         sum(num_steps)::BIGINT AS steps FROM episodes GROUP BY ALL""" for f in fields]
     table = con.execute(" UNION ALL ".join(parts) + " ORDER BY field, episodes DESC, value").df()
     table["share"] = table["episodes"] / table.groupby("field")["episodes"].transform("sum")

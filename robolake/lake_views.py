@@ -1,7 +1,8 @@
 """DuckDB views over the lake's tables, for the quality gate, the coverage report and
 `robolake query`.
 
-Views (each with `dataset` and `version` columns; `split` where the table has one):
+Views (each with `dataset` and `version` columns from the build, `split` where the table
+has one; an episode metadata field of either name is `metadata_<name>`):
 - episodes: the episodes gold holds (metadata, dropped_ticks, camera pixel summaries),
   `num_steps` counted in the curated steps (after the outlier filter dropped steps or
   quarantined episodes)
@@ -27,15 +28,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import NamedTuple
 
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from robolake.errors import RobolakeError
 from robolake.lake import Build, GoldVersion, Lake
 from robolake.storage import arrow_filesystem, exists, is_remote, list_files, read_table
 
+BUILD_COLUMNS = ("dataset", "version")  # what every view adds from the build
 VIEWS = ("episodes", "steps", "raw_steps", "episode_stats", "filtered", "quarantine", "versions", "sources")
 
 
@@ -48,6 +52,11 @@ def _union(selects: list[str]) -> str | None:
     return "\nUNION ALL BY NAME\n".join(selects) or None
 
 
+class ParquetRead(NamedTuple):
+    sql: str  # what a FROM clause reads
+    columns: list[str]
+
+
 class Sources:
     """What a view reads its Parquet files from: DuckDB's read_parquet of a glob for a
     local lake, or a pyarrow dataset of the glob's files registered on the connection
@@ -56,15 +65,17 @@ class Sources:
     def __init__(self, con: duckdb.DuckDBPyConnection, remote: bool):
         self.con, self.remote, self.registered = con, remote, 0
 
-    def parquet(self, pattern: str, partition_root: str | None = None) -> str | None:
-        """The FROM clause reading the files matching `pattern` (hive-partitioned below
-        `partition_root` when given), None when nothing matches."""
+    def parquet(self, pattern: str, partition_root: str | None = None) -> ParquetRead | None:
+        """The read of the files matching `pattern` (hive-partitioned below `partition_root`
+        when given), None when nothing matches."""
         files = list_files(pattern)
         if not files:
             return None
+        filesystem, first = arrow_filesystem(files[0])
+        columns = pq.read_schema(first, filesystem=filesystem).names  # one build's files share their schema
         if not self.remote:
             hive = ", hive_partitioning = true" if partition_root else ""
-            return f"read_parquet({_sql_string(pattern)}{hive})"
+            return ParquetRead(f"read_parquet({_sql_string(pattern)}{hive})", columns)
         filesystem, _ = arrow_filesystem(pattern)
         partitioning = {}
         if partition_root:
@@ -75,26 +86,35 @@ class Sources:
         self.registered += 1
         name = f"_parquet_{self.registered}"
         self.con.register(name, dataset)
-        return name
+        return ParquetRead(name, columns)
+
+
+def metadata_column(field: str) -> str:
+    """The view column of an episode metadata field: the field's own name, but
+    `metadata_<name>` for one named like a column the views add from the build (a
+    mixture's member `dataset`)."""
+    return f"metadata_{field}" if field in BUILD_COLUMNS else field
+
+
+def _build_select(build: Build, read: ParquetRead) -> str:
+    """One build's rows with its `dataset` and `version`, without image columns (encoded
+    frames are no use in SQL); a table's own column of either name as `metadata_<name>`."""
+    own = [name for name in BUILD_COLUMNS if name in read.columns]
+    rest = f"COLUMNS(lambda c: NOT starts_with(c, 'image_') AND c NOT IN {tuple(BUILD_COLUMNS)})"
+    renamed = "".join(f', "{name}" AS "{metadata_column(name)}"' for name in own)
+    return (f"SELECT {_sql_string(build.dataset)} AS dataset, {_sql_string(build.version)} AS version, "
+            f"{rest}{renamed} FROM {read.sql}")
 
 
 def _silver_view(sources: Sources, builds: list[Build], table: str) -> str | None:
-    """A silver table of the published builds, without its image columns (encoded frames
-    are no use in SQL); `dataset` and `version` from the build, `split` from the path."""
-    columns = "COLUMNS(lambda c: NOT starts_with(c, 'image_'))"
+    """A silver table of the published builds; `split` from the path."""
     reads = [(b, sources.parquet(b.silver_glob(table), partition_root=b.silver(table))) for b in builds]
-    return _union([
-        f"SELECT {_sql_string(b.dataset)} AS dataset, {_sql_string(b.version)} AS version, {columns} FROM {read}"
-        for b, read in reads if read is not None
-    ])
+    return _union([_build_select(b, read) for b, read in reads if read is not None])
 
 
 def _quarantine_view(sources: Sources, builds: list[Build], glob_of: Callable[[Build], str]) -> str | None:
     reads = [(b, sources.parquet(glob_of(b))) for b in builds]
-    return _union([
-        f"SELECT {_sql_string(b.dataset)} AS dataset, {_sql_string(b.version)} AS version, * FROM {read}"
-        for b, read in reads if read is not None
-    ])
+    return _union([_build_select(b, read) for b, read in reads if read is not None])
 
 
 def _published_episodes(ingested: str, lengths: str) -> str:

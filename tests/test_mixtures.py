@@ -16,6 +16,7 @@ from cli.main import main
 from pipelines.build import convert
 from pipelines.derive import complete
 from pipelines.lake_source import copies_by_weight
+from robolake.coverage_rule import marginals
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
 from robolake.sample.hdf5_writer import write_robomimic_dataset
@@ -98,6 +99,22 @@ def test_episode_counts_follow_the_weights(members, weighted):
     listed = {m["dataset"]: m for m in weighted.manifest["members"]}
     assert listed["alpha"]["episodes_by_split"]["train"] == 2 * len(alpha_train)
     assert listed["beta"]["kept"] == len(beta_kept) and listed["beta"]["episodes"] == len(beta)
+
+
+def test_views_keep_the_member_dataset_beside_the_build_dataset(members, weighted):
+    """A mixture's episodes carry their member's name as metadata field `dataset`, which
+    the views also add (the build's). One SQL over the whole lake reads both, the member's
+    as `metadata_dataset`, and the coverage rule counts episodes by member."""
+    con = lake_views.connect(Lake(str(members)))
+    rows = con.execute("SELECT dataset, metadata_dataset, count(*) FROM episodes GROUP BY ALL").fetchall()
+    counted = {(dataset, member): n for dataset, member, n in rows}
+    mix = steps(members, "weighted")
+    for member in ("alpha", "beta"):
+        assert counted[("weighted", member)] == sum(e.startswith(f"{member}/") for e in mix)
+        assert counted[(member, None)] == len(steps(members, member))
+    by_member = marginals(lake_views.connect(Lake(str(members)), "weighted", "1.0.0"), ["dataset"])
+    assert dict(zip(by_member["value"], by_member["episodes"])) == {
+        member: counted[("weighted", member)] for member in ("alpha", "beta")}
 
 
 def _ids(lake: Path, dataset: str, where: str) -> set[str]:

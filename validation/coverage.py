@@ -20,7 +20,7 @@ import pyarrow as pa
 from rich.progress import Progress
 
 from robolake import progress
-from robolake.coverage_rule import THRESHOLD, UnderSampled, marginals, quoted, under_sampled
+from robolake.coverage_rule import THRESHOLD, UnderSampled, field_column, marginals, quoted, under_sampled
 from robolake.lake import GoldVersion, Lake
 from robolake.lake_views import available_views, connect_version
 from robolake.names import dataset_argument
@@ -41,7 +41,7 @@ def uncrossed_reason(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
     distinct, longest, structured, paths = con.execute(f"""
         SELECT count(DISTINCT v), coalesce(max(length(v)), 0), coalesce(bool_or(regexp_matches(v, ?)), false),
                coalesce(bool_or(regexp_matches(v, ?)), false)
-        FROM (SELECT {quoted(name)}::VARCHAR AS v FROM episodes)""", [STRUCTURED, PATH]).fetchone()
+        FROM (SELECT {field_column(name)}::VARCHAR AS v FROM episodes)""", [STRUCTURED, PATH]).fetchone()
     if structured:
         return "JSON values"
     if paths:
@@ -56,7 +56,7 @@ def uncrossed_reason(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
 def field_summary(con: duckdb.DuckDBPyConnection, name: str, reason: str) -> dict:
     """A field left out of the crossings in one row: its distinct values and the most common."""
     distinct, most_common, episodes = con.execute(f"""
-        SELECT count(DISTINCT v) OVER (), v, count(*) FROM (SELECT {quoted(name)}::VARCHAR AS v FROM episodes)
+        SELECT count(DISTINCT v) OVER (), v, count(*) FROM (SELECT {field_column(name)}::VARCHAR AS v FROM episodes)
         GROUP BY v ORDER BY count(*) DESC, v NULLS LAST LIMIT 1""").fetchone()
     return {"field": name, "reason": reason, "distinct_values": distinct, "most_common": most_common,
             "most_common_episodes": episodes}
@@ -78,9 +78,10 @@ def metadata_fields(con: duckdb.DuckDBPyConnection, target: GoldVersion) -> tupl
 
 def cube(con: duckdb.DuckDBPyConnection, fields: list[str]) -> pd.DataFrame:
     """Episodes and steps for every combination of the fields and every subtotal (CUBE)."""
-    columns = ", ".join(quoted(f) for f in fields)
+    columns = ", ".join(field_column(f) for f in fields)
+    named = ", ".join(f"{field_column(f)} AS {quoted(f)}" for f in fields)
     return con.execute(f"""
-        SELECT {columns}, count(*) AS episodes, sum(num_steps)::BIGINT AS steps
+        SELECT {named}, count(*) AS episodes, sum(num_steps)::BIGINT AS steps
         FROM episodes GROUP BY CUBE ({columns}) ORDER BY ALL NULLS FIRST""").df()
 
 
@@ -91,9 +92,9 @@ def gaps(con: duckdb.DuckDBPyConnection, fields: list[str], ratio: float) -> pd.
     frames = []
     for a, b in itertools.combinations(fields, 2):
         frames.append(con.execute(f"""
-            WITH va AS (SELECT {quoted(a)}::VARCHAR AS value, count(*) AS n FROM episodes GROUP BY ALL),
-                 vb AS (SELECT {quoted(b)}::VARCHAR AS value, count(*) AS n FROM episodes GROUP BY ALL),
-                 pairs AS (SELECT {quoted(a)}::VARCHAR AS value_a, {quoted(b)}::VARCHAR AS value_b, count(*) AS n
+            WITH va AS (SELECT {field_column(a)}::VARCHAR AS value, count(*) AS n FROM episodes GROUP BY ALL),
+                 vb AS (SELECT {field_column(b)}::VARCHAR AS value, count(*) AS n FROM episodes GROUP BY ALL),
+                 pairs AS (SELECT {field_column(a)}::VARCHAR AS value_a, {field_column(b)}::VARCHAR AS value_b, count(*) AS n
                            FROM episodes GROUP BY ALL)
             SELECT '{a}' AS field_a, va.value AS value_a, '{b}' AS field_b, vb.value AS value_b,
                    coalesce(pairs.n, 0) AS episodes, round(va.n * vb.n / {total}, 1) AS expected
