@@ -6,7 +6,8 @@ to download the Prism binary). `--runner=DaskRunner` (not one of Beam's named ru
 it is given its module path here) runs on the dask.distributed scheduler at
 --dask_client_address; without an address robolake starts a LocalCluster of
 --direct_num_workers worker processes (one thread each; default: the CPU count) for the
-build and closes it afterwards. --dask_npartitions defaults to the cluster's worker
+build and closes it afterwards; its workers keep glibc's default allocator settings
+(WORKER_ENVIRON_UNSET). --dask_npartitions defaults to the cluster's worker
 threads: Beam's DaskRunner keeps the partitions of the pipeline's Create (the source
 files) through every GroupByKey, so they bound the parallelism of every step."""
 
@@ -20,6 +21,10 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 DEFAULT_RUNNER = "FnApiRunner"
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+# Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which fixes glibc's mmap
+# threshold at 128 KiB: every frame buffer becomes a fresh mmap, page-faulted and unmapped
+# again. A first conversion ran 25% slower on one worker (benchmarks/convert.py, docs/scale.md).
+WORKER_ENVIRON_UNSET = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
 @contextlib.contextmanager
@@ -52,6 +57,7 @@ def _given(beam_args: list[str], flag: str) -> bool:
 
 @contextlib.contextmanager
 def _dask(beam_args: list[str]) -> Iterator[list[str]]:
+    from dask import config as dask_config
     import distributed
     from apache_beam.runners.dask.dask_runner import DaskOptions
 
@@ -68,7 +74,7 @@ def _dask(beam_args: list[str]) -> Iterator[list[str]]:
         return
     workers = options.view_as(DirectOptions).direct_num_workers if _given(beam_args, "--direct_num_workers") else 0
     workers = workers or os.cpu_count()
-    with distributed.LocalCluster(
+    with dask_config.set(WORKER_ENVIRON_UNSET), distributed.LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster, _closing_beam_client():
         yield [*args, f"--dask_client_address={cluster.scheduler_address}",
