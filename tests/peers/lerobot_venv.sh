@@ -13,6 +13,8 @@
 # them, which torch 2.13 refuses for ops that are absent: the script empties that one
 # module, torchvision/_meta_registrations.py.
 #
+# Every other package is pinned by tests/peers/lerobot_constraints.txt (a pip freeze).
+#
 # Idempotent: a marker in the venv lists what was installed; a venv with the same marker
 # is kept. Prints one line and exits 0 even when it cannot build (offline, say): the test
 # then skips and says why.
@@ -22,11 +24,12 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${ROBOLAKE_LEROBOT_VENV:-$root/.venv/lerobot}
 python=${PYTHON:-python3.11}
 marker=$venv/robolake-lerobot.txt
+constraints=$root/tests/peers/lerobot_constraints.txt
 log=$venv.log
 dependencies=(torch==2.13.0 pillow "datasets>=4,<5" "huggingface-hub>=0.34.2,<0.36" "accelerate>=1.10,<2"
               "av>=15,<16" "packaging>=24.2,<26")
 unpinned=(lerobot==0.4.4 torchvision==0.25.0)
-expected=$(printf '%s\n' "${dependencies[@]}" "${unpinned[@]}" "torchvision/_meta_registrations.py emptied")
+expected=$(printf '%s\n' "${dependencies[@]}" "${unpinned[@]}" "torchvision/_meta_registrations.py emptied"; cat "$constraints")
 
 if [ -f "$marker" ] && [ "$(cat "$marker")" = "$expected" ]; then
     echo "lerobot venv: $venv is ready (lerobot 0.4.4)"
@@ -36,7 +39,7 @@ fi
 build() {
     rm -rf "$venv" &&
     "$python" -m venv "$venv" &&
-    "$venv/bin/pip" install --retries 1 "${dependencies[@]}" &&
+    "$venv/bin/pip" install --retries 1 -c "$constraints" "${dependencies[@]}" &&
     "$venv/bin/pip" install --retries 1 --no-deps "${unpinned[@]}" &&
     site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") &&
     echo "# emptied by tests/peers/lerobot_venv.sh: fake kernels for C ops this CPU torch cannot load" \
