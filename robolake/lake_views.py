@@ -71,10 +71,9 @@ class Sources:
         files = list_files(pattern)
         if not files:
             return None
-        filesystem, first = arrow_filesystem(files[0])
-        columns = pq.read_schema(first, filesystem=filesystem).names  # one build's files share their schema
         if not self.remote:
             hive = ", hive_partitioning = true" if partition_root else ""
+            columns = pq.read_schema(files[0]).names  # one build's files share their schema
             return ParquetRead(f"read_parquet({_sql_string(pattern)}{hive})", columns)
         filesystem, _ = arrow_filesystem(pattern)
         partitioning = {}
@@ -86,7 +85,7 @@ class Sources:
         self.registered += 1
         name = f"_parquet_{self.registered}"
         self.con.register(name, dataset)
-        return ParquetRead(name, columns)
+        return ParquetRead(name, dataset.schema.names)
 
 
 def metadata_column(field: str) -> str:
