@@ -102,6 +102,7 @@ class ShardResult:
     episodes: int
     steps: int
     dropped_ticks: dict[str, int] = dataclasses.field(default_factory=dict)  # rosbag alignment, by stream
+    sources: tuple[str, ...] = ()  # the source files of its written episodes
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,8 @@ class _IngestShard(beam.DoFn):
                 ctx.progress_dir, f"ingest-{split}-{shard}",
                 written=len(written), quarantined=quarantined, steps=sum(row.num_steps for row in written),
             )
-        result = ShardResult(split, shard, len(written), sum(row.num_steps for row in written), dropped_ticks)
+        result = ShardResult(split, shard, len(written), sum(row.num_steps for row in written), dropped_ticks,
+                             tuple(sorted({row.ref.source_path for row in written})))
         if writer is not None:
             writer.close()
             table = episodes_table(written, ctx.spec)
@@ -347,21 +349,23 @@ def fill_source_sha256(episodes_path: str, hashes: dict[str, str]) -> None:
 
 @dataclass(frozen=True)
 class GoldShardWork:
-    """One filled silver shard to write as gold: its index among its split's filled shards."""
+    """One filled silver shard to write as gold: its index among its split's filled shards,
+    and the sha256 of its episodes' source files (only theirs: a shuffle carries each
+    file's hash to the shards that hold its episodes, not every hash to every shard)."""
 
     result: ShardResult
     index: int
     count: int
+    hashes: dict[str, str]
 
 
 @dataclass(frozen=True)
 class GoldShared:
     """What every gold shard's writer shares: the filter's robust statistics (of the train
-    split as ingested), the statistics document (normalization's) and the source files' sha256."""
+    split as ingested) and the statistics document (normalization's)."""
 
     robust: RobustStats
     statistics: dict
-    hashes: dict[str, str]
 
 
 def _filled(results: list[ShardResult]) -> list[ShardResult]:
@@ -387,12 +391,14 @@ def _document(gathered: dict) -> dict:
 def _gold_work(gathered: dict) -> tuple[list[GoldShardWork], GoldShared]:
     """Barrier 2: the filled silver shards to write as gold, numbered per split, and what they share."""
     filled = _filled(gathered[SILVER_SHARDS])
+    hashes = dict(gathered[HASHES])
     per_split, numbered = Counter(r.split for r in filled), Counter()
     work = []
     for result in filled:
-        work.append(GoldShardWork(result, numbered[result.split], per_split[result.split]))
+        shard_hashes = {path: hashes[path] for path in result.sources}
+        work.append(GoldShardWork(result, numbered[result.split], per_split[result.split], shard_hashes))
         numbered[result.split] += 1
-    return work, GoldShared(robust_stats(gathered[RAW_STATISTICS]), gathered[STATISTICS], dict(gathered[HASHES]))
+    return work, GoldShared(robust_stats(gathered[RAW_STATISTICS]), gathered[STATISTICS])
 
 
 class _WriteGoldShard(beam.DoFn):
@@ -436,7 +442,7 @@ class _WriteGoldShard(beam.DoFn):
                 yield self.serializer.serialize(episode)
 
         files = shard_files(ctx, result)
-        fill_source_sha256(files.episodes_path, shared.hashes)
+        fill_source_sha256(files.episodes_path, work.hashes)
         episodes = silver_episodes(files.steps_path, files.episodes_path, ctx.spec, curate)
         path = join(ctx.gold_dir, shard_filename(ctx.spec.name, result.split, work.index, work.count))
         count, size = write_tfrecord(path, serialized(episodes))

@@ -14,6 +14,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from pipelines import raw_manifest
+from pipelines.convert import HASHES, RAW_STATISTICS, SILVER_SHARDS, STATISTICS, ShardResult, _gold_work
+from pipelines.stats import DatasetStats
 from robolake.lake import Lake
 from tests.helpers import load_split, quarantine_records, robomimic_spec, run_convert
 
@@ -67,3 +69,24 @@ def test_hashes_are_plain_sha256_first_and_registered(raw, tmp_path, beam_args):
     assert again.manifest["timings"]["stages_s"]["hash"] == 0
     assert again.manifest["fingerprint"] == first.manifest["fingerprint"]
     assert again.manifest["counts"] == first.manifest["counts"]
+
+
+def test_each_gold_shard_is_sent_only_its_own_sources_hashes():
+    """Barrier 2 hands each gold writer the sha256 of the files its episodes came from:
+    at Open X-Embodiment scale the whole map (~100k files) copied to every scatter key
+    would be most of the shuffle."""
+    raw = DatasetStats(7, 3, [])
+    raw.add_episode(np.random.default_rng(0).normal(size=(40, 7)), np.zeros((40, 3)), {})
+    shards = [
+        ShardResult("train", 0, 2, 80, sources=("/raw/a.hdf5", "/raw/b.hdf5")),
+        ShardResult("train", 1, 1, 40, sources=("/raw/b.hdf5",)),
+        ShardResult("val", 0, 0, 0),  # empty: not written
+        ShardResult("val", 3, 1, 30, sources=("/raw/c.hdf5",)),
+    ]
+    hashes = [("/raw/a.hdf5", "aa"), ("/raw/b.hdf5", "bb"), ("/raw/c.hdf5", "cc"), ("/raw/unused.hdf5", "dd")]
+    work, shared = _gold_work({SILVER_SHARDS: shards, RAW_STATISTICS: raw, STATISTICS: {}, HASHES: hashes})
+    assert [(w.result.split, w.result.shard, w.index, w.count, w.hashes) for w in work] == [
+        ("train", 0, 0, 2, {"/raw/a.hdf5": "aa", "/raw/b.hdf5": "bb"}),
+        ("train", 1, 1, 2, {"/raw/b.hdf5": "bb"}),
+        ("val", 3, 0, 1, {"/raw/c.hdf5": "cc"}),
+    ]

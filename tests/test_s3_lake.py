@@ -1,5 +1,6 @@
 """Every command on an object-store lake: `--lake s3://bucket/lake` on a local moto S3
-server (the s3_bucket fixture), from conversion to a checkpoint's lineage."""
+server (the s3_bucket fixture), from conversion through edit, LeRobot export, mixing,
+training and evaluation to a checkpoint's lineage."""
 
 from __future__ import annotations
 
@@ -55,6 +56,12 @@ def test_commands_on_an_s3_lake(s3_bucket, tmp_path, monkeypatch, capsys):
     assert main(["stats", NAME, "--json", *lake]) == 0
     assert json.loads(capsys.readouterr().out)["num_trajectories"] == 5
 
+    assert main(["edit", "drop", NAME, "--where", "split = 'val'", *lake]) == 0
+    assert Lake(root).published() == [(NAME, "1.0.0"), (NAME, "1.1.0")]
+    assert main(["lerobot", f"{NAME}:1.1.0", str(tmp_path / "lerobot"), "--images", "image", *lake]) == 0
+    info = json.loads((tmp_path / "lerobot" / "meta" / "info.json").read_text())
+    assert (info["total_episodes"], info["total_frames"]) == (5, 5 * 16)
+
     mix = tmp_path / "mix.yaml"
     mix.write_text(yaml.safe_dump({"name": "mixed", "version": "1.0.0",
                                    "source": {"members": [{"dataset": f"{NAME}:1.0.0", "weight": 1.0}]}}))
@@ -71,6 +78,12 @@ def test_commands_on_an_s3_lake(s3_bucket, tmp_path, monkeypatch, capsys):
     assert provenance["artifact"]["path"] == f"{run}/best"
     assert provenance["dataset"]["gold_dir"] == Lake(root).gold("mixed", "1.0.0")
     assert provenance["dataset"]["gold_dir"].startswith(f"{root}/versions/mixed/1.0.0/builds/")
+    capsys.readouterr()
+
+    assert main(["evaluate", run, "--split", "train", "--rollouts", "1", "--max-steps", "5", *lake]) == 0
+    evaluation = json.loads(boto3.client("s3").get_object(Bucket=s3_bucket, Key="lake/runs/tiny/eval/eval.json")
+                            ["Body"].read())
+    assert evaluation["rollouts"]["episodes"] == 1
     capsys.readouterr()
 
     assert main(["lineage", f"{run}/best", "--verify"]) == 0
