@@ -79,7 +79,9 @@ def under_sampled_values(coverage: dict | None, room: int) -> str:
     """coverage.json's under-sampled count and as many of the values ("color=yellow") as fit `room` columns."""
     if coverage is None:
         return "no coverage report"
-    values = [flag.split(": ", 1)[0] for flag in coverage["flags"]]  # "field=value: 3 of 40 episodes ..."
+    values = coverage.get("flagged")  # ["lighting=side", ...]
+    if values is None:  # written before reports named their flags' values
+        return f"{coverage['under_sampled']} (run robolake report again to list them)"
     if not values:
         return "none"
     texts = [f"{len(values)}: " + ", ".join(values[:n]) + (f", +{len(values) - n} more" if n < len(values) else "")

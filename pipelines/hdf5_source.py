@@ -32,6 +32,7 @@ from pipelines.images import FramePreprocessor, preprocess_frames
 from pipelines.stats import CameraSummary
 from robolake.errors import SpecError
 from robolake.spec import DatasetSpec, ValueSource
+from robolake.storage import is_remote
 
 FRAMES_PER_READ = 16
 ROOT_EPISODE = "/"
@@ -105,7 +106,7 @@ def resolve_keys(spec: DatasetSpec) -> SourceKeys:
 
 def open_hdf5(path: str) -> h5py.File:
     """Open a local path directly, anything else (gs://, s3://) as a file object."""
-    if "://" not in path:
+    if not is_remote(path):
         return h5py.File(path, "r")
     return h5py.File(FileSystems.open(path, compression_type="uncompressed"), "r")
 

@@ -35,6 +35,7 @@ from pipelines.rosbag_reader import STORAGE_SUFFIXES, BagError, messages, open_b
 from robolake.errors import RobolakeError
 from robolake.hashing import files_under
 from robolake.spec import CameraSpec, DatasetSpec, TopicSpec, ValueSource
+from robolake.storage import is_remote
 
 BAG_SUFFIXES = (".bag", *STORAGE_SUFFIXES)
 Window = tuple[int, int]
@@ -96,7 +97,7 @@ class RosbagSource:
     def find(self, pattern: str) -> list[tuple[str, int, float]]:
         """(path, bytes, mtime) of the bags a local glob matches: .bag/.db3/.mcap files and
         ROS 2 bag folders (counted whole); other files (sidecars) are not bags."""
-        if "://" in pattern:
+        if is_remote(pattern):
             raise RobolakeError(f"source.paths: {pattern!r}: bags are read from the local file system "
                                 f"(copy or mount them first)")
         found = []

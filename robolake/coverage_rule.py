@@ -22,6 +22,7 @@ class UnderSampled:
 
     field: str  # "lighting", or "task x lighting" for a combination
     value: str  # "side", or "push x side"
+    label: str  # the finding's subject as users read it: "lighting=side" ("task=push" for a task's wordings)
     episodes: int
     total: int
     share: float  # episodes / total
@@ -57,9 +58,10 @@ def under_sampled(table: pd.DataFrame, threshold: float) -> list[UnderSampled]:
         for row in rows.itertuples():
             if len(rows) > 1 and row.share < limit:
                 needed = math.ceil((limit * total - row.episodes) / (1 - limit))
+                label = f"{field}={row.value}"
                 flags.append(UnderSampled(
-                    field, str(row.value), int(row.episodes), total, float(row.share), needed,
-                    f"{field}={row.value}: {row.episodes} of {total} episodes ({row.share:.1%}); "
+                    field, str(row.value), label, int(row.episodes), total, float(row.share), needed,
+                    f"{label}: {row.episodes} of {total} episodes ({row.share:.1%}); "
                     f"collect ~{needed} more (an even share would be {1 / len(rows):.0%})",
                 ))
     return flags

@@ -19,11 +19,11 @@ from robolake.lake import Build, Lake, new_build_id
 from robolake.lease import Lease, live_build
 from robolake.publish import build_state
 from robolake.staging import write_atomic
-from robolake.storage import delete_tree, join, list_files, read_json, tree_bytes
+from robolake.storage import delete_tree, is_remote, join, list_files, read_json, tree_bytes
 
 
 def _key(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
+    return path if is_remote(path) else os.path.abspath(path)
 
 
 def provenance_references(lake: Lake, run_roots: list[str]) -> dict[str, list[str]]:

@@ -114,7 +114,7 @@ class Lake:
     root: str
 
     def __post_init__(self) -> None:
-        if "://" not in self.root and os.path.exists(self.root) and not os.path.isdir(self.root):
+        if not is_remote(self.root) and os.path.exists(self.root) and not os.path.isdir(self.root):
             raise RobolakeError(f"--lake {self.root}: is a file, not a lake folder")
 
     def raw_manifest(self) -> str:

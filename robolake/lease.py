@@ -20,7 +20,7 @@ from robolake import progress
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
 from robolake.staging import write_atomic
-from robolake.storage import create_exclusive, delete_tree, exists, read_json
+from robolake.storage import create_exclusive, delete_tree, exists, is_remote, read_json
 
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = float(os.environ.get("ROBOLAKE_LEASE_STALE_AFTER_S", 120))
@@ -103,7 +103,7 @@ class Lease:
     def _take_over(self, holder: dict, reason: str) -> None:
         """Move a stale lease aside (a rename: of two builds taking over, one wins)."""
         aside = f"{self.path}.{uuid.uuid4().hex[:8]}.stale"
-        if "://" in self.path:
+        if is_remote(self.path):
             delete_tree(self.path)
         else:
             try:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from robolake.storage import is_remote
+
 PROVENANCE_SCHEMA_VERSION = "1.0.0"
 PACKAGES = (
     "robolake", "apache-beam", "tensorflow-cpu", "tensorflow-datasets", "pyarrow", "numpy", "h5py",
@@ -91,7 +93,7 @@ def _hash_entry(entry: dict) -> dict:
 
 
 def _relative(root: Path, path: str) -> str:
-    if "://" in path:
+    if is_remote(path):
         return path
     absolute = Path(path).resolve()
     return str(absolute.relative_to(root)) if absolute.is_relative_to(root) else str(absolute)

@@ -102,7 +102,7 @@ def _staged_upload(path: str) -> Iterator[str]:
 
 def write_atomic(path: str, data: bytes) -> None:
     """Replace the file at `path` with `data` in one step."""
-    if "://" in path:
+    if is_remote(path):
         write_bytes(path, data)  # one PUT: atomic by itself
         return
     with staged(path) as staging:

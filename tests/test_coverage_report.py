@@ -74,6 +74,7 @@ def test_planted_values_are_exactly_the_flags(planted_lake, capsys):
         "lighting=side: 2 of 50 episodes (4.0%); collect ~5 more (an even share would be 25%)",  # (2+5)/55 >= 1/8
         "task=push: 1 distinct instruction over 16 episodes; add paraphrases (at least 2-3 wordings)",
     ]
+    assert document["flagged"] == ["lighting=side", "task=push"]
     assert document["under_sampled"] == 2 and document["totals"]["episodes"] == EPISODES
     assert document["not_crossed"] == {"env": "JSON values"}
     assert "under-sampled: lighting=side: 2 of 50 episodes" in out

@@ -46,6 +46,7 @@ def make_report() -> CoverageReport:
     flag = UnderSampled(
         field="lighting",
         value=side,
+        label=f"lighting={side}",
         episodes=2,
         total=12,
         share=2 / 12,

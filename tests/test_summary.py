@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from cli.main import main
+from cli.summary import under_sampled_values
 from robolake.lake import Lake
 from tests.helpers import config_file, robomimic_spec, run_convert
 
@@ -71,8 +72,8 @@ def test_summary_shows_the_real_figures(complete, capsys):
     _, written, quarantined, gate_cell, at_bound = figures
     assert (written, quarantined) == (str(counts["episodes_written"]), "1") and gate_cell.startswith(gate)
     assert at_bound == f"{saturation[worst]:.1%} ({worst})"
-    flags = json.loads((reports / "coverage.json").read_text())["flags"]
-    assert values[1].startswith(f"{len(flags)}: {flags[0].split(':')[0]}")
+    flagged = json.loads((reports / "coverage.json").read_text())["flagged"]
+    assert values[1].startswith(f"{len(flagged)}: {flagged[0]}")
 
     run = complete / "runs" / "tiny"
     trained = json.loads((run / "summary.json").read_text())
@@ -111,3 +112,13 @@ def test_an_empty_lake_is_one_clear_error(tmp_path, capsys):
     assert main(["summary", "--lake", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path}: no published dataset version and no training run there" in err and "Traceback" not in err
+
+
+def test_under_sampled_values_come_whole_from_the_report():
+    """Values are listed as the report names them, a ": " inside one included; a report
+    written before it named them gives its count and what to do."""
+    coverage = {"under_sampled": 2, "flagged": ["scene=lab: bench 2", "task=push"]}
+    assert under_sampled_values(coverage, room=80) == "2: scene=lab: bench 2, task=push"
+    assert under_sampled_values(coverage, room=25) == "2: scene=lab: bench 2, +1 more"
+    assert under_sampled_values({"under_sampled": 3, "flags": ["a=b: 1 of 9 episodes"]}, room=80) == (
+        "3 (run robolake report again to list them)")

@@ -169,9 +169,10 @@ def instruction_flags(table: pd.DataFrame) -> list[UnderSampled]:
     flags = []
     for row in table.itertuples():
         if row.distinct_instructions == 1 and row.episodes > 1:
+            label = f"task={row.task}"
             flags.append(UnderSampled(
-                "instructions", str(row.task), int(row.episodes), int(row.episodes), 1 / row.episodes, 2,
-                f"task={row.task}: 1 distinct instruction over {row.episodes} episodes; "
+                "instructions", str(row.task), label, int(row.episodes), int(row.episodes), 1 / row.episodes, 2,
+                f"{label}: 1 distinct instruction over {row.episodes} episodes; "
                 f"add paraphrases (at least 2-3 wordings)",
             ))
     return flags
@@ -297,6 +298,7 @@ def coverage_document(report: CoverageReport) -> dict:
         "near_duplicate_instruction_pairs": len(report.near_duplicates),
         "instruction_meaning": meaning_figures(report.meaning),
         "flags": [flag.recommendation for flag in report.flags],
+        "flagged": [flag.label for flag in report.flags],  # what each flag is about: "lighting=side"
         "threshold": report.threshold,
     }
 

@@ -41,6 +41,7 @@ from robolake.errors import RobolakeError
 from robolake.hashing import sha256_file
 from robolake.lake import GoldVersion
 from robolake.staging import staged
+from robolake.storage import is_remote
 from schemas.documents import check
 
 EPISODE_BATCH = 1000  # episode rows buffered before a row group of meta/episodes
@@ -86,7 +87,7 @@ def export(gold_dir: str, out_dir: str, overwrite: bool = False, images: str = "
     """Write the gold version in `gold_dir` to `out_dir` as a LeRobot v3.0 dataset (with
     GR00T's meta/modality.json if `modality`). `progress(done, total)` is called after each episode."""
     started, started_at = time.time(), provenance.utc_now()
-    if "://" in out_dir:
+    if is_remote(out_dir):
         raise RobolakeError(f"{out_dir}: LeRobot datasets are local folders; give a local output path")
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite:
