@@ -23,12 +23,14 @@ from pathlib import Path
 
 import psutil
 
+from robolake.arguments import ArgumentParser
+
 MB = 1e6
 
 
 def benchmark_parser(doc: str) -> argparse.ArgumentParser:
     """A benchmark's parser, described by the first paragraph of its docstring."""
-    return argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    return ArgumentParser(description=doc.split("\n\n")[0])
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, children: Iterable[str], keeps: str,

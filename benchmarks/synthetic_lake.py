@@ -84,6 +84,7 @@ from pipelines.episode import EpisodeRef, stable_hash
 from pipelines.silver_writer import fixed_list, part_name
 from pipelines.splits import assign_shards, assign_split
 from pipelines.stats import DatasetStats, PixelStats, pixel_stats_from_row
+from robolake.arguments import ArgumentParser
 from robolake.lake import Build, Lake, new_build_id
 from robolake.storage import join, read_json
 from robolake.lease import Lease
@@ -693,7 +694,7 @@ def _manifest(spec: DatasetSpec, plan_: Plan, shards: list[dict], totals: dict, 
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("lake", help="lake root folder (created if missing)")
     parser.add_argument("--episodes", type=int, default=1000, help="episodes written (default: 1000)")
     parser.add_argument("--steps", type=int, default=100, help="steps per episode (default: 100)")

@@ -1,4 +1,5 @@
-"""The `robolake` command. User errors end in one message and exit code 2."""
+"""The `robolake` command. User errors, and the machine's (no permission, a full disk), end in one
+message and exit code 2."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import sys
 from typing import NamedTuple
 
-from robolake.errors import RobolakeError
+from robolake.errors import RobolakeError, machine_error
 
 
 class Command(NamedTuple):
@@ -104,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         result = getattr(importlib.import_module(command.module), command.function)(argv[1:])
     except RobolakeError as exc:
         print(f"robolake {argv[0]}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # no permission, a read-only or full disk: the machine's, not a bug
+        if (line := machine_error(exc)) is None:
+            raise
+        print(f"robolake {argv[0]}: error: {line}", file=sys.stderr)
         return 2
     return result if isinstance(result, int) else 0
 

@@ -11,10 +11,10 @@ sits above them, beside the command table."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 
+from robolake.arguments import ArgumentParser
 from robolake.errors import RobolakeError
 from robolake.lake import GoldVersion, Lake
 from robolake.storage import exists, join, list_files, read_json
@@ -172,11 +172,11 @@ def summarize(lake: Lake) -> str:
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="robolake summary",
         description="summarize a lake: per dataset version its episodes, gate, saturation and under-sampled "
                     "values; per training run its validation loss and closed-loop success; the HTML reports")
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
     args = parser.parse_args(argv)
-    print(summarize(Lake(args.lake)))
+    print(summarize(Lake(args.lake).existing()))
     return 0

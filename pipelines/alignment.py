@@ -2,7 +2,12 @@
 
 Every stream is resampled onto the ticks by taking its latest message at or before
 each tick, as long as that message is at most the stream's `max_age` old. A tick where
-a stream has no fresh message is dropped and counted against that stream."""
+a stream has no fresh message is dropped and counted against that stream.
+
+A stream's stamps must not go backwards in the order they were recorded (a clock
+stepped back): where they do, messages from before and after the step overlap in time
+and no tick there can tell which to take (`step_back` finds it; the reader quarantines
+the episode)."""
 
 from __future__ import annotations
 
@@ -28,6 +33,38 @@ class Alignment:
     ticks: np.ndarray  # ns, the kept ticks
     indices: dict[str, np.ndarray]  # stream -> message index (into its read order) per kept tick
     dropped: dict[str, int] = field(default_factory=dict)  # stream -> ticks dropped because it was stale
+
+
+@dataclass(frozen=True)
+class StepBack:
+    """Where one stream's stamps go backwards: the first message stamped before the one
+    recorded ahead of it, how many are, and how many ticks fall where messages from
+    before and after a step overlap in time."""
+
+    index: int  # the first message stamped before its predecessor (read order)
+    from_ns: int  # its predecessor's stamp
+    to_ns: int  # its stamp
+    steps: int  # messages stamped before their predecessor
+    ticks: int  # ticks inside an overlap: [a message's stamp, the latest stamp recorded before it]
+
+
+def step_back(stamps: np.ndarray, ticks: np.ndarray) -> StepBack | None:
+    """How the stamps (ns, in the order recorded) go backwards against the sorted
+    `ticks`, or None where they never do."""
+    stamps = np.asarray(stamps, np.int64)
+    latest = np.maximum.accumulate(stamps)
+    back = np.flatnonzero(stamps[1:] < stamps[:-1]) + 1
+    if not len(back):
+        return None
+    overlapping = np.flatnonzero(stamps[1:] < latest[:-1]) + 1
+    starts = np.searchsorted(ticks, stamps[overlapping], side="left")
+    stops = np.searchsorted(ticks, latest[overlapping - 1], side="right")
+    inside = np.zeros(len(ticks) + 1, np.int64)
+    np.add.at(inside, starts, 1)
+    np.add.at(inside, stops, -1)
+    first = int(back[0])
+    return StepBack(first, int(stamps[first - 1]), int(stamps[first]), len(back),
+                    int((np.cumsum(inside[:-1]) > 0).sum()))
 
 
 def ticks_at_rate(start_ns: int, end_ns: int, rate_hz: float) -> np.ndarray:

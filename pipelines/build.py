@@ -34,6 +34,7 @@ from pipelines.episode import QuarantineRecord
 from pipelines.rlds_writer import write_dataset_info
 from pipelines.sources import SourceReader, source_reader, state_layout
 from robolake import progress, provenance
+from robolake.arguments import ArgumentParser
 from robolake.errors import RobolakeError
 from robolake.lake import Build, GoldVersion, Lake, new_build_id
 from robolake.lease import Lease
@@ -399,7 +400,7 @@ def _write_gold_metadata(ctx: BuildContext, summary: dict, counts: dict, beam_ar
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="robolake convert",
         description="Convert raw demonstrations into a versioned RLDS dataset. "
         "Flags not listed here go to Apache Beam (e.g. --runner, --direct_num_workers).",

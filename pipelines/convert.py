@@ -27,7 +27,7 @@ from pipelines.curation import (
     TOTALS, FilterActions, FilterTotalsFn, SilverShardFiles, curate_steps, dataset_statistics_fn, kept_values,
     robust_stats, saturation_counts_fn, shard_statistics, statistics_document, with_saturation,
 )
-from pipelines.episode import EpisodeRef, EpisodeRejected, QuarantineRecord, stable_hash
+from pipelines.episode import EpisodeRef, EpisodeRejected, QuarantineRecord, read_failure, stable_hash
 from pipelines.images import FramePreprocessor
 from pipelines.rlds_writer import EpisodeSerializer, shard_filename, silver_episodes
 from pipelines.silver_writer import ShardStepsWriter, episode_row, episodes_table, part_name, partition_dir
@@ -187,13 +187,18 @@ class _PlanFile(beam.DoFn):
     def process(self, source: SourceFile):
         started = time.perf_counter()
         episodes = quarantined = 0
-        for item in self.ctx.source.plan(source.path, source.relative_id, source.known_sha256 or ""):
-            if isinstance(item, QuarantineRecord):
-                quarantined += 1
-                yield beam.pvalue.TaggedOutput(QUARANTINE, item)
-            else:
-                yield PlannedEpisode(item, None if episodes or source.known_sha256 else source)
-                episodes += 1
+        try:
+            for item in self.ctx.source.plan(source.path, source.relative_id, source.known_sha256 or ""):
+                if isinstance(item, QuarantineRecord):
+                    quarantined += 1
+                    yield beam.pvalue.TaggedOutput(QUARANTINE, item)
+                else:
+                    yield PlannedEpisode(item, None if episodes or source.known_sha256 else source)
+                    episodes += 1
+        except Exception as exc:  # the rest of the file cannot be listed: it is quarantined, the build goes on
+            quarantined += 1
+            failure = read_failure(source.relative_id, source.path, source.known_sha256 or "", exc)
+            yield beam.pvalue.TaggedOutput(QUARANTINE, failure)
         progress.report(
             self.ctx.progress_dir, f"plan-{stable_hash(source.path)[:16]}",
             planned=episodes + quarantined, quarantined=quarantined,
@@ -275,10 +280,8 @@ class _IngestShard(beam.DoFn):
                 episode = ctx.source.read(ref, ctx.state_dim, self.preprocessors)
             except EpisodeRejected as exc:
                 record = QuarantineRecord(ref.episode_id, ref.source_path, ref.source_sha256, exc.code, exc.reason)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                record = QuarantineRecord(
-                    ref.episode_id, ref.source_path, ref.source_sha256, "read_error", f"{type(exc).__name__}: {exc}"
-                )
+            except Exception as exc:  # whatever fails in one episode quarantines it, never the build
+                record = read_failure(ref.episode_id, ref.source_path, ref.source_sha256, exc)
             else:
                 writer = writer or ShardStepsWriter(steps_path, ctx.spec, ctx.state_dim)
                 writer.write(episode)

@@ -17,9 +17,11 @@ import argparse
 
 from pipelines.beam_options import beam_flags
 from pipelines.build import BuildOutcome, convert
+from robolake.arguments import ArgumentParser
 from robolake.errors import RobolakeError, SpecError
 from robolake.lake import GoldVersion, Lake
 from robolake.names import dataset_argument
+from robolake.pins import reading
 from robolake.spec import LANGUAGE_INSTRUCTION, DatasetSpec, apply_override, parse_spec, read_yaml_mapping
 from robolake.sql import excluding, parse_condition
 
@@ -95,8 +97,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 # -- robolake mix ---------------------------------------------------------------------------
 
 
+@reading("mix")
 def run_mix(argv: list[str]) -> BuildOutcome:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="robolake mix", description="Build a versioned mixture of published gold versions: per-member "
         "sampling weights, aligned action spaces, statistics computed on the mixture. Other flags go to Beam.")
     parser.add_argument("spec", help="mixture spec YAML (source.members), e.g. datasets/mixes/sample_tabletop_mix.yaml")
@@ -161,7 +164,7 @@ EDITS = {
 
 
 def _edit_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="robolake edit", description="Derive a new version from a published one; the source is never changed. "
         "Other flags go to Beam.")
     operations = parser.add_subparsers(dest="operation", required=True, metavar="{" + ",".join(EDITS) + "}")
@@ -186,6 +189,7 @@ def _edit_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@reading("edit")
 def run_edit(argv: list[str]) -> BuildOutcome:
     parser = _edit_parser()
     args, beam_args = parser.parse_known_args(argv)

@@ -60,6 +60,14 @@ class QuarantineRecord:
     reason: str
 
 
+def read_failure(episode_id: str, path: str, sha256: str, exc: Exception) -> QuarantineRecord:
+    """The quarantine record of an episode (or a whole input) whose reading raised an
+    exception no check anticipated (reason code read_error): its type and text name what
+    failed, so that a bug shows in the quarantine instead of ending the build."""
+    return QuarantineRecord(episode_id, path, sha256, "read_error",
+                            f"reading episode {episode_id} of {path}: {type(exc).__name__}: {exc}")
+
+
 class EpisodeRejected(Exception):
     """An episode that must be quarantined; `code` is a short machine-readable reason."""
 

@@ -26,6 +26,7 @@ from pipelines.episode import (
     check_length,
     check_step_bounds,
     ends_terminal,
+    read_failure,
     terminal_rewards,
 )
 from pipelines.images import FramePreprocessor, preprocess_frames
@@ -183,8 +184,8 @@ def plan_file(
             except EpisodeRejected as exc:
                 yield QuarantineRecord(episode_id, path, sha256, exc.code, exc.reason)
                 continue
-            except (OSError, ValueError) as exc:
-                yield QuarantineRecord(episode_id, path, sha256, "read_error", f"reading episode attributes: {exc}")
+            except Exception as exc:  # one episode's attributes, whatever fails: that episode is quarantined
+                yield read_failure(episode_id, path, sha256, exc)
                 continue
             metadata.setdefault("task", instruction)
             yield EpisodeRef(episode_id, path, sha256, group, num_steps, instruction, metadata)

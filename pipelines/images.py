@@ -8,6 +8,7 @@ import numpy as np
 
 from collections.abc import Iterable
 
+from pipelines.episode import EpisodeRejected
 from pipelines.stats import CameraSummary
 from robolake.spec import CameraSpec
 
@@ -30,6 +31,7 @@ class FramePreprocessor:
     """Turns source frames of one camera into the encoded bytes gold RLDS stores."""
 
     def __init__(self, camera: CameraSpec):
+        self.camera = camera.name
         self.height, self.width = camera.size
         self.extension = ".jpg" if camera.encoding == "jpeg" else ".png"
         self.params = [cv2.IMWRITE_JPEG_QUALITY, camera.jpeg_quality] if camera.encoding == "jpeg" else []
@@ -58,9 +60,13 @@ class FramePreprocessor:
 
 
 def preprocess_frames(frames: Iterable[np.ndarray], preprocessor: FramePreprocessor) -> tuple[list[bytes], CameraSummary]:
-    """Each source frame resized and encoded, and the pixel summary of the camera."""
+    """Each source frame resized and encoded, and the pixel summary of the camera. A frame
+    without pixels (0 rows or columns) rejects the episode (bad_shape)."""
     encoded, summary = [], CameraSummary()
-    for frame in frames:
+    for step, frame in enumerate(frames):
+        if 0 in frame.shape[:2]:
+            raise EpisodeRejected("bad_shape", f"camera {preprocessor.camera!r}: the frame at step {step} is "
+                                               f"{frame.shape[0]}x{frame.shape[1]} pixels")
         resized = preprocessor.resize(frame)
         encoded.append(preprocessor.encode_resized(resized))
         summary.add_frame(preprocessor.rgb(resized))

@@ -5,7 +5,8 @@ Planning reads message times only, plus the String topics that carry text. Readi
 episode deserializes its messages (camera messages stay JPEG/raw bytes), aligns the
 streams, then builds vectors and decodes frames for the picked messages only, each
 frame once. At most one episode is in memory. A camera whose frame size changes within
-an episode quarantines it, or flags it (`source.on_resolution_change`). A bag records no
+an episode quarantines it, or flags it (`source.on_resolution_change`); stamps that go
+backwards in a stream (a clock stepped back) quarantine it. A bag records no
 terminal state: its episodes are truncated unless the spec says otherwise."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import yaml
 
 from pipelines import ros_messages
-from pipelines.alignment import NS_PER_S, StreamTimes, align, ticks_at_rate
+from pipelines.alignment import NS_PER_S, StreamTimes, align, step_back, ticks_at_rate
 from pipelines.episode import (
     Episode,
     EpisodeRef,
@@ -220,7 +221,7 @@ class RosbagSource:
         for topic in self.max_age:
             if not recorded[topic][0]:
                 raise EpisodeRejected("missing_topic", f"{bag}: no message on {topic} in this episode")
-        alignment = self._align(recorded)
+        alignment = self._align(bag, recorded)
         if any(t.delta for t in self.spec.action.topics):
             kept = len(alignment.ticks) - 1  # the last tick has no next state to derive its action from
         else:
@@ -279,10 +280,12 @@ class RosbagSource:
             raise EpisodeRejected("unreadable_bag", str(exc)) from None
         return recorded
 
-    def _align(self, recorded: dict[str, tuple[list[int], list]]):
+    def _align(self, bag: str, recorded: dict[str, tuple[list[int], list]]):
         """Ticks over the span where every stream has data: from the latest first message
         to the earliest (last message + its max age), at the control rate or at the
-        reference topic's messages. Ticks inside the span with a stale stream are dropped."""
+        reference topic's messages. Ticks inside the span with a stale stream are dropped.
+        Stamps that go backwards in any stream (a clock stepped back) quarantine the
+        episode: around the step no tick can tell which message to take."""
         streams = {topic: StreamTimes(np.asarray(recorded[topic][0], np.int64), age)
                    for topic, age in self.max_age.items()}
         start = max(int(s.stamps.min()) for s in streams.values())
@@ -293,6 +296,15 @@ class RosbagSource:
         else:
             stamps = np.sort(np.asarray(recorded[reference][0], np.int64))
             ticks = stamps[(stamps >= start) & (stamps <= end)]
+        for topic, (recorded_stamps, _) in recorded.items():
+            back = step_back(np.asarray(recorded_stamps, np.int64), ticks)
+            if back is not None:
+                raise EpisodeRejected(
+                    "stamps_backwards",
+                    f"{bag}: the stamps of {topic} go backwards at {back.steps} of its {len(recorded_stamps)} "
+                    f"messages, first at message {back.index}: {back.from_ns} -> {back.to_ns} ns "
+                    f"({(back.from_ns - back.to_ns) / NS_PER_S:.3f} s back); "
+                    f"{back.ticks} of {len(ticks)} ticks fall where messages from before and after overlap")
         return align(ticks, streams)
 
     @staticmethod

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from robolake import lifeline
+
 DEFAULT_RUNNER = "FnApiRunner"
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which fixes glibc's mmap
@@ -30,15 +32,17 @@ WORKER_ENVIRON_UNSET = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHO
 @contextlib.contextmanager
 def beam_runner(beam_args: list[str]) -> Iterator[list[str]]:
     """The Beam args to build and run a pipeline with while the block runs: the runner
-    defaulted, and for the DaskRunner a cluster's address."""
+    defaulted, and for the DaskRunner a cluster's address. The worker processes started
+    meanwhile end with this process, even one killed outright (robolake/lifeline.py)."""
     runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
-    if runner is None:
-        yield [f"--runner={DEFAULT_RUNNER}", *beam_args]
-    elif runner in ("DaskRunner", DASK_RUNNER):
-        with _dask(beam_args) as args:
-            yield args
-    else:
-        yield beam_args
+    with lifeline.driving():
+        if runner is None:
+            yield [f"--runner={DEFAULT_RUNNER}", *beam_args]
+        elif runner in ("DaskRunner", DASK_RUNNER):
+            with _dask(beam_args) as args:
+                yield args
+        else:
+            yield beam_args
 
 
 def _without_runner(beam_args: list[str]) -> list[str]:

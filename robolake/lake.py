@@ -11,6 +11,7 @@ Layout: docs/versions.md."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import time
@@ -18,11 +19,12 @@ import uuid
 from dataclasses import dataclass
 from functools import cached_property
 
+from robolake import pins
 from robolake.errors import RobolakeError
 from robolake.names import parse_reference
 from robolake.spec import DatasetSpec, parse_spec
 from robolake.staging import staged
-from robolake.storage import cache_dir, copy_tree, exists, is_remote, join, list_files, read_json
+from robolake.storage import cache_dir, copy_tree, exists, is_remote, join, list_files, read_bytes, read_json
 
 
 def new_build_id() -> str:
@@ -109,13 +111,27 @@ class Build:
 class Lake:
     """Paths of one lake root. A dataset version lives in versions/<dataset>/<version>/:
     builds/<build-id>/ holds each build, current.json names the published one (the single
-    commit point), lease.json is held by the one build running (robolake/lease.py)."""
+    commit point), lease.json is held by the one build running (robolake/lease.py), pins/
+    holds a file per command reading one of its builds (robolake/pins.py)."""
 
     root: str
 
     def __post_init__(self) -> None:
         if not is_remote(self.root) and os.path.exists(self.root) and not os.path.isdir(self.root):
             raise RobolakeError(f"--lake {self.root}: is a file, not a lake folder")
+
+    def is_lake(self) -> bool:
+        """Whether the root holds a lake: the raw manifest that a convert writes, or a
+        version's pointer, lease or build (a build that published nothing writes no manifest)."""
+        return exists(self.raw_manifest()) or any(
+            list_files(join(self.versions_root(), "*", "*", pattern)) for pattern in ("*.json", "builds/*/build.json"))
+
+    def existing(self) -> Lake:
+        """This lake, for a command that reads one; a folder that holds none (a mistyped
+        --lake) is refused by name, rather than read as an empty lake."""
+        if not self.is_lake():
+            raise RobolakeError(f"no lake at {self.root} (no raw/ manifest, no versions/): check --lake")
+        return self
 
     def raw_manifest(self) -> str:
         return join(self.root, "raw", "manifest.parquet")
@@ -132,22 +148,42 @@ class Lake:
     def lease(self, dataset: str, version: str) -> str:
         return join(self.version_root(dataset, version), "lease.json")
 
+    def claims_dir(self, dataset: str, version: str) -> str:
+        """claims/<build-id>.json: created once per build, by the build committing itself or
+        by whoever fences it off to delete it (robolake/publish.py); outlives the build's folder."""
+        return join(self.version_root(dataset, version), "claims")
+
+    def pins_dir(self, dataset: str, version: str) -> str:
+        """The folder of the pins of the commands reading the version's builds (robolake/pins.py)."""
+        return join(self.version_root(dataset, version), "pins")
+
     def new_build(self, dataset: str, version: str) -> Build:
         return Build(join(self.version_root(dataset, version), "builds", new_build_id()), dataset, version)
 
     def build(self, dataset: str, version: str, build_id: str) -> Build:
         return Build(join(self.version_root(dataset, version), "builds", build_id), dataset, version)
 
-    def current(self, dataset: str, version: str) -> dict | None:
-        """The version's pointer document (build, fingerprint, replaced builds), None if unpublished."""
+    def pointer_bytes(self, dataset: str, version: str) -> bytes | None:
+        """current.json as stored (what a compare-and-swap of it compares), None if unpublished."""
         path = self.pointer(dataset, version)
-        return read_json(path) if exists(path) else None
+        try:
+            return read_bytes(path) if exists(path) else None
+        except OSError:  # removed between the two calls
+            return None
+
+    def current(self, dataset: str, version: str) -> dict | None:
+        """The version's pointer document (build, fingerprint, replaced builds), None if
+        unpublished; DamagedPointer when it is not one."""
+        return parse_pointer(self.pointer(dataset, version), self.pointer_bytes(dataset, version))
 
     def current_build(self, dataset: str, version: str) -> Build:
         pointer = self.current(dataset, version)
         if pointer is None:
             raise RobolakeError(f"{dataset}:{version}: not published in {self.root}")
-        return self.build(dataset, version, pointer["build"])
+        build = self.build(dataset, version, pointer["build"])
+        if not exists(join(build.gold, "manifest.json")):
+            raise DamagedPointer(self.pointer(dataset, version), f"names build {build.id}, which is not on disk")
+        return build
 
     def gold(self, dataset: str, version: str) -> str:
         """The published build's gold RLDS folder (a TFDS builder folder)."""
@@ -187,6 +223,7 @@ class Lake:
         dataset, version = parse_reference(reference)
         published = sorted((v for _, v in self.published(dataset)), key=_semver)
         if not published:
+            self.existing()
             known = sorted({d for d, _ in self.published()})
             older = ("; its gold/rlds/ has the layout before versions/ (docs/versions.md): convert again"
                      if exists(join(self.root, "gold", "rlds")) else "")
@@ -195,7 +232,42 @@ class Lake:
         version = version or published[-1]
         if version not in published:
             raise RobolakeError(f"{dataset}:{version}: not published; versions: {', '.join(published)}")
-        return GoldVersion(dataset, version, self.gold(dataset, version))
+        return self._pinned(dataset, version)
+
+    def _pinned(self, dataset: str, version: str) -> GoldVersion:
+        """The published build, pinned when a command reads under `pins.reading` (the pin
+        is written before the pointer is read again: see robolake/pins.py)."""
+        for _ in range(3):
+            build = self.current_build(dataset, version)
+            pin = pins.pin(self.pins_dir(dataset, version), build.id)
+            if pin is None or self.current(dataset, version)["build"] == build.id:
+                return GoldVersion(dataset, version, build.gold)
+            pins.unpin(pin)
+        raise RobolakeError(f"{dataset}:{version}: rebuilt three times while being opened; run the command again")
+
+
+class DamagedPointer(RobolakeError):
+    """A current.json that is empty, not JSON, not a pointer, or names a build not on disk."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}; `robolake gc --repair` restores it from the builds on disk")
+        self.path = path
+
+
+def parse_pointer(path: str, data: bytes | None) -> dict | None:
+    """The pointer document stored at `path` (None when `data` is None); DamagedPointer
+    when it is not one."""
+    if data is None:
+        return None
+    try:
+        pointer = json.loads(data)
+    except ValueError:
+        raise DamagedPointer(path, "not JSON" if data.strip() else "empty") from None
+    if not (isinstance(pointer, dict) and isinstance(pointer.get("build"), str) and "/" not in pointer["build"]
+            and isinstance(pointer.get("replaced"), list)
+            and all(isinstance(r, dict) and isinstance(r.get("build"), str) for r in pointer["replaced"])):
+        raise DamagedPointer(path, "JSON but not a version pointer (a build id and a list of replaced builds)")
+    return pointer
 
 
 def _semver(version: str) -> tuple[int, ...]:

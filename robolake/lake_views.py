@@ -35,8 +35,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from robolake import progress
 from robolake.errors import RobolakeError
-from robolake.lake import Build, GoldVersion, Lake
+from robolake.lake import Build, DamagedPointer, GoldVersion, Lake
 from robolake.storage import arrow_filesystem, exists, is_remote, list_files, read_table
 
 BUILD_COLUMNS = ("dataset", "version")  # what every view adds from the build
@@ -125,12 +126,27 @@ def _published_episodes(ingested: str, lengths: str) -> str:
         USING (dataset, version, episode_id)"""
 
 
-def versions_table(lake: Lake, dataset: str = "*", version: str = "*") -> pa.Table:
-    """One row per build of a published version: the current one, and each replaced one
-    still kept (until `robolake gc`), from its manifest.json."""
-    rows = []
+def published_builds(lake: Lake, dataset: str = "*", version: str = "*") -> list[tuple[Build, dict]]:
+    """(published build, its version's pointer) of each published version matching the
+    globs. A version whose pointer is damaged is left out, with a warning, unless it was
+    the one asked for."""
+    found = []
     for name, number in lake.published(dataset, version):
-        pointer = lake.current(name, number)
+        try:
+            found.append((lake.current_build(name, number), lake.current(name, number)))
+        except DamagedPointer as exc:
+            if "*" not in (dataset, version):
+                raise
+            progress.console.print(f"warning: {name}:{number} left out: {exc}")
+    return found
+
+
+def versions_table(lake: Lake, published: list[tuple[Build, dict]]) -> pa.Table:
+    """One row per build of the `published` versions: the current one, and each replaced
+    one still kept (until `robolake gc`), from its manifest.json."""
+    rows = []
+    for current, pointer in published:
+        name, number = current.dataset, current.version
         replaced = {r["build"]: r["replaced_at"] for r in pointer["replaced"]}
         for build_id in [*replaced, pointer["build"]]:
             build = lake.build(name, number, build_id)
@@ -155,7 +171,8 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*", materialize: boo
     episodes a view, for a caller that reads it once."""
     remote = is_remote(lake.root)
     lake = lake if remote else Lake(os.path.abspath(lake.root))
-    builds = [lake.current_build(name, number) for name, number in lake.published(dataset, version)]
+    published = published_builds(lake, dataset, version)
+    builds = [build for build, _ in published]
     con = duckdb.connect()
     sources = Sources(con, remote)
     views = {
@@ -176,7 +193,7 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*", materialize: boo
                    if views["episode_stats"] is not None else
                    "SELECT dataset, version, episode_id, count(*) AS num_steps FROM steps GROUP BY ALL")
         con.execute(f"CREATE {kind} episodes AS {_published_episodes(ingested, lengths)}")
-    versions = versions_table(lake, dataset, version)
+    versions = versions_table(lake, published)
     if versions.num_rows:
         con.register("versions", versions)
     if remote and exists(lake.raw_manifest()):

@@ -4,13 +4,14 @@ A build takes the lease before it plans anything (an exclusive create of lease.j
 holding host, pid, start time and a heartbeat), refreshes the heartbeat while it runs,
 and gives it back when it ends. A second build of the version ends with one message
 naming the holder. A lease is stale when its process is gone (same host) or its
-heartbeat is older than STALE_AFTER_S; the next build takes it over and says so."""
+heartbeat is older than STALE_AFTER_S (robolake/holders.py); the next build takes it over
+and says so. An empty, corrupt or wrong-shaped lease.json (a full disk, a hand edit) is
+taken over the same way once its file is older than STALE_AFTER_S, naming the file."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 import uuid
@@ -18,32 +19,18 @@ from dataclasses import dataclass, field
 
 from robolake import progress
 from robolake.errors import RobolakeError
+from robolake.holders import HEARTBEAT_S, STALE_AFTER_S, new_holder, stale_reason, well_formed
 from robolake.lake import Lake
 from robolake.staging import write_atomic
-from robolake.storage import create_exclusive, delete_tree, exists, is_remote, read_json
-
-HEARTBEAT_S = 10.0
-STALE_AFTER_S = float(os.environ.get("ROBOLAKE_LEASE_STALE_AFTER_S", 120))
+from robolake.storage import create_exclusive, delete_tree, exists, is_remote, modified_at, read_json
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
+class UnreadableLease(RobolakeError):
+    """A lease.json that is empty, not JSON, or JSON without a lease's fields."""
 
-
-def stale_reason(holder: dict, now: float | None = None) -> str | None:
-    """Why a lease no longer protects anything (its process is gone, or silent), or None."""
-    if holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1))):
-        return f"its process {holder.get('pid')} on {holder.get('host')} is gone"
-    silent = (now or time.time()) - float(holder.get("heartbeat", 0))
-    if silent > STALE_AFTER_S:
-        return f"its heartbeat is {silent:.0f} s old (stale after {STALE_AFTER_S:.0f} s)"
-    return None
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: unreadable lease ({problem})")
+        self.path, self.problem = path, problem
 
 
 def describe(holder: dict) -> str:
@@ -52,11 +39,17 @@ def describe(holder: dict) -> str:
 
 
 def read_holder(lake: Lake, dataset: str, version: str) -> dict | None:
+    """The lease's holder, None when there is no lease; UnreadableLease for a damaged one."""
     path = lake.lease(dataset, version)
     try:
-        return read_json(path) if exists(path) else None
-    except (OSError, ValueError):  # removed or being replaced between the two calls
+        holder = read_json(path) if exists(path) else None
+    except OSError:  # removed or being replaced between the two calls
         return None
+    except ValueError:
+        raise UnreadableLease(path, "empty or not JSON") from None
+    if holder is not None and not well_formed(holder):
+        raise UnreadableLease(path, "JSON without a lease's build, host, pid and heartbeat")
+    return holder
 
 
 @dataclass
@@ -78,18 +71,18 @@ class Lease:
         return self.lake.lease(self.dataset, self.version)
 
     def acquire(self) -> Lease:
-        now = time.time()
-        self.holder = {
-            "build": self.build, "command": self.command, "host": socket.gethostname(), "pid": os.getpid(),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), "heartbeat": now,
-        }
+        self.holder = new_holder(self.build, self.command)
         data = json.dumps(self.holder, indent=2).encode()
         for _ in range(3):
             if create_exclusive(self.path, data):
                 self._beater = threading.Thread(target=self._beat, daemon=True, name="robolake-lease")
                 self._beater.start()
                 return self
-            holder = read_holder(self.lake, self.dataset, self.version)
+            try:
+                holder = read_holder(self.lake, self.dataset, self.version)
+            except UnreadableLease as exc:
+                self._take_over_unreadable(exc)
+                continue
             if holder is None:
                 continue  # released between our try and our read: try again
             reason = stale_reason(holder)
@@ -97,10 +90,22 @@ class Lease:
                 raise RobolakeError(
                     f"{self.dataset}:{self.version} is being built by {describe(holder)}; one build per version "
                     f"at a time: wait for it, or build another version")
-            self._take_over(holder, reason)
+            self._take_over(f"{describe(holder)}: {reason}")
         raise RobolakeError(f"{self.path}: could not take the lease (it keeps changing hands)")
 
-    def _take_over(self, holder: dict, reason: str) -> None:
+    def _take_over_unreadable(self, exc: UnreadableLease) -> None:
+        """Take a damaged lease over once it is older than a stale heartbeat (its writer
+        wrote it whole, so only damage makes one unreadable: a full disk, a hand edit)."""
+        try:
+            age = time.time() - modified_at(exc.path)
+        except FileNotFoundError:
+            return  # released meanwhile
+        if age <= STALE_AFTER_S:
+            raise RobolakeError(f"{exc}; it is taken over once it is {STALE_AFTER_S:.0f} s old ({age:.0f} s now), "
+                                f"or delete it if no build of {self.dataset}:{self.version} runs") from None
+        self._take_over(f"{exc.path}, unreadable ({exc.problem}) and {age:.0f} s old")
+
+    def _take_over(self, whom: str) -> None:
         """Move a stale lease aside (a rename: of two builds taking over, one wins)."""
         aside = f"{self.path}.{uuid.uuid4().hex[:8]}.stale"
         if is_remote(self.path):
@@ -111,7 +116,7 @@ class Lease:
             except FileNotFoundError:
                 return
             os.remove(aside)
-        progress.console.print(f"took over the lease of {self.dataset}:{self.version} from {describe(holder)}: {reason}")
+        progress.console.print(f"took over the lease of {self.dataset}:{self.version} from {whom}")
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -123,7 +128,10 @@ class Lease:
 
     def check(self) -> None:
         """Notice when another build took the lease over (this one was thought dead)."""
-        current = read_holder(self.lake, self.dataset, self.version)
+        try:
+            current = read_holder(self.lake, self.dataset, self.version)
+        except UnreadableLease:
+            current = None
         if current is None or current.get("build") != self.build:
             self.lost_to = current or {"build": None}
 
@@ -152,5 +160,8 @@ class Lease:
 
 def live_build(lake: Lake, dataset: str, version: str) -> str | None:
     """The build id holding a live lease on the version, or None."""
-    holder = read_holder(lake, dataset, version)
-    return holder.get("build") if holder and stale_reason(holder) is None else None
+    try:
+        holder = read_holder(lake, dataset, version)
+    except UnreadableLease:
+        return None
+    return holder["build"] if holder and stale_reason(holder) is None else None

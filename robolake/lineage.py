@@ -7,10 +7,10 @@ that changed or disappeared since."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 
+from robolake.arguments import ArgumentParser
 from robolake.errors import RobolakeError
 from robolake.hashing import sha256_source
 from robolake.lake import Build, Lake
@@ -175,7 +175,7 @@ def render(node: Lineage, statuses: dict[str, str] | None = None, depth: int = 0
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="robolake lineage", description="print the chain from a checkpoint or dataset back to its raw files"
     )
     parser.add_argument("artifact", help="gold version folder, checkpoint folder, training run folder (its best "
@@ -186,7 +186,8 @@ def run(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     artifact = args.artifact
     if not exists(artifact) and artifact.count("/") == 1:
-        artifact = Lake(args.lake).gold(*parse_reference(artifact.replace("/", ":")))
+        dataset, version = parse_reference(artifact.replace("/", ":"))
+        artifact = Lake(args.lake).existing().gold(dataset, version)
     tree = lineage(run_checkpoint(artifact))
     statuses = verify_inputs(tree.all_inputs()) if args.verify else None
     bad = [path for path, status in (statuses or {}).items() if status != "ok"]

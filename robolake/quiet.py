@@ -30,6 +30,8 @@ from __future__ import annotations
 import logging
 import os
 
+from robolake.errors import MACHINE_ERRORS
+
 SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quiet_site")
 
 ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
@@ -38,6 +40,8 @@ ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0", "HF_HU
 NOISE = {
     "root": ("apitools not found",),  # apache_beam.io.gcp: the optional GCP client is absent (gs:// lakes only)
     "apache_beam.runners.portability.local_job_service": ("No semi_persistent_directory found",),
+    # a transform's OSError of a full or read-only disk, logged with its traceback: the CLI says it in one line
+    "apache_beam.runners.common": tuple(os.strerror(number) for number in MACHINE_ERRORS),
 }
 
 BEAM_WORKER_VARIABLE = "LOGGING_API_SERVICE_DESCRIPTOR"  # set by Beam's runner for each SDK worker it starts

@@ -22,6 +22,7 @@ import json
 import os
 import posixpath
 import shutil
+import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -181,8 +182,10 @@ def cache_dir() -> str:
 
 
 def create_exclusive(path: str, data: bytes) -> bool:
-    """Create `path` holding `data` unless it exists; False when it already did. An
-    O_EXCL create locally; a conditional PUT (if-none-match) on an object store."""
+    """Create `path` holding `data` unless it exists; False when it already did. The file
+    appears whole or not at all: locally `data` is written to a hidden sibling first and
+    hard-linked into place (a link fails if the name exists); on an object store it is a
+    conditional PUT (if-none-match)."""
     if is_remote(path):
         filesystem, bare = arrow_filesystem(path)
         try:  # s3fs and gcsfs honour mode "xb" as if-none-match
@@ -192,10 +195,85 @@ def create_exclusive(path: str, data: bytes) -> bool:
             return False
         return True
     makedirs(posixpath.dirname(path))
+    staging = _hidden_sibling(path)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with open(staging, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(staging, path)
     except FileExistsError:
         return False
-    with os.fdopen(descriptor, "wb") as f:
-        f.write(data)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
     return True
+
+
+def replace_if(path: str, data: bytes, expected: bytes | None) -> bool:
+    """Compare-and-swap: replace `path` with `data` only while it still holds `expected`
+    (None: only while it does not exist); False, writing nothing, when it holds anything
+    else. Locally the compare and the rename run under an exclusive lock (flock) on a hidden
+    sibling lock file; on S3 it is one conditional PUT: If-Match the ETag of `expected` (the
+    MD5 of a single-part object, as every robolake pointer is) or If-None-Match. Other
+    object stores compare, then write: not atomic."""
+    if path.startswith("s3://"):
+        return _s3_replace_if(path, data, expected)
+    if is_remote(path):
+        current = read_bytes(path) if exists(path) else None
+        if current != expected:
+            return False
+        write_bytes(path, data)
+        return True
+    import fcntl
+
+    makedirs(posixpath.dirname(path))
+    parent, name = posixpath.split(path)
+    with open(posixpath.join(parent, f".{name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path, "rb") as f:
+                current = f.read()
+        except FileNotFoundError:
+            current = None
+        if current != expected:
+            return False
+        staging = _hidden_sibling(path)
+        with open(staging, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(staging, path)
+    return True
+
+
+def _s3_replace_if(path: str, data: bytes, expected: bytes | None) -> bool:
+    import errno
+    import hashlib
+
+    filesystem, bare = arrow_filesystem(path)
+    bucket, key = bare.split("/", 1)
+    condition = ({"IfNoneMatch": "*"} if expected is None
+                 else {"IfMatch": '"' + hashlib.md5(expected, usedforsecurity=False).hexdigest() + '"'})
+    try:
+        filesystem.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+    except (FileExistsError, FileNotFoundError):  # If-None-Match failed; If-Match on a missing object
+        return False
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # s3fs's PreconditionFailed (If-Match)
+            return False
+        raise
+    return True
+
+
+def modified_at(path: str) -> float:
+    """When the file at `path` was last written (seconds since the epoch)."""
+    if not is_remote(path):
+        return os.path.getmtime(path)
+    filesystem, bare = arrow_filesystem(path)
+    return filesystem.modified(bare).timestamp()
+
+
+def _hidden_sibling(path: str) -> str:
+    parent, name = posixpath.split(path)
+    return posixpath.join(parent, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")

@@ -260,6 +260,7 @@ def write_teleop_bag(
     instruction: str = INSTRUCTION,
     omit_topics: Iterable[str] = (),
     empty: bool = False,
+    clock_step: tuple[str, float, float] | None = None,
 ) -> ExpectedStreams:
     """Write one synthetic teleoperation bag; return what was written.
 
@@ -276,6 +277,9 @@ def write_teleop_bag(
     markers: receive times (s from t0) of std_msgs/String messages on /episode_start.
     instruction_at: receive times (s from t0) of the /instruction String.
     omit_topics: topics left out altogether; empty: topics declared, no message written.
+    clock_step: (topic, at_s, back_s): that topic's publisher clock steps back by back_s
+      at capture time at_s: the header stamps of its messages from then on are back_s
+      early (their receive times are not).
     """
     path = Path(path)
     rng = np.random.default_rng(seed)
@@ -331,6 +335,10 @@ def write_teleop_bag(
                                    np.zeros((len(received), 0)), [f"episode {i}" for i in range(len(received))],
                                    has_header=False)
     streams = {topic: stream for topic, stream in streams.items() if topic not in omit}
+    if clock_step:
+        topic, at_s, back_s = clock_step
+        stepped = streams[topic].stamps >= ns(at_s)
+        streams[topic].stamps[stepped] -= round(back_s * NS)
 
     builder = _Builder(ROS1_STORE if storage == "ros1" else ROS2_STORE)
     events = sorted(

@@ -252,6 +252,10 @@ def test_bad_input(gold, image_export, tmp_path, capsys):
     assert main(["lerobot", "synthetic_tabletop", str(existing), "--lake", gold["lake"]]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert (existing / "keep.txt").read_text() == "mine"
+    assert main(["lerobot", "synthetic_tabletop", str(existing), "--lake", gold["lake"], "--overwrite"]) == 2
+    assert "is not a LeRobot export that robolake wrote" in capsys.readouterr().err
+    assert (existing / "keep.txt").read_text() == "mine"
+    shutil.copytree(image_export.out_dir, existing, dirs_exist_ok=True)  # an earlier export (and keep.txt)
     assert main(["lerobot", "synthetic_tabletop", str(existing), "--lake", gold["lake"], "--overwrite",
                  "--images", "image", "--modality"]) == 0
     out = capsys.readouterr().out

@@ -111,7 +111,7 @@ def test_a_run_without_summary_or_evaluation(converted, capsys, tmp_path):
 def test_an_empty_lake_is_one_clear_error(tmp_path, capsys):
     assert main(["summary", "--lake", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert f"{tmp_path}: no published dataset version and no training run there" in err and "Traceback" not in err
+    assert f"no lake at {tmp_path} (no raw/ manifest, no versions/): check --lake" in err and "Traceback" not in err
 
 
 def test_under_sampled_values_come_whole_from_the_report():

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -36,11 +35,13 @@ from robolake.staging import staged
 from robolake.storage import cache_dir, copy_file, copy_tree, exists, is_remote, join
 from schemas.documents import check
 from training.config import TrainConfig
-from training.model import CompactVLA, load_pretrained, merge_lora, save_pretrained
+from training.model import MODEL_FILES, CompactVLA, load_pretrained, merge_lora, require_files, save_pretrained
 from training.tokenizers import InstructionTokenizer
 
 
 BUNDLE_FILE = "model_config.json"  # every bundle has it
+BUNDLE_FILES = (*MODEL_FILES, "dataset_statistics.json", "provenance.json")  # what evaluate reads
+TRAINER_FILES = ("training_weights.safetensors", "trainer_state.pt", "rng.json")  # what --resume reads
 
 
 def _provenance(location: str, target: GoldVersion, state: dict, started_at: str) -> dict:
@@ -88,6 +89,7 @@ def _save_trainer_state(staging: Path, model: CompactVLA, optimizer, scheduler, 
 
 def load_trainer_state(bundle: Path, model: CompactVLA, optimizer, scheduler) -> dict:
     """Restore weights, optimizer, scheduler and RNG from a last/ bundle; returns its state."""
+    require_files(bundle, TRAINER_FILES)
     model.load_state_dict(load_file(bundle / "training_weights.safetensors"))
     saved = torch.load(bundle / "trainer_state.pt", weights_only=True)
     optimizer.load_state_dict(saved["optimizer"])
@@ -119,14 +121,16 @@ def bundle_location(path: str) -> str:
 
 
 def local_bundle(path: str) -> Path:
-    """`bundle_location(path)` as a local folder: itself when local; a remote one
-    downloaded afresh (a run's best/ changes while it trains) into
+    """`bundle_location(path)` as a local folder with every file of BUNDLE_FILES: itself when
+    local; a remote one downloaded afresh (a run's best/ changes while it trains) into
     storage.cache_dir()/checkpoints/<hash of its path>/<name>/."""
     location = bundle_location(path)
-    if not is_remote(location):
-        return Path(location)
-    folder = os.path.join(cache_dir(), "checkpoints", hashlib.sha256(location.encode()).hexdigest()[:16],
-                          location.rsplit("/", 1)[-1])
-    with staged(folder) as staging:
-        copy_tree(location, staging)
-    return Path(folder)
+    if is_remote(location):
+        folder = Path(cache_dir(), "checkpoints", hashlib.sha256(location.encode()).hexdigest()[:16],
+                      location.rsplit("/", 1)[-1])
+        with staged(str(folder)) as staging:
+            copy_tree(location, staging)
+    else:
+        folder = Path(location)
+    require_files(folder, BUNDLE_FILES)
+    return folder

@@ -33,13 +33,16 @@ import torch
 from rich.progress import Progress
 
 from robolake import progress
+from robolake.arguments import ArgumentParser, positive_int
 from robolake.errors import RobolakeError
 from robolake.lake import GoldVersion, Lake
 from robolake.lineage import dataset_change
 from robolake.names import dataset_argument
 from robolake.normalization import denormalize, load_statistics
+from robolake.overwrite import check_replace
+from robolake.pins import reading
 from robolake.staging import staged
-from robolake.storage import is_remote, join
+from robolake.storage import exists, is_remote, join, read_json
 from training.checkpoint import bundle_location, local_bundle
 from training.config import DataConfig
 from training.data import RldsSteps, collate
@@ -178,6 +181,16 @@ def evaluate_closed_loop(bundle: Path, baseline: Path | None, metrics: dict, lak
     return summary["weak_values"]
 
 
+def _is_evaluation(folder: str) -> bool:
+    """A folder this command wrote: its eval.json names the checkpoint evaluated."""
+    path = join(folder, "eval.json")
+    try:
+        document = read_json(path) if exists(path) else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and "checkpoint" in document and "overall" in document
+
+
 def write_per_dimension(metrics: dict, path: Path) -> None:
     """One row per action dimension: mse and l1 overall (a DVC bar plot)."""
     with open(path, "w", newline="") as f:
@@ -188,14 +201,14 @@ def write_per_dimension(metrics: dict, path: Path) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="robolake evaluate", description="Evaluate a checkpoint on held-out data.")
+    parser = ArgumentParser(prog="robolake evaluate", description="Evaluate a checkpoint on held-out data.")
     parser.add_argument("run", help="a run folder (its best/ bundle is evaluated) or a checkpoint bundle folder")
     parser.add_argument("--dataset", type=dataset_argument,
                         help="NAME[:VERSION] to evaluate on (default: the checkpoint's own dataset)")
     parser.add_argument("--split", default="test", help="split to evaluate on (default: test)")
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
     parser.add_argument("--out", help="output folder (default: <run>/eval)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--rollouts", type=int, default=0,
                         help="closed-loop episodes in all, cycled over the split's tasks, in the built-in "
                              "tabletop environment (per-task results in eval.json)")
@@ -205,13 +218,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--baseline", metavar="RUN",
                         help="another run folder or bundle rolled out on the same scenes and tasks, reported "
                              "next to this one (e.g. the pretrained policy beside its fine-tune)")
-    parser.add_argument("--max-steps", type=int, help="closed-loop episode limit (default: the environment's)")
+    parser.add_argument("--max-steps", type=positive_int, help="closed-loop episode limit (default: the environment's)")
     parser.add_argument("--allow-dataset-change", action="store_true",
                         help="evaluate even if the checkpoint's dataset version was rebuilt since training "
                              "(the change is recorded in eval.json)")
     return parser.parse_args(argv)
 
 
+@reading("evaluate")
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
     started = time.time()
@@ -226,6 +240,10 @@ def run(argv: list[str]) -> int:
         raise RobolakeError(f"{change}; the {args.split} split is not the one held out from training. Pass "
                             f"--allow-dataset-change to evaluate anyway (recorded in eval.json)")
     out_location = args.out or join(posixpath.dirname(location) or ".", "eval")  # the run folder's eval/
+    # an earlier evaluation is replaced (`dvc repro` re-runs it), nothing else
+    check_replace(out_location, "an evaluation folder", True, _is_evaluation,
+                  keep={"the lake": lake.root, "the checkpoint": location,
+                        **({"the baseline": args.baseline} if args.baseline else {})})
     # a remote eval/ is written locally and uploaded at the end
     with staged(out_location) if is_remote(out_location) else nullcontext(out_location) as out_dir:
         out = Path(out_dir)

@@ -27,10 +27,10 @@ the actions, how many action tokens it keeps, how it shifts the entropy.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import warnings
+import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,8 +40,11 @@ import torch
 from torch import Tensor, nn
 
 from robolake import progress
+from robolake.arguments import ArgumentParser, positive_int
 from robolake.errors import RobolakeError
-from training.model import CompactVLA, ModelConfig
+from robolake.overwrite import check_replace
+from robolake.staging import staged
+from training.model import CompactVLA, ModelConfig, require_files
 from training.runtime import (
     Policy,
     SafetyConfig,
@@ -76,9 +79,12 @@ class _Predict(nn.Module):
         return out["actions"], out["tokens"], out["entropy"], out["chunk"]
 
 
-def export_policy(bundle_path: str | Path, out_path: str | Path, int8: bool = False) -> Path:
-    """Trace the bundle's merged model (int8: dynamically quantized first) into a TorchScript file."""
+def export_policy(bundle_path: str | Path, out_path: str | Path, int8: bool = False, overwrite: bool = False) -> Path:
+    """Trace the bundle's merged model (int8: dynamically quantized first) into a TorchScript file;
+    `overwrite` replaces an earlier export at `out_path` (robolake/overwrite.py)."""
     bundle = Path(bundle_path)
+    check_replace(str(out_path), "a TorchScript export", overwrite, _is_export, keep={"the checkpoint": str(bundle)})
+    require_files(bundle, (STATISTICS,))
     model = load_inference_model(bundle)
     if int8:
         model = quantize_int8(model)
@@ -95,15 +101,23 @@ def export_policy(bundle_path: str | Path, out_path: str | Path, int8: bool = Fa
     images = torch.rand(2, model.config.num_cameras, 3, size, size, generator=generator)
     state = (torch.randn(2, model.config.state_dim, generator=generator),) if model.config.state_dim else ()
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), _torchscript():
+    with torch.no_grad(), _torchscript(), staged(str(out)) as staging:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks and mask helpers: constants here
         traced = torch.jit.trace(_Predict(model).eval(), (images, ids, mask, *state), check_trace=False)
-        torch.jit.save(traced, str(out), _extra_files={
+        torch.jit.save(traced, staging, _extra_files={
             EXPORT_INFO: json.dumps(info), MODEL_CONFIG: json.dumps(asdict(model.config)),
             TOKENIZER: json.dumps({"type": "word", "tokens": model.tokenizer.tokens}), STATISTICS: statistics_text,
         })
     return out
+
+
+def _is_export(path: str) -> bool:
+    """A file `export_policy` wrote: a TorchScript archive with its export.json."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(f"/extra/{EXPORT_INFO}") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 @contextmanager
@@ -222,17 +236,18 @@ def quantization_change(bundle_path: str | Path, int8_path: str | Path, observat
 
 
 def run(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="robolake export",
-                                     description="Export a checkpoint bundle's merged policy to TorchScript.")
+    parser = ArgumentParser(prog="robolake export",
+                            description="Export a checkpoint bundle's merged policy to TorchScript.")
     parser.add_argument("bundle", help="checkpoint bundle folder, e.g. lake/runs/finetune/best")
     parser.add_argument("out", help="the TorchScript file to write (.pt)")
     parser.add_argument("--int8", action="store_true", help="dynamic int8 quantization of the language model")
-    parser.add_argument("--observations", type=int, default=100, help="random observations of the parity check")
+    parser.add_argument("--observations", type=positive_int, default=100, help="random observations of the parity check")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max abs difference of normalized actions")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it is an earlier export")
     args = parser.parse_args(argv)
     started = time.time()
     with progress.console.status(f"tracing {args.bundle}{' (int8)' if args.int8 else ''}") as status:
-        out = export_policy(args.bundle, args.out, int8=args.int8)
+        out = export_policy(args.bundle, args.out, int8=args.int8, overwrite=args.overwrite)
         status.update(f"parity check of {out} on {args.observations} observations")
         parity = check_parity(args.bundle, out, args.observations, args.tolerance)
         if args.int8:

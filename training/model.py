@@ -45,12 +45,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from robolake.errors import RobolakeError
 from training.tokenizers import ActionTokenizer, InstructionTokenizer
 
 ATTENTION_TARGETS = ("q_proj", "v_proj")
 MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
 ADAPTER_DIR = "adapter"
 LANGUAGE_MODEL_DIR = "language_model"
+MODEL_FILES = ("model_config.json", "tokenizer.json", f"{LANGUAGE_MODEL_DIR}/config.json", "model.safetensors")
 
 
 @dataclass
@@ -575,12 +577,21 @@ def save_pretrained(model: CompactVLA, tokenizer: InstructionTokenizer, path: st
         shutil.rmtree(folder / ADAPTER_DIR)
 
 
+def require_files(folder: Path, names: tuple[str, ...]) -> None:
+    """One clear error for a checkpoint folder that lacks some of `names` (partly deleted, or not a checkpoint)."""
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        raise RobolakeError(f"{folder}: the checkpoint has no {', '.join(missing)}; restore the missing files "
+                            f"or train it again")
+
+
 def load_pretrained(path: str | Path) -> tuple[CompactVLA, InstructionTokenizer]:
     """A model saved by `save_pretrained`, in eval mode.
 
     A LoRA checkpoint comes back as `add_lora` leaves a model: adapters trainable, everything else frozen.
     """
     folder = Path(path)
+    require_files(folder, MODEL_FILES)
     config = ModelConfig(**json.loads((folder / "model_config.json").read_text()))
     tokenizer = InstructionTokenizer.load(folder / "tokenizer.json")
     lm_config = AutoConfig.from_pretrained(folder / LANGUAGE_MODEL_DIR, local_files_only=True)

@@ -8,7 +8,6 @@ env and ends with a one-line summary."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 from collections import Counter
@@ -20,6 +19,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from robolake import progress
+from robolake.arguments import ArgumentParser, positive_int
 from robolake.sample.motion import CONTROL_HZ
 from training.metrics import smoothness, wilson_interval
 from training.sim_env import EnvPolicy, RandomPolicy, ScriptedPolicy, TabletopEnv
@@ -228,13 +228,13 @@ def run_rollouts(policy: EnvPolicy, env, episodes: int, tasks: Sequence[str] | N
 
 
 def main(argv: list[str] | None = None) -> RolloutReport:
-    parser = argparse.ArgumentParser(description="Roll out the scripted or a random policy in the tabletop env.")
+    parser = ArgumentParser(description="Roll out the scripted or a random policy in the tabletop env.")
     parser.add_argument("--policy", choices=["scripted", "random"], default="scripted")
-    parser.add_argument("--episodes", type=int, default=30)
+    parser.add_argument("--episodes", type=positive_int, default=30)
     parser.add_argument("--tasks", default=None,
                         help="comma-separated tasks cycled over episodes (default: the sample's mix)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--max-steps", type=positive_int, default=None)
     parser.add_argument("--front-size", default="480x640", help="front camera render size HxW (the wrist gets half)")
     parser.add_argument("--failures-dir", default=None)
     args = parser.parse_args(argv)

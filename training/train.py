@@ -36,17 +36,21 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from robolake import progress
+from robolake.arguments import ArgumentParser, positive_int
 from robolake.errors import RobolakeError
 from robolake.lake import GoldVersion, Lake
 from robolake.names import dataset_argument
+from robolake.overwrite import artifact_kind, check_replace
+from robolake.pins import reading
 from robolake.provenance import utc_now
-from robolake.storage import cache_dir, copy_tree, exists, is_remote, join
+from robolake.storage import cache_dir, copy_tree, delete_tree, exists, is_remote, join, open_read
 from training.checkpoint import load_trainer_state, save_checkpoint
 from training.config import TrainConfig, load_config
 from training.data import RldsSteps, collate, dataset_info
 from training.model import CompactVLA, add_lora, load_pretrained, trainable_parameters
 from training.tokenizers import InstructionTokenizer
 
+RUN_OUTPUTS = ("best", "last", "metrics.csv", "summary.json", "tensorboard")  # what a run writes in its folder
 METRIC_FIELDS = ["step", "loss", "action_token_accuracy", "val_loss", "val_action_token_accuracy", "lr",
                  "grad_norm", "samples_per_s"]
 
@@ -214,10 +218,6 @@ def train(config: TrainConfig, target: GoldVersion, run_dir: Path, resume: bool 
     info = dataset_info(target.gold_dir)
     model, tokenizer = build_model(config, info)
     model.to(ctx.device)
-    trainable, total = trainable_parameters(model)
-    if ctx.main:
-        progress.console.print(f"{config.mode}: {trainable:,} trainable parameters of {total:,} "
-                               f"({trainable / total:.2%})")
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.peak_lr, betas=config.betas, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
@@ -225,6 +225,10 @@ def train(config: TrainConfig, target: GoldVersion, run_dir: Path, resume: bool 
     if resume and (run_dir / "last").exists():
         state = load_trainer_state(run_dir / "last", model, optimizer, scheduler)
         start, best_val, best_step = state["step"], state["best_val"], state["best_step"]
+    trainable, total = trainable_parameters(model)
+    if ctx.main:
+        progress.console.print(f"{config.mode}: {trainable:,} trainable parameters of {total:,} "
+                               f"({trainable / total:.2%})")
     loss_module = PolicyLoss(model)
     if ctx.world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
@@ -312,7 +316,7 @@ def train(config: TrainConfig, target: GoldVersion, run_dir: Path, resume: bool 
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="robolake train", description="Fine-tune a VLA policy on a gold dataset version.")
+    parser = ArgumentParser(prog="robolake train", description="Fine-tune a VLA policy on a gold dataset version.")
     dataset = parser.add_mutually_exclusive_group(required=True)
     dataset.add_argument("dataset", nargs="?", type=dataset_argument,
                          help="NAME or NAME:VERSION (default: the latest version)")
@@ -322,12 +326,42 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
     parser.add_argument("--run-dir", help="run folder (default: <lake>/runs/<dataset>-<version>-<mode>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in a run folder that holds an earlier run, replacing its checkpoints")
     parser.add_argument("--merge", action="store_true", help="also write best/merged: LoRA folded into the base weights")
-    parser.add_argument("--stop-after", type=int, help="stop after this many optimizer steps (resume later with --resume)")
+    parser.add_argument("--stop-after", type=positive_int, help="stop after this many optimizer steps (resume later with --resume)")
     args = parser.parse_args(argv)
     args.dataset = args.dataset or args.dataset_option
     del args.dataset_option
     return args
+
+
+def clear_earlier_run(location: str, lake: Lake, config: TrainConfig, resume: bool, overwrite: bool) -> None:
+    """A new run deletes an earlier run's outputs in `location` first, only with --overwrite and
+    only when they are a robolake run's (robolake/overwrite.py); --resume continues it instead.
+    (`dvc repro` deletes a train stage's outputs before it runs, so it needs no --overwrite.)"""
+    if resume and exists(join(location, "last")):
+        return
+    earlier = [join(location, name) for name in RUN_OUTPUTS if exists(join(location, name))]
+    if earlier:
+        check_replace(location, "a training run folder", overwrite, _is_run,
+                      keep={"the lake": lake.root, **({"the base checkpoint": config.base} if config.base else {})},
+                      retry="pass --resume to continue it, or --overwrite to replace its checkpoints")
+    for path in earlier:
+        delete_tree(path)
+
+
+def _is_run(folder: str) -> bool:
+    """A run robolake trained: its best/ and last/ are checkpoints, or (stopped before the
+    first one) its metrics.csv has train's columns."""
+    bundles = [join(folder, name) for name in ("best", "last") if exists(join(folder, name))]
+    if bundles:
+        return all(artifact_kind(bundle) == "checkpoint" for bundle in bundles)
+    try:
+        with open_read(join(folder, "metrics.csv")) as f:
+            return f.readline().decode().strip() == ",".join(METRIC_FIELDS)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def local_run_dir(location: str, resume: bool) -> Path:
@@ -343,12 +377,15 @@ def local_run_dir(location: str, resume: bool) -> Path:
     return local
 
 
+@reading("train")
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
     config = load_config(args.config)
     lake = Lake(args.lake)
     target = lake.resolve(args.dataset)
     location = args.run_dir or lake.run_dir(f"{target.dataset}-{target.version}-{config.mode}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 checks and clears
+        clear_earlier_run(location, lake, config, args.resume, args.overwrite)
     run_dir = local_run_dir(location, args.resume)
     summary = train(config, target, run_dir, resume=args.resume, stop_after=args.stop_after, location=location)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes and reports

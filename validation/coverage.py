@@ -20,6 +20,7 @@ import pyarrow as pa
 from rich.progress import Progress
 
 from robolake import progress
+from robolake.arguments import ArgumentParser
 from robolake.coverage_rule import THRESHOLD, UnderSampled, field_column, marginals, quoted, under_sampled
 from robolake.lake import GoldVersion, Lake
 from robolake.lake_views import available_views, connect_version
@@ -321,7 +322,7 @@ def write_report(lake: Lake, report: CoverageReport) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="robolake report", description="Write a dataset version's coverage report.")
+    parser = ArgumentParser(prog="robolake report", description="Write a dataset version's coverage report.")
     parser.add_argument("dataset", type=dataset_argument, help="NAME or NAME:VERSION (default: the latest version)")
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD,

@@ -21,6 +21,7 @@ import yaml
 from rich.progress import Progress
 
 from robolake import progress
+from robolake.arguments import ArgumentParser
 from robolake.errors import RobolakeError
 from robolake.lake import GoldVersion, Lake
 from robolake.lake_views import connect_version
@@ -128,6 +129,7 @@ def run_gate(lake: Lake, target: GoldVersion, config: dict) -> tuple[list[Outcom
     # Data Docs are written in a local folder, then moved (or, to an object store, uploaded) in place
     with staged(join(lake.reports(target.dataset, target.version), "data_docs")) as docs_dir, \
             Progress(console=progress.console, transient=True) as bar:
+        os.makedirs(docs_dir)  # a read-only lake fails here, once: GX would log a traceback for every page
         runner = GxRunner(docs_dir)
         task = bar.add_task(f"validate {target.dataset} {target.version}", total=len(CHECKS))
         for build in CHECKS:
@@ -184,7 +186,7 @@ def print_summary(outcomes: list[Outcome], skipped: list[Check]) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="robolake validate", description="Run the quality gate on a dataset version.")
+    parser = ArgumentParser(prog="robolake validate", description="Run the quality gate on a dataset version.")
     parser.add_argument("dataset", type=dataset_argument, help="NAME or NAME:VERSION (default: the latest version)")
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
     parser.add_argument("--config", default=str(CONFIG), help=f"gate settings YAML (default: {CONFIG.name} in validation/)")

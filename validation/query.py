@@ -15,6 +15,7 @@ import time
 import duckdb
 
 from robolake import progress
+from robolake.arguments import ArgumentParser, positive_int
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
 from robolake.storage import is_remote
@@ -26,7 +27,7 @@ FORMATS = ("table", "csv", "json", "parquet")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="robolake query",
         description=f"Run DuckDB SQL over the lake's views: {', '.join(VIEWS)}. The SQL runs as the local "
         "user and may read and write any of their files (COPY, read_csv, ATTACH); use --read-only for SQL "
@@ -39,7 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="NAME or NAME:VERSION to limit every view to (default: the whole lake)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     parser.add_argument("--output", "-o", help="write to this file (parquet needs one; else stdout)")
-    parser.add_argument("--max-rows", type=int, default=100, help="rows printed as a table (default: 100)")
+    parser.add_argument("--max-rows", type=positive_int, default=100, help="rows printed as a table (default: 100)")
     parser.add_argument("--read-only", action="store_true",
                         help="one SELECT only; no COPY, ATTACH, INSTALL/LOAD, SET, nor files outside the lake")
     return parser.parse_args(argv)
@@ -54,10 +55,10 @@ def scope(lake: Lake, reference: str | None) -> tuple[str, str]:
     return target.dataset, target.version if ":" in reference else "*"
 
 
-def check_statement(con: duckdb.DuckDBPyConnection, sql: str, read_only: bool) -> None:
+def check_statement(sql: str, read_only: bool) -> None:
     """Refuse SQL without a statement and, under --read-only, anything but one SELECT."""
     try:
-        statements = con.extract_statements(sql)
+        statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
         raise RobolakeError(one_line(exc)) from None
     if not statements:
@@ -126,9 +127,9 @@ def run(argv: list[str]) -> int:
     started = time.time()
     if args.output:
         check_output(args.output)
-    lake = Lake(args.lake)
+    check_statement(args.sql, args.read_only)
+    lake = Lake(args.lake).existing()
     con = connect(lake, *scope(lake, args.dataset))
-    check_statement(con, args.sql, args.read_only)
     if args.read_only:
         lock_down(con, lake)
     rows = write(run_query(con, args.sql), args.format, args.output, args.max_rows)

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from robolake import progress
+from robolake.arguments import ArgumentParser
 from robolake.errors import RobolakeError
 from robolake.lake import Lake
 from robolake.lake_views import connect_version
@@ -104,7 +105,7 @@ def _table(statistics: dict) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="robolake stats",
         description="Statistics of a selection of a version's episodes, merged from the silver episode_stats rows.",
         epilog="""e.g. robolake stats sample_tabletop --where "task = 'pick'" """,

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
-import os
-
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from exports.lerobot.writer import export
-from robolake.errors import RobolakeError
+from robolake.arguments import ArgumentParser
 from robolake.lake import Lake
 from robolake.names import dataset_argument
+from robolake.pins import reading
 from robolake.progress import console
 
 
+@reading("lerobot")
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="robolake lerobot", description="export a gold dataset version as a "
-                                     "LeRobotDataset (codebase v3.0): Parquet frames, MP4 videos, meta/")
+    parser = ArgumentParser(prog="robolake lerobot", description="export a gold dataset version as a "
+                            "LeRobotDataset (codebase v3.0): Parquet frames, MP4 videos, meta/")
     parser.add_argument("dataset", type=dataset_argument, help="NAME[:VERSION] (default: the latest published version)")
     parser.add_argument("out_dir", help="folder to create: LeRobotDataset(repo_id, root=OUT_DIR) loads it")
     parser.add_argument("--lake", default="lake")
-    parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
+    parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it is an earlier export")
     parser.add_argument("--images", choices=("auto", "video", "image"), default="auto",
                         help="video: MP4 per camera, AV1 (else H.264) as LeRobot encodes it (lossy); image: the "
                              "gold JPEG/PNG bytes in Parquet; auto: video where PyAV can encode it")
@@ -28,8 +27,6 @@ def run(argv: list[str]) -> int:
                         help="also write meta/modality.json, the state/action ranges NVIDIA GR00T reads")
     args = parser.parse_args(argv)
     target = Lake(args.lake).resolve(args.dataset)
-    if os.path.exists(args.out_dir) and not args.overwrite:
-        raise RobolakeError(f"{args.out_dir} already exists; pass --overwrite to replace it")
     with Progress(TextColumn(f"lerobot {target.dataset}:{target.version}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("episodes"), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("export", total=None)

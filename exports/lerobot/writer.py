@@ -39,7 +39,8 @@ from exports.lerobot.video import ENCODERS, PIX_FMT, VideoFiles, available_encod
 from robolake import provenance
 from robolake.errors import RobolakeError
 from robolake.hashing import sha256_file
-from robolake.lake import GoldVersion
+from robolake.lake import Build, GoldVersion
+from robolake.overwrite import artifact_kind, check_replace
 from robolake.staging import staged
 from robolake.storage import is_remote
 from schemas.documents import check
@@ -90,8 +91,7 @@ def export(gold_dir: str, out_dir: str, overwrite: bool = False, images: str = "
     if is_remote(out_dir):
         raise RobolakeError(f"{out_dir}: LeRobot datasets are local folders; give a local output path")
     out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir) and not overwrite:
-        raise RobolakeError(f"{out_dir} already exists; pass --overwrite to replace it")
+    _check_out_dir(out_dir, gold_dir, overwrite)
     if images not in ("auto", "video", "image"):
         raise RobolakeError(f"--images must be auto, video or image, not {images!r}")
     gold = GoldVersion.at(gold_dir)
@@ -110,11 +110,24 @@ def export(gold_dir: str, out_dir: str, overwrite: bool = False, images: str = "
         problems = validate_export(root)
         if problems:
             raise RuntimeError("the export breaks the LeRobot v3.0 layout:\n  " + "\n  ".join(problems))
-        if os.path.exists(out_dir) and not overwrite:
-            raise RobolakeError(f"{out_dir} appeared while exporting; pass --overwrite to replace it")
+        _check_out_dir(out_dir, gold_dir, overwrite)  # again: it may have appeared while exporting
     return ExportOutcome(out_dir, gold.dataset, gold.version, writer.episodes, writer.frames, len(writer.tasks),
                          writer.splits, image_mode, _video_codec(features), encoder, writer.pixel_error(), document,
                          time.time() - started)
+
+
+def _check_out_dir(out_dir: str, gold_dir: str, overwrite: bool) -> None:
+    """`out_dir` may be written: never the lake or a folder in it, and replaced only when it
+    is an earlier export (robolake/overwrite.py)."""
+    build = Build.of_gold(gold_dir)
+    lake = {"the lake": build.lake_root} if build else {}
+    check_replace(out_dir, "a LeRobot export", overwrite, _is_export,
+                  keep={**lake, "the gold version": gold_dir}, keep_out=lake)
+
+
+def _is_export(folder: str) -> bool:
+    """An export this writer wrote: meta/info.json and a provenance.json of kind lerobot_export."""
+    return os.path.isfile(os.path.join(folder, "meta", "info.json")) and artifact_kind(folder) == "lerobot_export"
 
 
 def _fps_value(rate: float) -> float | int:

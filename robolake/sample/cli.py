@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from rich.progress import Progress
 
+from robolake.arguments import ArgumentParser, positive_int
 from robolake.errors import RobolakeError
 from robolake.progress import console
 from robolake.sample.generate import write_sample
 
 
 def run(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="robolake sample",
         description="write the built-in sample dataset: HDF5 files and ROS 2 mcap bags, with seeded faults",
     )
     parser.add_argument("out_dir")
-    parser.add_argument("--episodes", type=int, default=60)
+    parser.add_argument("--episodes", type=positive_int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bag-fraction", type=float, default=0.5, help="share of episodes written as mcap bags")
-    parser.add_argument("--steps", type=int, help="exact steps per episode (default: 30 to 60, by task)")
+    parser.add_argument("--steps", type=positive_int, help="exact steps per episode (default: 30 to 60, by task)")
     parser.add_argument("--no-faults", dest="faults", action="store_false", help="leave out the seeded faults")
-    parser.add_argument("--workers", type=int, default=1, help="processes rendering episodes")
+    parser.add_argument("--workers", type=positive_int, default=1, help="processes rendering episodes")
     args = parser.parse_args(argv)
     if args.episodes < 1 or not 0 <= args.bag_fraction <= 1 or args.workers < 1:
         raise RobolakeError("--episodes and --workers must be >= 1 and --bag-fraction within [0, 1]")

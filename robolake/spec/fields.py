@@ -14,9 +14,10 @@ DEFAULT_ACTION_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
 
 
 class StrictModel(BaseModel):
-    """A frozen spec section that refuses unknown fields."""
+    """A frozen spec section that refuses unknown fields and infinite or NaN numbers
+    (a spec travels as JSON, in manifest.json and provenance, and JSON has neither)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ValueSource(StrictModel):

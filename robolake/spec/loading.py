@@ -45,6 +45,8 @@ def apply_override(data: dict, assignment: str) -> None:
         value = yaml.load(raw_value, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise SpecError(f"--set {assignment!r}: value is not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise SpecError(f"--set {assignment!r}: value is nested too deeply to read") from None
     *parents, last = key.split(".")
     node: object = data
     for part in parents:
@@ -64,7 +66,8 @@ def apply_override(data: dict, assignment: str) -> None:
 
 def read_yaml_mapping(path: str, what: str = "dataset spec") -> dict:
     """The mapping a spec YAML file holds; one SpecError naming the file when it is
-    missing, a folder, not UTF-8 text, not YAML, gives a key twice or is not a mapping."""
+    missing, a folder, not UTF-8 text, not YAML, nested too deeply, gives a key twice or
+    is not a mapping."""
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.load(f, Loader=UniqueKeyLoader)
@@ -78,6 +81,8 @@ def read_yaml_mapping(path: str, what: str = "dataset spec") -> dict:
         raise SpecError(f"{path}: not a text file; a {what} is UTF-8 YAML") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:  # PyYAML builds nested collections recursively
+        raise SpecError(f"{path}: nested too deeply to read; a {what} is a few levels of mappings and lists") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a {what} must be a YAML mapping of fields, got {type(data).__name__}")
     return data
