@@ -61,7 +61,8 @@ from pipelines import raw_manifest  # noqa: E402
 from pipelines import build  # noqa: E402
 from pipelines.build import convert  # noqa: E402
 from pipelines.hdf5_source import FRAMES_PER_READ  # noqa: E402
-from pipelines.images import FramePreprocessor, center_crop  # noqa: E402
+from pipelines.images import FramePreprocessor  # noqa: E402
+from robolake.camera_frames import center_crop  # noqa: E402
 from robolake.hashing import sha256_file  # noqa: E402
 from robolake.lake import Lake, new_build_id  # noqa: E402
 from robolake.lease import HEARTBEAT_S, Lease  # noqa: E402

@@ -4,8 +4,10 @@ One fixed compact VLA (training.model.CompactVLA, random weights from a fixed se
 downloaded), benchmarks/train.py's size: 2 cameras of 64x64 cut into 16x16 patches, a vision
 encoder 128 wide with 2 layers, and a Llama language model of hidden size 768, 8 layers, 12
 heads, SwiGLU width 2048 (about 59M parameters). `act()` is timed whole, as a robot controller
-calls it: preprocessing of 256x256 uint8 RGB frames per camera (the sample's stored size,
-resized to 64 by training.frames.eval_frames), instruction tokenization, the prefix forward and
+calls it: preprocessing of the sample's camera frames (front 480x640, wrist 240x320 uint8 RGB)
+through the sample's camera transforms (robolake.camera_frames: centre crop, resize to 256x256,
+JPEG encode and decode, as the gold pipeline stored the training frames), then resized to 64 by
+training.frames.eval_frames, instruction tokenization, the prefix forward and
 7 KV-cached greedy decoding steps, denormalization, smoothing and clipping. int8 is
 `training.runtime.quantize_int8`: dynamic int8 quantization of the language model's and
 projector's linear layers (the vision encoder stays float32).
@@ -16,9 +18,12 @@ wraps it in a `Policy` with a mean_std statistics document, then per batch size 
 untimed calls and --calls timed ones on observations generated before the clock starts
 (reused in turn; the smoothing history is reset between batch sizes). torch uses every core
 (printed). About 1 minute on 2 cores. On 2 quiet cores float32 took 270 / 540 ms p50 at batch 1 / 4
-and int8 175 / 280 ms; latencies suffer from any other load on the machine (with a load average of
-3 from neighbours, float32 at batch 1 took 2 s p50 and p99s ran to seconds). int8's peak RSS
-includes the float model it is quantized from.
+and int8 175 / 280 ms (measured before the camera transforms, on 256x256 frames). The camera
+transforms alone (printed per run) cost 2.5-3 ms per robot on these random frames and 1.4 ms on
+rendered sample frames (JPEG works harder on noise), under 1% of act(). Latencies suffer
+from any other load on the machine (with a load average of 3 from neighbours, float32 at
+batch 1 took 2 s p50 and p99s ran to seconds). int8's peak RSS includes the float model it
+is quantized from.
 
     python benchmarks/policy_latency.py             # 2 warm-up + 20 timed calls per batch size
     python benchmarks/policy_latency.py --calls 50  # a steadier p99, slower
@@ -40,8 +45,10 @@ MODEL = {
     "image_size": 64, "patch_size": 16, "num_cameras": 2, "vision_hidden": 128, "vision_layers": 2,
     "vision_heads": 4, "lm_hidden": 768, "lm_layers": 8, "lm_heads": 12, "lm_intermediate": 2048, "action_dim": 7,
 }
-CAMERAS = ["front", "wrist"]
-FRAME_SIDE = 256  # the sample's stored camera frames
+FRAMES = {"front": (480, 640), "wrist": (240, 320)}  # the sample's camera frames (height, width), in model order
+CAMERAS = list(FRAMES)
+# The sample's camera transforms (datasets/sample_tabletop.yaml), as a bundle's camera_frames.json records them.
+CAMERA_FRAMES = [{"name": name, "size": [256, 256], "encoding": "jpeg", "jpeg_quality": 95} for name in CAMERAS]
 INSTRUCTIONS = [
     "pick up the red block and place it in the bowl",
     "open the top drawer",
@@ -67,6 +74,7 @@ def child_latency(precision: str, warmup: int, calls: int) -> dict:
     import numpy as np
     import torch
 
+    from robolake.camera_frames import camera_preprocessors
     from training.model import CompactVLA, ModelConfig, trainable_parameters
     from training.runtime import Policy, quantize_int8
     from training.tokenizers import InstructionTokenizer
@@ -76,12 +84,12 @@ def child_latency(precision: str, warmup: int, calls: int) -> dict:
     parameters = trainable_parameters(model)[1]
     if precision == "int8":
         model = quantize_int8(model)  # the float copy is dropped
-    policy = Policy(model, statistics(MODEL["action_dim"]), CAMERAS)
+    policy = Policy(model, statistics(MODEL["action_dim"]), CAMERAS, camera_frames=CAMERA_FRAMES)
     rng = np.random.default_rng(SEED)
     latencies, fallbacks = {}, 0
     for batch in BATCH_SIZES:
         observations = [
-            ({name: rng.integers(0, 256, (batch, FRAME_SIDE, FRAME_SIDE, 3), dtype=np.uint8) for name in CAMERAS},
+            ({name: rng.integers(0, 256, (batch, *size, 3), dtype=np.uint8) for name, size in FRAMES.items()},
              [INSTRUCTIONS[(i + j) % len(INSTRUCTIONS)] for j in range(batch)])
             for i in range(DISTINCT_OBSERVATIONS)
         ]
@@ -95,8 +103,15 @@ def child_latency(precision: str, warmup: int, calls: int) -> dict:
             seconds.append(time.perf_counter() - tick)
             fallbacks += int(result.fallback.sum())
         latencies[str(batch)] = seconds
+    transforms = camera_preprocessors(CAMERA_FRAMES)
+    frames = [observations[i % len(observations)][0] for i in range(calls)]
+    tick = time.perf_counter()
+    for images in frames:
+        for name, transform in transforms.items():
+            transform.as_stored(images[name][0])
+    transform_s = (time.perf_counter() - tick) / calls
     return {"precision": precision, "parameters": parameters, "latencies": latencies, "calls": calls,
-            "threads": torch.get_num_threads(), "fallbacks": fallbacks}
+            "threads": torch.get_num_threads(), "fallbacks": fallbacks, "transform_s": transform_s}
 
 
 def percentile_ms(seconds: list[float], q: float) -> float:
@@ -121,6 +136,9 @@ def print_table(results: dict[str, tuple[dict, int]]) -> None:
     print(f"(p50 / p99 of {float_result['calls']} timed act() calls per batch size, nearest-rank; obs/s: robots served "
           f"per second; peak RSS: max of the parent's samples and the child's ru_maxrss)\nint8 p50 speed-up over "
           f"float32: {ratios}")
+    transform_ms = 1000 * float_result["transform_s"]
+    print(f"camera transforms (crop, resize, JPEG encode + decode, both cameras) per robot: {transform_ms:.1f} ms, "
+          f"{100 * transform_ms / p50['float32'][1]:.1f}% of float32's batch-1 p50")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -140,8 +158,9 @@ def main(argv: list[str]) -> None:
         print_result(child_latency(args.child, args.warmup, args.calls))
         return
     m = MODEL
-    heading = (f"policy runtime act() latency: compact VLA, {m['num_cameras']} cameras {FRAME_SIDE}x{FRAME_SIDE} "
-               f"frames -> {m['image_size']}x{m['image_size']}, patch {m['patch_size']}, vision {m['vision_hidden']}x"
+    sizes = " + ".join(f"{name} {h}x{w}" for name, (h, w) in FRAMES.items())
+    heading = (f"policy runtime act() latency: compact VLA, frames {sizes} -> 256x256 JPEG -> {m['image_size']}x"
+               f"{m['image_size']}, patch {m['patch_size']}, vision {m['vision_hidden']}x"
                f"{m['vision_layers']} layers, Llama {m['lm_hidden']} hidden x {m['lm_layers']} layers, "
                f"{m['lm_heads']} heads, MLP {m['lm_intermediate']}; {args.warmup} warm-up + {args.calls} timed calls "
                f"per batch size")

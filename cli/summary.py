@@ -5,8 +5,9 @@ quality gate's result (validate.json), the worst normalized dimension's share of
 values at the +-1 bound (the manifest's saturation), the under-sampled metadata values
 (coverage.json). Per training run: the dataset it was trained on (its checkpoint's
 provenance), the best validation loss (summary.json), the closed-loop success rate with
-its 95% interval (eval/eval.json). Then the paths of the HTML reports. Whatever a stage
-has not written yet is said so in its cell. It reads the outputs of every stage, so it
+its 95% interval and the instruction-swap check's rate of going to the named object
+(eval/eval.json). Then the paths of the HTML reports. Whatever a stage has not written
+yet is said so in its cell. It reads the outputs of every stage, so it
 sits above them, beside the command table."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from robolake.arguments import ArgumentParser
 from robolake.errors import RobolakeError
 from robolake.lake import GoldVersion, Lake
 from robolake.storage import exists, join, list_files, read_json
-from training.eval_report import success_text
+from training.eval_report import success_text, swap_text
 
 WIDTH = 100  # columns the summary fits in
 BUNDLES = ("best", "last")  # a run's checkpoint bundles; the first there names the run's dataset
@@ -51,6 +52,7 @@ class RunSummary:
     trained_on: str
     val_loss: str
     success: str
+    swap: str  # the instruction-swap check
     started_at: str  # "" when no checkpoint says
     reports: list[str]
 
@@ -106,6 +108,15 @@ def closed_loop(evaluation: dict | None) -> str:
     return success_text(evaluation["rollouts"]) if "rollouts" in evaluation else "no rollouts (--rollouts 0)"
 
 
+def instruction_swap(evaluation: dict | None) -> str:
+    """eval.json's instruction-swap check: "went to the named object 2 of 30 (7%, 95% CI 2%-21%)"."""
+    if evaluation is None:
+        return "not evaluated"
+    if "instruction_swap" not in evaluation:
+        return "not run (--rollouts 0 or --swap-rollouts 0)"
+    return swap_text(evaluation["instruction_swap"])
+
+
 def run_summary(lake: Lake, name: str) -> RunSummary:
     folder = lake.run_dir(name)
     provenance = next((document for bundle in BUNDLES
@@ -117,7 +128,8 @@ def run_summary(lake: Lake, name: str) -> RunSummary:
                 else "no summary.json (not finished)")
     report = join(folder, "eval", "eval.html")
     return RunSummary(name, f"{dataset['name']}:{dataset['version']}" if dataset else "unknown", val_loss,
-                      closed_loop(evaluation), provenance.get("started_at", ""), [report] if exists(report) else [])
+                      closed_loop(evaluation), instruction_swap(evaluation), provenance.get("started_at", ""),
+                      [report] if exists(report) else [])
 
 
 def run_names(lake: Lake) -> list[str]:
@@ -149,6 +161,8 @@ def render(lake: Lake, datasets: list[DatasetSummary], runs: list[RunSummary]) -
     if runs:
         lines += aligned([["run", "trained on", "best val loss", "closed-loop success"]]
                          + [[r.name, r.trained_on, r.val_loss, r.success] for r in runs])
+        lines += [""] + aligned([["run", "instruction swap (another object named)"]]
+                                + [[r.name, r.swap] for r in runs])
     else:
         lines.append(f"runs: none in {lake.runs_root()} yet (robolake train)")
     pages = [(item.name, page) for item in [*datasets, *runs] for page in item.reports]

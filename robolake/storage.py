@@ -18,6 +18,9 @@ under `cache_dir`)."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import posixpath
@@ -225,8 +228,6 @@ def replace_if(path: str, data: bytes, expected: bytes | None) -> bool:
             return False
         write_bytes(path, data)
         return True
-    import fcntl
-
     makedirs(posixpath.dirname(path))
     parent, name = posixpath.split(path)
     with open(posixpath.join(parent, f".{name}.lock"), "a") as lock:
@@ -248,9 +249,6 @@ def replace_if(path: str, data: bytes, expected: bytes | None) -> bool:
 
 
 def _s3_replace_if(path: str, data: bytes, expected: bytes | None) -> bool:
-    import errno
-    import hashlib
-
     filesystem, bare = arrow_filesystem(path)
     bucket, key = bare.split("/", 1)
     condition = ({"IfNoneMatch": "*"} if expected is None

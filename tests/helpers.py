@@ -1,11 +1,15 @@
 """Helpers that tests share (conftest.py keeps only fixtures): spec dicts, conversion and
-RLDS loading, statistics checks, training configs, tiny policy bundles and synthetic bags."""
+RLDS loading, statistics checks, training configs, tiny policy bundles, synthetic bags and
+robolake run as a user runs it (a `python -m cli.main` subprocess)."""
 
 from __future__ import annotations
 
 import copy
 import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +32,8 @@ from tests import bag_factory as bf  # noqa: E402
 from training.model import CompactVLA, ModelConfig, add_lora, save_pretrained  # noqa: E402
 from training.tokenizers import InstructionTokenizer  # noqa: E402
 
-SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 CAMERAS = {"front": (96, 128), "wrist": (60, 80)}  # two sizes, small enough to be quick
 
 ROBOMIMIC_SPEC = {
@@ -54,6 +59,38 @@ def shared_data(folder: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (the real sample files live in ../shared/data, not in a user's clone)")
     return path
+
+
+# ---------------------------------------------------------------- robolake as a user runs it
+
+# what TensorFlow and absl print on import, whatever the command
+NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog|[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+                   r"|To enable the following instructions")
+# a build's progress bar in its last state: "convert NAME VERSION ━━━ 3/4 episodes  120 steps 0:00:02"
+PROGRESS = re.compile(r"\w+ \S+ \S+ .*\d+/(\d+|\?) episodes  \d+ steps")
+
+
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a robolake subprocess runs in: this one, TensorFlow's C++ log quiet, `env` on top."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+
+
+def robolake(*args: str, cwd: Path | str = REPO,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`robolake ARGS` run as a user runs it, in `cwd`, with `env` on top of this environment (cli_env)."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd, env=cli_env(env),
+                          capture_output=True, text=True, timeout=600)
+
+
+def error_line(done: subprocess.CompletedProcess) -> str:
+    """The one line a user error ends in (beside TensorFlow's import noise and a progress bar's
+    last state); fails on a traceback, another exit code than 2 or more lines."""
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines()
+             if line.strip() and not NOISE.match(line) and not PROGRESS.match(line)]
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 # ---------------------------------------------------------------- specs, conversion, RLDS

@@ -78,11 +78,14 @@ def test_summary_shows_the_real_figures(complete, capsys):
     run = complete / "runs" / "tiny"
     trained = json.loads((run / "summary.json").read_text())
     rollouts = json.loads((run / "eval" / "eval.json").read_text())["rollouts"]
-    [name, trained_on, val_loss, success], _ = row(lines, "tiny")  # the run's figures, its HTML report
+    [name, trained_on, val_loss, success], [_, swap], _ = row(lines, "tiny")  # figures, swap check, HTML report
     assert (name, trained_on) == ("tiny", NAME)
     assert val_loss == f"{trained['best_val_loss']:.3f} (step {trained['best_step']})"
     low, high = rollouts["success_ci"]
     assert success == f"{rollouts['successes']} of 2 ({rollouts['success_rate']:.0%}, 95% CI {low:.0%}-{high:.0%})"
+    named = json.loads((run / "eval" / "eval.json").read_text())["instruction_swap"]["went_to_named"]
+    assert swap == (f"went to the named object {named['count']} of 2 ({named['rate']:.0%}, "
+                    f"95% CI {named['ci'][0]:.0%}-{named['ci'][1]:.0%})")
     pages = lines[lines.index("HTML reports") + 1:]
     assert [page.split()[-1] for page in pages] == [
         str(reports / "coverage.html"), str(reports / "data_docs" / "index.html"), str(run / "eval" / "eval.html")]
@@ -104,8 +107,9 @@ def test_a_run_without_summary_or_evaluation(converted, capsys, tmp_path):
     (lake / "runs" / "started" / "last").mkdir(parents=True)
     (lake / "runs" / "started" / "last" / "provenance.json").write_text(json.dumps(
         {"dataset": {"name": "synthetic_tabletop", "version": "1.0.0"}, "started_at": "2026-01-01T00:00:00Z"}))
-    [[_, trained_on, val_loss, success]] = row(summary(lake, capsys), "started")
-    assert (trained_on, val_loss, success) == (NAME, "no summary.json (not finished)", "not evaluated")
+    [[_, trained_on, val_loss, success], [_, swap]] = row(summary(lake, capsys), "started")
+    assert (trained_on, val_loss, success, swap) == (NAME, "no summary.json (not finished)", "not evaluated",
+                                                     "not evaluated")
 
 
 def test_an_empty_lake_is_one_clear_error(tmp_path, capsys):

@@ -18,8 +18,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines.convert import BuildContext, PlanEpisodes, SourceFile
 from pipelines.episode import EpisodeRef
 from pipelines.hdf5_source import Hdf5Source, resolve_keys
-from pipelines.images import FramePreprocessor, center_crop
+from pipelines.images import FramePreprocessor
 from pipelines.splits import assign_shards, assign_split
+from robolake.camera_frames import center_crop
 from robolake.errors import SpecError
 from robolake.spec import CameraSpec, SplitPolicy, parse_spec
 from tests.helpers import robomimic_spec

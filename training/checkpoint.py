@@ -4,6 +4,8 @@
              adapter/                 LoRA adapter weights (safetensors), when trained with LoRA
              tokenizer.json           the instruction tokenizer built from the dataset
              dataset_statistics.json  the statistics that normalized the actions (denormalize with them)
+             camera_frames.json       each camera's frame transform in the dataset's spec (crop, size,
+                                      encoding): the runtime applies it to live frames
              train_config.yaml        the TrainConfig of the run
              provenance.json          kind "checkpoint": dataset version, gold dir, git, dvc, params
              trainer_state.pt, training_weights.safetensors, rng.json
@@ -27,6 +29,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from robolake import camera_frames
 from robolake.errors import RobolakeError
 from robolake.hashing import sha256_file
 from robolake.lake import GoldVersion
@@ -68,6 +71,8 @@ def save_checkpoint(bundle: Path, model: CompactVLA, tokenizer: InstructionToken
         staging = Path(staging_path)
         save_pretrained(model, tokenizer, staging)
         copy_file(target.statistics_path, str(staging / "dataset_statistics.json"))
+        (staging / camera_frames.BUNDLE_FILE).write_text(
+            json.dumps(camera_frames.camera_document(target.spec.cameras), indent=2))
         (staging / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
         document = _provenance(location or str(bundle), target, state, started_at)
         (staging / "provenance.json").write_text(json.dumps(document, indent=2))
@@ -107,7 +112,7 @@ def write_merged(bundle: Path) -> Path:
     model, tokenizer = load_pretrained(bundle)
     merged = bundle / "merged"
     save_pretrained(merge_lora(model), tokenizer, merged)
-    for name in ("dataset_statistics.json", "train_config.yaml", "provenance.json"):
+    for name in ("dataset_statistics.json", "train_config.yaml", "provenance.json", camera_frames.BUNDLE_FILE):
         shutil.copy(bundle / name, merged / name)
     return merged
 

@@ -43,6 +43,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 import torch  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
+from robolake.camera_frames import decode  # noqa: E402
 from robolake.lake import GoldVersion  # noqa: E402
 from robolake.normalization import load_statistics  # noqa: E402
 from robolake.storage import exists  # noqa: E402
@@ -186,7 +187,7 @@ class RldsSteps(torch.utils.data.IterableDataset):
     def _image(self, encoded: bytes, rng: np.random.Generator) -> np.ndarray:
         """(image_size, image_size, 3) uint8 RGB: decoded, randomly (train) or centrally (eval)
         cropped, resized, (train) colour-jittered."""
-        image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR_RGB)
+        image = decode(encoded)
         if self.train:
             height, width = image.shape[:2]
             crop_h = max(1, round(height * self.config.crop_scale))

@@ -173,6 +173,13 @@ def success_text(summary: dict) -> str:
             f"95% CI {_interval(summary['success_ci'])})")
 
 
+def swap_text(swap: dict) -> str:
+    """The instruction-swap check's headline, "went to the named object 7 of 10 (70%, 95% CI 40%-89%)"."""
+    named = swap["went_to_named"]
+    return (f"went to the named object {named['count']} of {swap['rollouts']} ({named['rate']:.0%}, "
+            f"95% CI {_interval(named['ci'])})")
+
+
 def _optional(value: float | None) -> object:
     return "" if value is None else value
 
@@ -192,6 +199,10 @@ def _headline(document: dict) -> str:
     facts = "".join(f"<dt>{escape_html(key)}</dt><dd>{escape_html(value)}</dd>" for key, value in about)
     boxes = "".join(f'<div class="stat"><b>{escape_html(format_share(summary["success_rate"]))}</b><span>{escape_html(key)}: '
                     f"{escape_html(success_text(summary))}</span></div>" for key, summary in stats)
+    if "instruction_swap" in document:
+        swap = document["instruction_swap"]
+        boxes += (f'<div class="stat"><b>{escape_html(format_share(swap["went_to_named"]["rate"]))}</b>'
+                  f'<span>instruction swap: {escape_html(swap_text(swap))}</span></div>')
     return f'<dl>{facts}</dl><div class="totals">{boxes}</div>'
 
 
@@ -207,6 +218,29 @@ def _per_task(document: dict) -> str:
                         "baseline 95% CI": _interval(baseline[task]["success_ci"])})
         rows.append(row)
     return table_section(pd.DataFrame(rows), "No rollouts.")
+
+
+def _instruction_swap(document: dict) -> str:
+    swap = document.get("instruction_swap")
+    if swap is None:
+        return empty_note("Not run (--swap-rollouts 0).")
+    groups = {"(all)": swap, **swap["per_task"]}
+    outcomes = ("went_to_named", "went_to_original", "neither", "succeeded_on_named")
+    table = pd.DataFrame([{"task": task, "rollouts": group["rollouts"],
+                           **{name.replace("_", " "): f"{group[name]['count']} ({format_share(group[name]['rate'])}, "
+                                                       f"{_interval(group[name]['ci'])})" for name in outcomes}}
+                          for task, group in groups.items()])
+    episodes = pd.DataFrame([{"episode": row["episode"], "task": row["task"], "instruction": row["instruction"],
+                              "named": row["named"], "original target": row["original"],
+                              "went to": row["went_to"].removeprefix("went_to_"),
+                              "succeeded": "yes" if row["success"] else "no"} for row in swap["episodes"]])
+    return (f"<p>Each of the {swap['scenes_with_two_or_more_objects']} of {swap['scenes']} closed-loop scenes with two "
+            "or more objects rolled out again with the instruction naming another object (its first distractor, same "
+            "template and task); the environment judges success for the named object. A policy that ignores the words "
+            "goes to the original target. Each cell: count (rate, 95% Wilson interval). "
+            f"{escape_html(swap['rule'][0].upper() + swap['rule'][1:])}.</p>"
+            + table_section(table, "No scene with two or more objects.")
+            + table_section(episodes, "No scene with two or more objects."))
 
 
 def _demonstrations(document: dict) -> str:
@@ -300,6 +334,7 @@ def write_eval_html(path: str | Path, document: dict, join_rows: Sequence[dict],
     sections = [
         ("headline", "Headline", _headline(document)),
         ("tasks", "Success per task", _per_task(document)),
+        ("swap", "Instruction swap", _instruction_swap(document)),
         ("demonstrations", "Demonstrations and policy", _demonstrations(document)),
         ("weak", "Weak values", _weak(lines)),
         ("fields", "Success per metadata value", _by_field(join_rows)),

@@ -8,7 +8,9 @@ for tasks seen in training apart from held-out ones. Closed loop (`--rollouts N`
 N episodes in all, cycled over the split's tasks, in the built-in tabletop environment
 (`training/sim_env.py`; episode k is the sample generator's episode (seed, k)), acting
 through the safe runtime (`training/runtime.py`); failed rollouts are saved with their
-frames, actions and failure mode. `--baseline` rolls another checkpoint out on the same
+frames, actions and failure mode. The instruction-swap check (`--swap-rollouts`, by default
+all of them; training/instruction_swap.py) rolls the checkpoint out again on the same
+scenes with another object named. `--baseline` rolls another checkpoint out on the same
 scenes and tasks. The rollouts are joined to the training data (training/eval_report.py):
 length and smoothness against the demonstrations, success per metadata value against
 its train coverage, and the values the policy is weak on.
@@ -24,7 +26,7 @@ import csv
 import json
 import posixpath
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +48,7 @@ from robolake.storage import exists, is_remote, join, read_json
 from training.checkpoint import bundle_location, local_bundle
 from training.config import DataConfig
 from training.data import RldsSteps, collate
-from training.eval_report import (compare_with_demonstrations, coverage_join, success_text, weak_lines,
+from training.eval_report import (compare_with_demonstrations, coverage_join, success_text, swap_text, weak_lines,
                                    write_eval_html)
 from robolake.lake_views import connect
 from training.metrics import EpisodePrediction, grouped_metrics
@@ -142,28 +144,47 @@ def evaluate_offline(bundle: Path, target: GoldVersion, split: str, lake: Lake, 
     }
 
 
+@contextmanager
+def _tabletop(bundle: Path):
+    """The checkpoint acting through the safe runtime, and the built-in tabletop environment."""
+    from training.runtime import Policy
+    from training.sim_env import RuntimePolicyAdapter, TabletopEnv
+
+    env = TabletopEnv()
+    try:
+        yield RuntimePolicyAdapter(Policy.from_checkpoint(bundle)), env
+    finally:
+        env.close()
+
+
 def closed_loop(bundle: Path, tasks: list[str], episodes: int, failures_dir: Path | None, max_steps: int | None,
                 seed: int) -> RolloutReport:
     """`episodes` episodes cycled over `tasks` in the built-in tabletop environment (the
     sample generator's episodes (seed, k)), the checkpoint acting through the safe
     runtime; failed rollouts are saved in `failures_dir` (when given)."""
     from training.rollout import run_rollouts
-    from training.runtime import Policy
-    from training.sim_env import RuntimePolicyAdapter, TabletopEnv
 
-    env = TabletopEnv()
-    try:
-        return run_rollouts(RuntimePolicyAdapter(Policy.from_checkpoint(bundle)), env, episodes,
-                            tasks=tasks, seed=seed, max_steps=max_steps, failures_dir=failures_dir)
-    finally:
-        env.close()
+    with _tabletop(bundle) as (policy, env):
+        return run_rollouts(policy, env, episodes, tasks=tasks, seed=seed, max_steps=max_steps,
+                            failures_dir=failures_dir)
+
+
+def swap_check(bundle: Path, tasks: list[str], episodes: int, max_steps: int | None, seed: int) -> dict:
+    """The instruction-swap check (training/instruction_swap.py) on closed_loop's first
+    `episodes` scenes."""
+    from training.instruction_swap import instruction_swap
+
+    with _tabletop(bundle) as (policy, env):
+        return instruction_swap(policy, env, episodes, tasks, seed, max_steps)
 
 
 def evaluate_closed_loop(bundle: Path, baseline: Path | None, metrics: dict, lake: Lake, out: Path,
-                         episodes: int, max_steps: int | None, seed: int) -> list[str]:
+                         episodes: int, max_steps: int | None, seed: int, swap_episodes: int) -> list[str]:
     """Rollouts of the checkpoint over the offline split's tasks into `metrics["rollouts"]`,
-    joined to its training data, those of `baseline` on the same scenes into
-    `metrics["baseline_rollouts"]`, and `out`/eval.html; returns the weak-value lines."""
+    joined to its training data, the instruction-swap check on the first `swap_episodes`
+    of its scenes into `metrics["instruction_swap"]`, the rollouts of `baseline` on the
+    same scenes into `metrics["baseline_rollouts"]`, and `out`/eval.html; returns the
+    weak-value lines."""
     tasks = sorted(metrics["per_task"])
     report = closed_loop(bundle, tasks, episodes, out / "rollouts", max_steps, seed)
     summary = report.summary()
@@ -174,6 +195,11 @@ def evaluate_closed_loop(bundle: Path, baseline: Path | None, metrics: dict, lak
     rows = coverage_join(lake, training["name"], training["version"], summary["by_field"])
     summary["weak_values"] = weak_lines(rows, summary["success_rate"])
     metrics["rollouts"] = summary
+    if swap_episodes:
+        started = time.time()
+        metrics["instruction_swap"] = swap_check(bundle, tasks, swap_episodes, max_steps, seed)
+        print(f"instruction swap: {swap_text(metrics['instruction_swap'])}; "
+              f"{swap_episodes} rollouts in {time.time() - started:.1f} s")
     if baseline is not None:
         metrics["baseline_rollouts"] = {"checkpoint": str(baseline), **closed_loop(
             baseline, tasks, episodes, None, max_steps, seed).summary()}
@@ -212,6 +238,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rollouts", type=int, default=0,
                         help="closed-loop episodes in all, cycled over the split's tasks, in the built-in "
                              "tabletop environment (per-task results in eval.json)")
+    parser.add_argument("--swap-rollouts", type=int, metavar="N",
+                        help="the instruction-swap check on the first N closed-loop scenes (at most --rollouts): "
+                             "each rolled out again with another object named, counting how often the policy goes "
+                             "to it (default: all of them; 0: off)")
     parser.add_argument("--seed", type=int, default=1,
                         help="the rollouts' scenes are the sample generator's episodes (seed, k); the demo's data "
                              "uses seed 0, so the default 1 gives scenes never trained on")
@@ -229,6 +259,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
     started = time.time()
+    if args.swap_rollouts is not None and args.swap_rollouts < 0:
+        raise RobolakeError(f"--swap-rollouts {args.swap_rollouts}: expected 0 (off) or more")
+    # the check reuses the closed loop's scenes: at most --rollouts of them
+    swap_episodes = args.rollouts if args.swap_rollouts is None else min(args.swap_rollouts, args.rollouts)
     location = bundle_location(args.run)
     bundle = local_bundle(location)  # a remote one downloaded
     baseline = local_bundle(args.baseline) if args.baseline else None
@@ -254,7 +288,7 @@ def run(argv: list[str]) -> int:
             progress.console.print(f"warning: {change}")
         if args.rollouts:
             for line in evaluate_closed_loop(bundle, baseline, metrics, lake, out, args.rollouts, args.max_steps,
-                                             args.seed):
+                                             args.seed, swap_episodes):
                 print(f"weak: {line}")
         (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
         write_per_dimension(metrics, out / "per_dimension.csv")

@@ -13,9 +13,11 @@ torch.jit.trace deprecated in favour of torch.export; torch.export handles the f
 packed weights are TorchScript objects it cannot fake), so TorchScript, which takes both, stays
 the one format here until int8 moves to torchao.
 
-The .pt file is self-contained: the model config, tokenizer, dataset statistics and camera
-order travel in it as TorchScript extra files, and `ExportedPolicy.load` gives back an object
-with CompactVLA's `predict_actions` that `training.runtime.Policy` accepts (`.policy()`).
+The .pt file is self-contained: the model config, tokenizer, dataset statistics, camera
+order and camera transforms (the bundle's camera_frames.json) travel in it as TorchScript
+extra files, and `ExportedPolicy.load` gives back an object with CompactVLA's
+`predict_actions` that `training.runtime.Policy` accepts (`.policy()`), which crops, resizes
+and encodes live frames as the dataset's gold frames were.
 
 `check_parity` compares an export with the PyTorch model it came from on random observations
 (random images, instructions of random words of the tokenizer's vocabulary);
@@ -48,10 +50,12 @@ from training.model import CompactVLA, ModelConfig, require_files
 from training.runtime import (
     Policy,
     SafetyConfig,
+    checkpoint_camera_frames,
     checkpoint_cameras,
     checkpoint_crop_scale,
     load_inference_model,
     quantize_int8,
+    warn_frames_as_given,
 )
 from training.tokenizers import SPECIAL_TOKENS, InstructionTokenizer
 
@@ -90,7 +94,7 @@ def export_policy(bundle_path: str | Path, out_path: str | Path, int8: bool = Fa
         model = quantize_int8(model)
     statistics_text = (bundle / STATISTICS).read_text()
     info = {"int8": int8, "cameras": checkpoint_cameras(bundle, json.loads(statistics_text)),
-            "crop_scale": checkpoint_crop_scale(bundle),
+            "crop_scale": checkpoint_crop_scale(bundle), "camera_frames": checkpoint_camera_frames(bundle),
             "bundle": str(bundle), "torch": torch.__version__}
     # One example without padding and one almost all padding, so no padding-dependent branch is frozen.
     words = [token for token in model.tokenizer.tokens if token not in SPECIAL_TOKENS]
@@ -132,9 +136,11 @@ class ExportedPolicy:
     """A TorchScript export loaded back, with CompactVLA's `config` and `predict_actions`."""
 
     def __init__(self, module: torch.jit.ScriptModule, config: ModelConfig, tokenizer: InstructionTokenizer,
-                 statistics: dict, cameras: list[str], int8: bool, crop_scale: float = 1.0):
+                 statistics: dict, cameras: list[str], int8: bool, crop_scale: float = 1.0,
+                 camera_frames: list[dict] | None = None):
         self.module, self.config, self.tokenizer = module, config, tokenizer
         self.statistics, self.cameras, self.int8, self.crop_scale = statistics, cameras, int8, crop_scale
+        self.camera_frames = camera_frames  # the bundle's camera_frames.json
 
     @classmethod
     def load(cls, path: str | Path) -> ExportedPolicy:
@@ -142,9 +148,11 @@ class ExportedPolicy:
         with _torchscript():
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         info = json.loads(extra[EXPORT_INFO])
+        if info.get("camera_frames") is None:
+            warn_frames_as_given(f"{path}: the export has no camera_frames")
         return cls(module.eval(), ModelConfig(**json.loads(extra[MODEL_CONFIG])),
                    InstructionTokenizer(json.loads(extra[TOKENIZER])["tokens"]), json.loads(extra[STATISTICS]),
-                   info["cameras"], info["int8"], info["crop_scale"])
+                   info["cameras"], info["int8"], info["crop_scale"], info.get("camera_frames"))
 
     @torch.no_grad()
     def predict_actions(self, images: Tensor, instructions: list[str],
@@ -160,7 +168,8 @@ class ExportedPolicy:
 
     def policy(self, safety: SafetyConfig | None = None) -> Policy:
         """The runtime around this export (preprocessing, denormalization, safety filter)."""
-        return Policy(self, self.statistics, self.cameras, safety, crop_scale=self.crop_scale)
+        return Policy(self, self.statistics, self.cameras, safety, crop_scale=self.crop_scale,
+                      camera_frames=self.camera_frames)
 
 
 @dataclass(frozen=True)

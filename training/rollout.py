@@ -177,10 +177,11 @@ def _write_failures_table(folder: Path, records: list[RolloutRecord]) -> None:
 
 def run_rollouts(policy: EnvPolicy, env, episodes: int, tasks: Sequence[str] | None = None, seed: int = 0,
                  max_steps: int | None = None, failures_dir: str | Path | None = None,
-                 show_progress: bool = True) -> RolloutReport:
+                 show_progress: bool = True, options: dict | None = None) -> RolloutReport:
     """`episodes` closed-loop episodes: episode k is the env's episode k after reset(seed),
-    with task tasks[k % len(tasks)] (default: the env's own task mix) and at most
-    `max_steps` steps (default: the env's). Failed rollouts go to `failures_dir` (frames of
+    with task tasks[k % len(tasks)] (default: the env's own task mix), at most `max_steps`
+    steps (default: the env's) and any further reset `options` (e.g. the tabletop's
+    swap_instruction). Failed rollouts go to `failures_dir` (frames of
     the front camera, or the first, actions, states, failure mode and a contact sheet: see
     _save_failure and load_failed_rollout), listed in failures.csv.
 
@@ -197,10 +198,10 @@ def run_rollouts(policy: EnvPolicy, env, episodes: int, tasks: Sequence[str] | N
     with Progress(*columns, console=progress.console, disable=not show_progress, transient=True) as bar:
         bar_task = bar.add_task("rollouts", total=episodes, rate="-")
         for episode in range(episodes):
-            options = {"task": tasks[episode % len(tasks)]} if tasks else {}
+            reset_options = {**(options or {}), **({"task": tasks[episode % len(tasks)]} if tasks else {})}
             if max_steps is not None:
-                options["max_steps"] = max_steps
-            observation, info = env.reset(seed=seed if episode == 0 else None, options=options)
+                reset_options["max_steps"] = max_steps
+            observation, info = env.reset(seed=seed if episode == 0 else None, options=reset_options)
             metadata = episode_metadata(info)
             policy.reset()
             instruction = observation["instruction"]

@@ -2,9 +2,13 @@
 
 `Policy.act` runs the steps below for one robot or a batch of robots (one row each):
 
-1. preprocessing as evaluation reads stored frames (`training.frames.eval_frames`: each camera's
-   uint8 RGB frame resized to the model's image size, scaled to [0, 1]), cameras in the
-   checkpoint's order;
+1. preprocessing, cameras in the checkpoint's order: each camera's uint8 RGB frame through the
+   gold pipeline's transform of that camera, as the bundle's camera_frames.json records it from the
+   dataset's spec (`robolake.camera_frames.FramePreprocessor.as_stored`: centre crop to the stored
+   aspect ratio, resize to the stored size, JPEG/PNG encode and decode), then as evaluation reads
+   stored frames (`training.frames.eval_frames`: the training centre crop, resized to the model's
+   image size, scaled to [0, 1]). A bundle from before camera_frames.json existed warns and skips
+   the first part, as the runtime did then;
 2. greedy action-token decoding (`predict_actions`), normalized actions in [-1, 1] and the
    entropy of every action dimension's distribution over the action tokens;
 3. `denormalize` with the checkpoint's dataset_statistics.json: physical units (the sample's
@@ -20,6 +24,7 @@ flags it; the actions are returned (and enter the smoothing history) all the sam
 from __future__ import annotations
 
 import copy
+import json
 import math
 import warnings
 from collections import deque
@@ -32,6 +37,7 @@ import torch
 import yaml
 from torch import nn
 
+from robolake.camera_frames import BUNDLE_FILE as CAMERA_FRAMES_FILE, FramePreprocessor, camera_preprocessors
 from robolake.normalization import denormalize, load_statistics
 from training.frames import TRAIN_CROP_SCALE, eval_frames
 from training.model import CompactVLA, is_lora, load_pretrained, merge_lora
@@ -222,11 +228,39 @@ def checkpoint_cameras(bundle: str | Path, statistics: dict) -> list[str]:
     return sorted(statistics["robolake"]["cameras"])
 
 
+def _camera_transforms(document: Sequence[dict], cameras: list[str]) -> dict[str, FramePreprocessor]:
+    """The transforms of `document` by camera; each of the model's cameras must have one."""
+    transforms = camera_preprocessors(list(document))
+    missing = [name for name in cameras if name not in transforms]
+    if missing:
+        raise ValueError(f"no frame transform for cameras {missing}: {CAMERA_FRAMES_FILE} has {sorted(transforms)}")
+    return transforms
+
+
+def checkpoint_camera_frames(bundle: str | Path) -> list[dict] | None:
+    """The bundle's camera_frames.json (its dataset's camera transforms); None, with a warning, for a
+    bundle trained before bundles recorded them."""
+    path = Path(bundle) / CAMERA_FRAMES_FILE
+    if not path.is_file():
+        warn_frames_as_given(f"{bundle}: no {CAMERA_FRAMES_FILE}")
+        return None
+    return json.loads(path.read_text())
+
+
+def warn_frames_as_given(what: str) -> None:
+    """The note for a policy saved before camera transforms were recorded: it runs as the runtime did then."""
+    warnings.warn(f"{what} (saved before the dataset's camera transforms were recorded): live frames are resized "
+                  f"as given, not cropped and encoded as its training frames were; retrain it, or write "
+                  f"{CAMERA_FRAMES_FILE} from the dataset's spec cameras (docs/runtime.md)", stacklevel=3)
+
+
 class Policy:
     """A VLA policy wrapped for execution on one or several robots (see the module docstring).
 
     `model` needs `config` (a ModelConfig) and `predict_actions` (CompactVLA, or an exported policy);
-    `statistics` is the dataset_statistics.json document that normalized its training actions.
+    `statistics` is the dataset_statistics.json document that normalized its training actions;
+    `camera_frames` the transforms of its dataset's cameras (camera_frames.json: each live frame is
+    cropped, resized, encoded and decoded as gold stored the training frames), None: frames as given.
 
     A model that predicts action chunks (`config.action_horizon` > 1) is asked once per
     `execute_steps` calls (default: the whole chunk, as ACT and LeRobot's `n_action_steps`
@@ -235,7 +269,8 @@ class Policy:
     """
 
     def __init__(self, model, statistics: dict, cameras: Sequence[str], safety: SafetyConfig | None = None,
-                 execute_steps: int | None = None, crop_scale: float = 1.0):
+                 execute_steps: int | None = None, crop_scale: float = 1.0,
+                 camera_frames: Sequence[dict] | None = None):
         config = model.config
         horizon = config.action_horizon
         if execute_steps is not None and not 1 <= execute_steps <= horizon:
@@ -251,6 +286,7 @@ class Policy:
         self.statistics = statistics
         self.cameras = list(cameras)
         self.crop_scale = crop_scale  # centre crop before resizing, as the model's training data was viewed
+        self.camera_frames = None if camera_frames is None else _camera_transforms(camera_frames, self.cameras)
         self.safety = safety or SafetyConfig()
         self._filter: ActionFilter | None = None
         self._queued: list[tuple[np.ndarray, np.ndarray]] = []  # the latest chunk's next (raw actions, entropy)
@@ -264,7 +300,8 @@ class Policy:
         model = load_inference_model(path, device)
         statistics = load_statistics(str(Path(path) / "dataset_statistics.json"))
         return cls(quantize_int8(model) if int8 else model, statistics, checkpoint_cameras(path, statistics), safety,
-                   execute_steps=execute_steps, crop_scale=checkpoint_crop_scale(path))
+                   execute_steps=execute_steps, crop_scale=checkpoint_crop_scale(path),
+                   camera_frames=checkpoint_camera_frames(path))
 
     @property
     def action_names(self) -> list[str] | None:
@@ -305,13 +342,17 @@ class Policy:
                  state: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
         """The model's next `execute_steps` actions (B, D) denormalized, each with the mean entropy (B,)."""
         size = self.model.config.image_size
-        pixels = torch.stack([eval_frames([frames[name][row] for name in self.cameras], size, self.crop_scale)
-                              for row in range(len(instructions))])
+        pixels = torch.stack([eval_frames([self._as_stored(name, frames[name][row]) for name in self.cameras], size,
+                                          self.crop_scale) for row in range(len(instructions))])
         model_state = None if state is None else torch.from_numpy(state).float()  # read by a model with state input
         prediction = self.model.predict_actions(pixels, instructions, state=model_state)
         raw = denormalize(prediction["chunk"][:, : self.execute_steps].cpu().numpy(), self.statistics)
         entropy = prediction["entropy"].float().mean(dim=1).cpu().numpy().astype(np.float64)
         return [(raw[:, step], entropy) for step in range(raw.shape[1])]
+
+    def _as_stored(self, camera: str, frame: np.ndarray) -> np.ndarray:
+        """A live frame as its camera's training frames were stored (as given without camera_frames)."""
+        return frame if self.camera_frames is None else self.camera_frames[camera].as_stored(frame)
 
     def _frames(self, images: dict[str, np.ndarray], single: bool, robots: int) -> dict[str, np.ndarray]:
         """Each model camera's frames as (robots, H, W, 3) uint8, checked."""

@@ -90,6 +90,7 @@ from robolake.sample.motion import (
 from robolake.sample.render import Renderer
 from robolake.sample.scenario import (
     COLORS,
+    DIRECTION_WORDS,
     INSTRUCTIONS,
     LIGHTINGS,
     OBJECTS,
@@ -100,6 +101,7 @@ from robolake.sample.scenario import (
     SCENES,
     EpisodeMeta,
     Layout,
+    Prop,
     episode_streams,
     sample_layout,
     sample_metadata,
@@ -127,6 +129,7 @@ METADATA_VALUES = {
 }
 INSTRUCTION_FIELDS = ("task", "object", "color", "direction")
 MAX_METADATA_DRAWS = 100_000
+SWAP_OPTION = "swap_instruction"  # reset option: name the scene's first distractor instead of its target
 
 
 class EnvPolicy(Protocol):
@@ -158,7 +161,7 @@ def conditioned_metadata(rng: np.random.Generator, fixed: dict[str, str]) -> Epi
     for name, value in fixed.items():
         if name not in METADATA_VALUES:
             raise RobolakeError(f"unknown reset option {name!r}: "
-                                f"expected max_steps or one of {list(METADATA_VALUES)}")
+                                f"expected max_steps, {SWAP_OPTION} or one of {list(METADATA_VALUES)}")
         if value not in METADATA_VALUES[name]:
             raise RobolakeError(f"reset option {name}={value!r}: expected one of {METADATA_VALUES[name]}")
     if "direction" in fixed and fixed.get("task", "push") != "push":
@@ -171,6 +174,24 @@ def conditioned_metadata(rng: np.random.Generator, fixed: dict[str, str]) -> Epi
         if all(getattr(meta, k) == v for k, v in drawn.items()):
             return dataclasses.replace(meta, **{k: v for k, v in fixed.items() if k not in INSTRUCTION_FIELDS})
     raise RobolakeError(f"no sample metadata matches {drawn} in {MAX_METADATA_DRAWS} draws")
+
+
+def swap_instruction(meta: EpisodeMeta, layout: Layout) -> tuple[EpisodeMeta, Layout, Prop | None]:
+    """The same scene with its first distractor named instead of its target: the
+    instruction from the same template (same task, direction) naming that object, which
+    becomes the target the env moves and judges success on, while the original target
+    stays where it was as scenery. Also returns the original target; a scene without a
+    distractor comes back unchanged, with None."""
+    named = next((prop for prop in layout.props if prop is not layout.plate), None)
+    if named is None:
+        return meta, layout, None
+    words = DIRECTION_WORDS.get(meta.direction, "")
+    template = next(t for t in INSTRUCTIONS[meta.task]
+                    if t.format(color=meta.color, object=meta.object, direction=words) == meta.language_instruction)
+    instruction = template.format(color=named.color, object=named.shape, direction=words)
+    props = tuple(layout.target if prop is named else prop for prop in layout.props)
+    return (dataclasses.replace(meta, object=named.shape, color=named.color, language_instruction=instruction),
+            dataclasses.replace(layout, target=named, props=props), layout.target)
 
 
 def _rotate(xy: np.ndarray, angle: float) -> np.ndarray:
@@ -210,7 +231,9 @@ class TabletopEnv:
     `cameras` are render sizes (height, width): the default is the sample's (front
     480x640, wrist 240x320; ~7 ms a step for both); smaller sizes with the same aspect
     keep the same view and cost ~5 ms. `max_steps` can also be set per episode with
-    `options["max_steps"]`."""
+    `options["max_steps"]`; `options["swap_instruction"]` (SWAP_OPTION) gives the
+    episode's scene with another object named (swap_instruction; the original target is
+    then `swapped_target`, else None)."""
 
     action_dim = 7
 
@@ -222,6 +245,7 @@ class TabletopEnv:
         self.seed, self.index = 0, -1
         self.meta: EpisodeMeta | None = None
         self.layout: Layout | None = None
+        self.swapped_target: Prop | None = None
         self.steps = 0
         self._done = True
 
@@ -234,9 +258,13 @@ class TabletopEnv:
         else:
             self.index += 1
         self._episode_max_steps = int(options.pop("max_steps", self.max_steps))
+        swap = bool(options.pop(SWAP_OPTION, False))
         streams = {name: np.random.default_rng(seq) for name, seq in episode_streams(self.seed, self.index).items()}
         self.meta = conditioned_metadata(streams["metadata"], options)
         self.layout = sample_layout(self.meta, streams["layout"])
+        self.swapped_target = None
+        if swap:
+            self.meta, self.layout, self.swapped_target = swap_instruction(self.meta, self.layout)
         target = self.layout.target
         self.scene = SceneState(self.layout.home.copy(), np.array([target.x, target.y, 0.0, target.yaw]), OPEN_WIDTH)
         # Where the sample's scripted motion leaves the object: the push goal.
