@@ -22,6 +22,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 import torch  # noqa: E402
 
+from cli.main import main  # noqa: E402
 from pipelines.build import BuildOutcome, convert  # noqa: E402
 from pipelines.filters import RobustStats  # noqa: E402
 from robolake.lake import Lake  # noqa: E402
@@ -179,6 +180,16 @@ def config_file(tmp_path: Path, **fields) -> str:
     path = tmp_path / f"config-{len(list(tmp_path.glob('config-*')))}.yaml"
     path.write_text(yaml.safe_dump(settings))
     return str(path)
+
+
+def trained_run(raw_dir: Path, root: Path, steps: int) -> tuple[Path, Path]:
+    """A lake of the robomimic sample split half train, half test, and a tiny run trained
+    on it for `steps` steps (validating halfway): (lake, run folder)."""
+    run_convert(robomimic_spec(raw_dir, splits={"fractions": {"train": 0.5, "test": 0.5}}), root / "lake")
+    config = config_file(root, steps=steps, val_every=max(1, steps // 2))
+    assert main(["train", "--dataset", "synthetic_tabletop", "--config", config, "--lake", str(root / "lake"),
+                 "--run-dir", str(root / "run")]) == 0
+    return root / "lake", root / "run"
 
 
 POLICY_CAMERAS = ["front", "wrist"]

@@ -13,7 +13,7 @@ import pytest
 
 from cli.main import main
 from robolake.lake import Lake
-from tests.helpers import config_file, load_split, robomimic_spec, run_convert
+from tests.helpers import load_split, trained_run
 from training.evaluate import predict_episodes
 from training.metrics import EpisodePrediction, action_metrics, grouped_metrics, smoothness
 
@@ -62,12 +62,7 @@ def test_seen_and_held_out_tasks_are_reported_apart():
 @pytest.fixture(scope="module")
 def trained(robomimic_raw, tmp_path_factory) -> tuple[Path, Path]:
     """A lake with train and test splits, and a run trained on it for a few steps."""
-    root = tmp_path_factory.mktemp("evaluate")
-    run_convert(robomimic_spec(robomimic_raw, splits={"fractions": {"train": 0.5, "test": 0.5}}), root / "lake")
-    config = config_file(root, steps=6, val_every=3)
-    assert main(["train", "--dataset", "synthetic_tabletop", "--config", config, "--lake", str(root / "lake"),
-                 "--run-dir", str(root / "run")]) == 0
-    return root / "lake", root / "run"
+    return trained_run(robomimic_raw, tmp_path_factory.mktemp("evaluate"), steps=6)
 
 
 def test_evaluate_measures_the_test_split_in_physical_units(trained, capsys):

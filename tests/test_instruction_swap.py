@@ -14,7 +14,7 @@ import pytest
 
 from cli.main import main
 from robolake.sample.scenario import DIRECTION_WORDS, INSTRUCTIONS
-from tests.helpers import config_file, error_line, robolake, robomimic_spec, run_convert
+from tests.helpers import error_line, robolake, trained_run
 from training.instruction_swap import REACH, REACH_HEIGHT, Approach, instruction_swap
 from training.metrics import wilson_interval
 from training.sim_env import SWAP_OPTION, ScriptedPolicy, TabletopEnv, swap_instruction
@@ -124,12 +124,7 @@ def test_the_check_tells_a_policy_that_reads_the_instruction_from_one_that_ignor
 @pytest.fixture(scope="module")
 def trained(robomimic_raw, tmp_path_factory) -> tuple[Path, Path]:
     """A lake with train and test splits, and a run trained on it for a few steps."""
-    root = tmp_path_factory.mktemp("swap")
-    run_convert(robomimic_spec(robomimic_raw, splits={"fractions": {"train": 0.5, "test": 0.5}}), root / "lake")
-    config = config_file(root, steps=4, val_every=2)
-    assert main(["train", "--dataset", "synthetic_tabletop", "--config", config, "--lake", str(root / "lake"),
-                 "--run-dir", str(root / "run")]) == 0
-    return root / "lake", root / "run"
+    return trained_run(robomimic_raw, tmp_path_factory.mktemp("swap"), steps=4)
 
 
 def test_evaluate_reports_the_check_in_eval_json_and_eval_html(trained, capsys):
