@@ -31,6 +31,7 @@ from pipelines.episode import (
 )
 from pipelines.images import FramePreprocessor, preprocess_frames
 from pipelines.stats import CameraSummary
+from robolake.camera_frames import decode
 from robolake.errors import SpecError
 from robolake.spec import DatasetSpec, ValueSource
 from robolake.storage import is_remote
@@ -214,13 +215,27 @@ def _vectors(node: h5py.Group, keys_: list[str], name: str, num_steps: int | Non
     return np.concatenate(parts, axis=1)
 
 
+def _source_frames(dataset: h5py.Dataset, key: str) -> Iterator[np.ndarray]:
+    """A camera dataset's frames, a few at a time: raw uint8 (T, H, W, 3), or each step's image file
+    (JPEG, PNG) as bytes: variable-length uint8 (T,), or uint8 (T, N) zero-padded (ALOHA's compressed
+    images). Encoded frames are decoded to their channels in RGB order."""
+    vlen_bytes = dataset.ndim == 1 and h5py.check_vlen_dtype(dataset.dtype) == np.uint8
+    encoded = vlen_bytes or (dataset.ndim == 2 and dataset.dtype == np.uint8)
+    if not encoded and (dataset.ndim != 4 or dataset.shape[-1] != 3 or dataset.dtype != np.uint8):
+        raise EpisodeRejected("bad_shape", f"camera dataset {key!r} is {dataset.dtype} {dataset.shape}, expected "
+                                           "uint8 (T, H, W, 3) or encoded images (T,) / (T, N)")
+    for start in range(0, len(dataset), FRAMES_PER_READ):
+        for step, frame in enumerate(dataset[start : start + FRAMES_PER_READ], start):
+            if encoded:
+                data = np.asarray(frame).tobytes()
+                frame = decode(data) if data.strip(b"\0") else None
+                if frame is None:
+                    raise EpisodeRejected("bad_shape", f"camera dataset {key!r}: step {step} is not a JPEG or PNG image")
+            yield frame
+
+
 def _frames(dataset: h5py.Dataset, key: str, preprocessor: FramePreprocessor) -> tuple[list[bytes], CameraSummary]:
-    if dataset.ndim != 4 or dataset.shape[-1] != 3 or dataset.dtype != np.uint8:
-        raise EpisodeRejected(
-            "bad_shape", f"camera dataset {key!r} is {dataset.dtype} {dataset.shape}, expected uint8 (T, H, W, 3)"
-        )
-    chunks = (dataset[start : start + FRAMES_PER_READ] for start in range(0, len(dataset), FRAMES_PER_READ))
-    return preprocess_frames((frame for chunk in chunks for frame in chunk), preprocessor)
+    return preprocess_frames(_source_frames(dataset, key), preprocessor)
 
 
 def _ends_done(node: h5py.Group, num_steps: int) -> bool:

@@ -3,6 +3,7 @@ converted and read back with TFDS the way OpenVLA and Octo open datasets."""
 
 from __future__ import annotations
 
+import cv2
 import h5py
 import numpy as np
 import pyarrow.dataset as pads
@@ -13,7 +14,7 @@ from robolake.lake import Lake
 from robolake.normalization import load_statistics, normalize
 from robolake.sample import write_aloha_file
 from schemas.tables import SILVER_SCHEMA_VERSION
-from tests.helpers import load_split, robomimic_spec, run_convert, shared_data
+from tests.helpers import load_split, quarantine_records, robomimic_spec, run_convert, shared_data
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +179,57 @@ def test_real_sawyer_stack_assembles_actions_from_keys(tmp_path):
     steps = episodes["SawyerStack/data/demo_2"]["steps"]
     assert len(steps) == 1174
     np.testing.assert_allclose([s["action_raw"] for s in steps], expected, rtol=1e-6, atol=1e-7)
+
+
+def _encode_cameras(path, storage: str, broken_step: int | None = None) -> None:
+    """Rewrite an ALOHA file's raw frames as each step's JPEG file: "padded" uint8 (T, N) as ALOHA's
+    recorder writes with compression on, or "vlen" (T,) variable-length bytes."""
+    with h5py.File(path, "r+") as h5:
+        for name in list(h5["observations/images"]):
+            frames = h5[f"observations/images/{name}"][()]
+            jpegs = [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
+                     for f in frames]
+            if broken_step is not None:
+                jpegs[broken_step] = np.frombuffer(b"not an image", np.uint8)
+            del h5[f"observations/images/{name}"]
+            if storage == "padded":
+                padded = np.zeros((len(jpegs), max(map(len, jpegs))), np.uint8)
+                for row, jpeg in zip(padded, jpegs):
+                    row[: len(jpeg)] = jpeg
+                h5[f"observations/images/{name}"] = padded
+            else:
+                data = h5.create_dataset(f"observations/images/{name}", (len(jpegs),), dtype=h5py.vlen_dtype(np.uint8))
+                for step, jpeg in enumerate(jpegs):
+                    data[step] = jpeg
+
+
+def test_encoded_frames_convert_like_raw_frames(tmp_path):
+    """Frames stored as JPEG files (ALOHA's padded layout, or variable-length bytes) give the gold
+    frames of the same frames stored raw, up to one extra JPEG round; a step that is no image
+    quarantines its episode naming the dataset and step."""
+    cameras = {"top": (48, 64)}
+    gold = {}
+    for storage in ("raw", "padded", "vlen"):
+        raw = tmp_path / storage
+        raw.mkdir()
+        for i in range(3):
+            write_aloha_file(str(raw / f"episode_{i}.hdf5"), steps=12, seed=i, cameras=cameras)
+            if storage != "raw":
+                _encode_cameras(raw / f"episode_{i}.hdf5", storage, broken_step=5 if i == 2 else None)
+        spec = robomimic_spec(
+            raw, source={"layout": "aloha"}, cameras=[{"name": "top", "size": [32, 32]}],
+            action={"names": [f"joint_{i}" for i in range(14)]}, instruction={"file_attr": "language_instruction"},
+            metadata={"task": {"file_attr": "task"}}, splits={"fractions": {"train": 1.0}},
+        )
+        outcome = run_convert(spec, tmp_path / f"lake_{storage}")
+        gold[storage] = {e["episode_metadata"]["episode_id"]: np.stack([s["observation"]["top"] for s in e["steps"]])
+                         for e in load_split(outcome.gold_dir, "train")}
+        if storage != "raw":
+            (record,) = quarantine_records(tmp_path / f"lake_{storage}", "synthetic_tabletop", "1.0.0")
+            assert record["reason_code"] == "bad_shape" and "episode_2" in record["episode_id"]
+            assert "'observations/images/top': step 5 is not a JPEG or PNG image" in record["reason"]
+    for storage in ("padded", "vlen"):
+        assert sorted(gold[storage]) == ["episode_0", "episode_1"]
+        for episode, frames in gold[storage].items():
+            error = np.abs(frames.astype(int) - gold["raw"][episode].astype(int))
+            assert error.mean() < 3 and frames.std() > 10, (storage, episode, error.mean())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import yaml
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -22,7 +21,6 @@ from robolake.sample.scenario import episode_streams
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 T = TYPESTORE.types
 EPOCH_NS = 1_700_000_000 * 10**9  # 2023-11-14, the first recording day
-JPEG_QUALITY = 90
 # Receive delay after capture, seconds (uniform range): JPEG compression takes a while.
 DELAYS = {"camera": (0.008, 0.020), "state": (0.0005, 0.002), "teleop": (0.0005, 0.0015)}
 # The teleop command of tick k answers observation k: it carries that observation's
@@ -68,12 +66,9 @@ class _Messages:
         return self.start + int(round(seconds * 1e9))
 
     def camera(self, camera: str, capture: int):
-        frame = cv2.cvtColor(self.episode.frame(camera, capture), cv2.COLOR_RGB2BGR)
-        ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        assert ok
         stamp = self.ns(self.episode.capture_times[camera][capture])
         return T["sensor_msgs/msg/CompressedImage"](
-            header=_header(stamp, f"{camera}_camera"), format="rgb8; jpeg compressed bgr8", data=jpeg.reshape(-1))
+            header=_header(stamp, f"{camera}_camera"), format="rgb8; jpeg compressed bgr8", data=self.episode.jpeg(camera, capture))
 
     def joint_states(self, i: int):
         e = self.episode

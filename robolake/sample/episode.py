@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from robolake.sample.motion import CONTROL_HZ, Trajectory, delta_actions, episode_steps, joint_positions, quat_xyzw
@@ -18,6 +19,7 @@ from robolake.sample.scenario import EpisodeMeta, Layout, episode_streams, sampl
 
 DEFAULT_CAMERAS = {"front": (480, 640), "wrist": (240, 320)}
 STATE_HZ = 100
+JPEG_QUALITY = 90  # the cameras' own compression, in bags and HDF5 sessions alike
 
 
 def camera_hz(name: str) -> int:
@@ -65,6 +67,14 @@ class Episode:
     def frame(self, camera: str, capture: int) -> np.ndarray:
         """RGB uint8 frame number `capture` of `camera`."""
         return self.renderer.frame(camera, capture, float(self.capture_times[camera][capture]))
+
+    def jpeg(self, camera: str, capture: int) -> np.ndarray:
+        """Frame `capture` of `camera` as a standard JPEG file's bytes (uint8), as the camera sends it."""
+        bgr = cv2.cvtColor(self.frame(camera, capture), cv2.COLOR_RGB2BGR)
+        ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise ValueError(f"OpenCV could not encode frame {capture} of camera {camera!r}")
+        return encoded.reshape(-1)
 
     def tick_captures(self, camera: str) -> np.ndarray:
         """The capture each 10 Hz tick observes: the latest at or before it."""

@@ -16,11 +16,11 @@ from robolake.sample.episode import DEFAULT_CAMERAS, Episode, build_episode, cam
 from robolake.sample.motion import CONTROL_HZ
 from robolake.sample.scenario import EpisodeMeta
 
-# One frame per chunk, gzip level 1. Measured per step (a 480x640 and a 240x320 frame): raw
-# 1.15 MB written in ~2 ms; gzip 1 0.78 MB (sensor noise limits it) in ~27 ms; lzf 1.02 MB
-# in ~21 ms; gzip 4 0.80 MB in ~41 ms. gzip 1 keeps the default 60-episode sample under a
-# minute with 2 workers and its HDF5 part under 1 GB (reading back costs ~6 ms per step).
-IMAGE_COMPRESSION = {"compression": "gzip", "compression_opts": 1}
+# How the sample stores camera frames: "jpeg" (the sample's sessions), each step's frame as the
+# camera's JPEG bytes in a variable-length uint8 dataset (T,); or "raw", uint8 (T, H, W, 3), one
+# frame per gzip-1 chunk. Measured per 480x640 frame with the sample's sensor noise: JPEG 90 43 KB
+# in ~0.8 ms, gzip 1 630 KB in ~13 ms. JPEG is what makes a 1,000-episode sample fit (~2 GB).
+RAW_COMPRESSION = {"compression": "gzip", "compression_opts": 1}
 
 
 def env_args(cameras: dict[str, tuple[int, int]]) -> str:
@@ -34,15 +34,21 @@ def env_args(cameras: dict[str, tuple[int, int]]) -> str:
     }, sort_keys=True)
 
 
-def _write_frames(group: h5py.Group, key: str, episode: Episode, camera: str, compression: dict) -> None:
+def _write_frames(group: h5py.Group, key: str, episode: Episode, camera: str, storage: str) -> None:
+    captures = [int(capture) for capture in episode.tick_captures(camera)]
+    if storage == "jpeg":
+        data = group.create_dataset(key, shape=(episode.steps,), dtype=h5py.vlen_dtype(np.uint8))
+        for tick, capture in enumerate(captures):
+            data[tick] = episode.jpeg(camera, capture)
+        return
     height, width = episode.cameras[camera]
     data = group.create_dataset(key, shape=(episode.steps, height, width, 3), dtype=np.uint8,
-                                chunks=(1, height, width, 3), **compression)
-    for tick, capture in enumerate(episode.tick_captures(camera)):
-        data[tick] = episode.frame(camera, int(capture))
+                                chunks=(1, height, width, 3), **RAW_COMPRESSION)
+    for tick, capture in enumerate(captures):
+        data[tick] = episode.frame(camera, capture)
 
 
-def write_demo(group: h5py.Group, episode: Episode, compression: dict = IMAGE_COMPRESSION) -> None:
+def write_demo(group: h5py.Group, episode: Episode, frames: str) -> None:
     """One robomimic demo: metadata attributes, actions, rewards, dones and obs/*."""
     steps, state = episode.steps, episode.tick_states()
     group.attrs.update(episode.meta.attrs())
@@ -55,18 +61,19 @@ def write_demo(group: h5py.Group, episode: Episode, compression: dict = IMAGE_CO
     group["obs/robot0_gripper_qpos"] = episode.gripper_qpos[state]
     group["obs/robot0_joint_pos"] = episode.joints[state, :7]
     for camera in episode.cameras:
-        _write_frames(group, f"obs/{camera}_image", episode, camera, compression)
+        _write_frames(group, f"obs/{camera}_image", episode, camera, frames)
 
 
-def write_session(path: str, episodes: list[Episode], compression: dict = IMAGE_COMPRESSION) -> list[str]:
-    """A robomimic file holding `episodes` as data/demo_1, demo_2, ...; returns the group names."""
+def write_session(path: str, episodes: list[Episode], frames: str = "raw") -> list[str]:
+    """A robomimic file holding `episodes` as data/demo_1, demo_2, ...; returns the group names.
+    `frames`: how camera frames are stored, "jpeg" or "raw" (above)."""
     groups = [f"demo_{k}" for k in range(1, len(episodes) + 1)]
     with h5py.File(path, "w") as h5:
         data = h5.create_group("data")
         data.attrs["env_args"] = env_args(episodes[0].cameras)
         data.attrs["total"] = sum(e.steps for e in episodes)
         for name, episode in zip(groups, episodes):
-            write_demo(data.create_group(name), episode, compression)
+            write_demo(data.create_group(name), episode, frames)
     return groups
 
 
@@ -116,5 +123,5 @@ def write_aloha_file(
         h5["observations/qpos"] = qpos
         h5["observations/qvel"] = qvel
         for camera in cameras:
-            _write_frames(h5, f"observations/images/{camera}", episode, camera, IMAGE_COMPRESSION)
+            _write_frames(h5, f"observations/images/{camera}", episode, camera, "raw")
     return episode.meta
