@@ -105,7 +105,10 @@ def closed_loop(evaluation: dict | None) -> str:
     """eval.json's rollouts as `robolake evaluate` prints them: "3 of 30 (10%, 95% CI 3%-26%)"."""
     if evaluation is None:
         return "not evaluated"
-    return success_text(evaluation["rollouts"]) if "rollouts" in evaluation else "no rollouts (--rollouts 0)"
+    if "rollouts" not in evaluation:
+        return "no rollouts (--rollouts 0)"
+    paired = evaluation.get("baseline_rollouts", {}).get("paired")
+    return success_text(evaluation["rollouts"]) + (f"; against its baseline: {paired['verdict']}" if paired else "")
 
 
 def instruction_swap(evaluation: dict | None) -> str:

@@ -107,6 +107,9 @@ def test_rollouts_are_a_total_with_intervals_a_baseline_and_a_report(trained, ca
     baseline = json.loads((out / "eval.json").read_text())["baseline_rollouts"]
     assert baseline["checkpoint"] == str(run / "best") and baseline["episodes"] == 4
     assert baseline["per_task"].keys() == rollouts["per_task"].keys()
+    assert baseline["paired"] == {"scenes": 4, "both": 0, "only_this": 0, "only_baseline": 0, "p_value": 1.0,
+                                  "verdict": "no measurable difference"}
+    assert "this policy: no measurable difference (better on 0 scenes, worse on 0" in printed
     assert len(list((out / "rollouts").glob("*.png"))) == 4  # every failure has its contact sheet
     page = (out / "eval.html").read_text()
     assert "baseline success (same scenes)" in page and page.count('<img src="rollouts/') == 4

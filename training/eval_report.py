@@ -173,6 +173,17 @@ def success_text(summary: dict) -> str:
             f"95% CI {_interval(summary['success_ci'])})")
 
 
+def baseline_text(baseline: dict) -> str:
+    """The baseline's success and the paired verdict, "2 of 30 (...); this policy: no measurable
+    difference (better on 3 scenes, worse on 1, p = 0.62)"."""
+    text = success_text(baseline)
+    paired = baseline.get("paired")  # eval.json of an earlier robolake has none
+    if paired:
+        text += (f"; this policy: {paired['verdict']} (better on {paired['only_this']} scenes, worse on "
+                 f"{paired['only_baseline']}, exact McNemar p = {paired['p_value']:.2g})")
+    return text
+
+
 def swap_text(swap: dict) -> str:
     """The instruction-swap check's headline, "went to the named object 7 of 10 (70%, 95% CI 40%-89%)"."""
     named = swap["went_to_named"]
@@ -195,6 +206,7 @@ def _headline(document: dict) -> str:
     stats = [("closed-loop success", rollouts)]
     if baseline:
         about.append(("baseline", baseline["checkpoint"]))
+        about.append(("against the baseline", baseline_text(baseline).split("; ", 1)[-1]))
         stats.append(("baseline success (same scenes)", baseline))
     facts = "".join(f"<dt>{escape_html(key)}</dt><dd>{escape_html(value)}</dd>" for key, value in about)
     boxes = "".join(f'<div class="stat"><b>{escape_html(format_share(summary["success_rate"]))}</b><span>{escape_html(key)}: '

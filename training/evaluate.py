@@ -11,7 +11,8 @@ through the safe runtime (`training/runtime.py`); failed rollouts are saved with
 frames, actions and failure mode. The instruction-swap check (`--swap-rollouts`, by default
 all of them; training/instruction_swap.py) rolls the checkpoint out again on the same
 scenes with another object named. `--baseline` rolls another checkpoint out on the same
-scenes and tasks. The rollouts are joined to the training data (training/eval_report.py):
+scenes and tasks and compares the two scene by scene (better, worse or no measurable
+difference: exact McNemar test). The rollouts are joined to the training data (training/eval_report.py):
 length and smoothness against the demonstrations, success per metadata value against
 its train coverage, and the values the policy is weak on.
 
@@ -48,10 +49,10 @@ from robolake.storage import exists, is_remote, join, read_json
 from training.checkpoint import bundle_location, local_bundle
 from training.config import DataConfig
 from training.data import RldsSteps, collate
-from training.eval_report import (compare_with_demonstrations, coverage_join, success_text, swap_text, weak_lines,
+from training.eval_report import (baseline_text, compare_with_demonstrations, coverage_join, success_text, swap_text, weak_lines,
                                    write_eval_html)
 from robolake.lake_views import connect
-from training.metrics import EpisodePrediction, grouped_metrics
+from training.metrics import EpisodePrediction, grouped_metrics, paired_comparison
 from training.model import load_pretrained
 from training.runtime import checkpoint_cameras, checkpoint_crop_scale
 
@@ -201,8 +202,11 @@ def evaluate_closed_loop(bundle: Path, baseline: Path | None, metrics: dict, lak
         print(f"instruction swap: {swap_text(metrics['instruction_swap'])}; "
               f"{swap_episodes} rollouts in {time.time() - started:.1f} s")
     if baseline is not None:
-        metrics["baseline_rollouts"] = {"checkpoint": str(baseline), **closed_loop(
-            baseline, tasks, episodes, None, max_steps, seed).summary()}
+        baseline_report = closed_loop(baseline, tasks, episodes, None, max_steps, seed)
+        metrics["baseline_rollouts"] = {
+            "checkpoint": str(baseline), **baseline_report.summary(),
+            "paired": paired_comparison([r.success for r in report.records],
+                                        [r.success for r in baseline_report.records])}
     write_eval_html(out / "eval.html", metrics, rows, summary["weak_values"], report.records)
     return summary["weak_values"]
 
@@ -298,7 +302,7 @@ def run(argv: list[str]) -> int:
           f"{overall['steps']} steps, action MSE {overall['mse']:.3g}, L1 {overall['l1']:.3g}, gripper {gripper}, "
           f"token accuracy {overall['action_token_accuracy']:.1%}"
           + (f", closed-loop success {success_text(metrics['rollouts'])}" if args.rollouts else "")
-          + (f", baseline {success_text(metrics['baseline_rollouts'])}" if "baseline_rollouts" in metrics else "")
+          + (f", baseline {baseline_text(metrics['baseline_rollouts'])}" if "baseline_rollouts" in metrics else "")
           + f" in {time.time() - started:.1f} s -> {out_location}")
     if args.rollouts:
         print(f"closed-loop report: {join(out_location, 'eval.html')}")

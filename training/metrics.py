@@ -5,12 +5,14 @@ the statistics bundled in its checkpoint) except the action-token accuracy, whic
 compares bins. Inputs are per-episode arrays in step order, so that smoothness (the
 sum of squared differences of consecutive actions within an episode) is defined.
 
-`wilson_interval` gives closed-loop success rates their confidence interval.
+`wilson_interval` gives closed-loop success rates their confidence interval, and
+`paired_comparison` tells whether one policy beats another on the same scenes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +52,23 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -
     low = 0.0 if successes == 0 else float(centre - half_width)
     high = 1.0 if successes == trials else float(centre + half_width)
     return low, high
+
+
+def paired_comparison(successes: Sequence[bool], baseline: Sequence[bool]) -> dict:
+    """Two policies rolled out on the same scenes, scene by scene: the scenes only one of them
+    succeeds on decide (exact McNemar test, two-sided). `verdict` is "better" or "worse" than the
+    baseline where p < 0.05, else "no measurable difference"."""
+    if len(successes) != len(baseline):
+        raise ValueError(f"expected the same scenes, got {len(successes)} and {len(baseline)} rollouts")
+    only_this = sum(a and not b for a, b in zip(successes, baseline))
+    only_baseline = sum(b and not a for a, b in zip(successes, baseline))
+    discordant = only_this + only_baseline
+    tail = sum(math.comb(discordant, k) for k in range(min(only_this, only_baseline) + 1)) / 2 ** discordant
+    p_value = min(1.0, 2 * tail)
+    verdict = ("no measurable difference" if p_value >= 0.05 or only_this == only_baseline
+               else "better" if only_this > only_baseline else "worse")
+    return {"scenes": len(successes), "both": sum(a and b for a, b in zip(successes, baseline)),
+            "only_this": only_this, "only_baseline": only_baseline, "p_value": p_value, "verdict": verdict}
 
 
 def gripper_side(values: np.ndarray, threshold: float) -> np.ndarray:
