@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from robolake.sample import write_robomimic_dataset
-from tests.helpers import CAMERAS
+from tests.helpers import BROWSER_TIMEOUT_S, CAMERAS
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +38,20 @@ def s3_bucket(monkeypatch) -> str:
 
     with moto_server("robolake-test", monkeypatch):
         yield "robolake-test"
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory) -> list[str]:
+    """The headless chromium command line (its own profile folder), once it has opened a page."""
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (tests/peers/chromium.sh installs Debian's)")
+    profile = tmp_path_factory.mktemp("chromium_profile")
+    command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}"]
+    try:
+        probe = subprocess.run([*command, "--dump-dom", "data:text/html,<p>ready</p>"],
+                               capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"chromium did not open a page within {BROWSER_TIMEOUT_S} s")
+    if "ready" not in probe.stdout:
+        pytest.skip(f"chromium cannot start: {probe.stderr.strip()[-300:]}")
+    return command

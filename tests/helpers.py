@@ -5,6 +5,7 @@ robolake run as a user runs it (a `python -m cli.main` subprocess)."""
 from __future__ import annotations
 
 import copy
+import html
 import json
 import os
 import re
@@ -36,6 +37,20 @@ from training.tokenizers import InstructionTokenizer  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 CAMERAS = {"front": (96, 128), "wrist": (60, 80)}  # two sizes, small enough to be quick
+BROWSER_TIMEOUT_S = 120  # headless chromium laying out one report page
+WIDTH = 1280  # px: the desktop window the HTML reports must fit
+MEASURE = """<script>
+const page = document.documentElement;
+const plots = [...document.querySelectorAll("svg")].map(svg => {
+  const box = svg.getBoundingClientRect();
+  return {label: svg.getAttribute("aria-label"), width: box.width, height: box.height};
+});
+const out = document.createElement("pre");
+out.id = "measured";
+out.textContent = JSON.stringify({viewport: innerWidth, client_width: page.clientWidth,
+  scroll_width: page.scrollWidth, height: page.scrollHeight, plots: plots});
+document.body.appendChild(out);
+</script>"""
 
 ROBOMIMIC_SPEC = {
     "name": "synthetic_tabletop",
@@ -277,3 +292,14 @@ def write_bag(path: Path, task: str = "pick", operator: str = "op1", **kwargs) -
     expected = bf.write_teleop_bag(path, **kwargs)
     bf.write_sidecar(path, task=task, operator=operator)
     return expected
+
+
+def measure(chromium: list[str], page: Path, folder: Path) -> dict:
+    """The figures MEASURE writes into a copy of `page` laid out at WIDTH."""
+    measured = folder / "measured.html"
+    measured.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
+    done = subprocess.run([*chromium, f"--window-size={WIDTH},900", "--dump-dom", measured.as_uri()],
+                          capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, check=True)
+    found = re.search(r'<pre id="measured">(.*?)</pre>', done.stdout, re.S)
+    assert found, f"no measurements in chromium's DOM: {done.stderr[-300:]}"
+    return json.loads(html.unescape(found.group(1)))

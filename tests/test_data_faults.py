@@ -218,7 +218,8 @@ def test_hdf5_dones_make_the_last_step_terminal_and_their_absence_a_truncation(h
     warning, printed = truncation_warning(lake, TABLETOP, capsys)
     assert (warning.severity, warning.success, warning.unexpected, warning.elements) == ("warning", False, 4, 10)
     assert warning.examples == cut
-    assert "WARN truncated_episodes" in printed and "4 of 10" in printed
+    assert ('WARN truncated_episodes: 4 of 10 episodes break the rule "episodes end in a terminal state '
+            '(is_terminal on the last step)"') in printed  # the finding, then the rule
 
 
 def test_every_episode_ends_terminal_when_the_spec_says_so(half_done_raw, tmp_path):

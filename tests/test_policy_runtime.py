@@ -17,8 +17,7 @@ from training.frames import TRAIN_CROP_SCALE, eval_frames
 from training.model import CompactVLA, is_lora
 from training.runtime import ActionFilter, Policy, SafetyConfig
 
-pytestmark = [pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
-              pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
 
 
 class ScriptedModel:

@@ -211,7 +211,8 @@ def test_the_cli_names_the_failed_expectation_and_exits_1(lake, capsys):
     _break_finite(lake)
     assert main(["validate", f"{NAME}:{VERSION}", "--lake", str(lake)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL finite_values (expect_column_values_to_be_between, non_finite): 1 of 10" in out
+    assert ("FAIL finite_values: 1 of 10 episodes break the rule \"no NaN, inf or null in action, action_raw or state\" "
+            "(expect_column_values_to_be_between on non_finite)") in out
     assert f"gate {NAME} {VERSION}: FAILED" in out
     assert json.loads((lake / "reports" / NAME / VERSION / "validate.json").read_text())["failed_errors"] == 1
 

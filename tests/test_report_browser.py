@@ -9,16 +9,14 @@ injected goes through `chromium --dump-dom`, and the figures come back in the DO
 Artifacts: coverage-1280.png (a full-page screenshot at 1280 px) and measurements.json go to
 the folder $ROBOLAKE_TEST_ARTIFACTS names, by default the test's tmp_path.
 
-Skips when chromium is absent (tests/peers/chromium.sh installs Debian's) or cannot start.
+Skips when chromium is absent (tests/peers/chromium.sh installs Debian's) or cannot start
+(the `chromium` fixture in tests/conftest.py). tests/test_eval_report.py measures eval.html the same way.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
-import re
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -28,42 +26,11 @@ import yaml
 
 from cli.main import main
 from robolake.sample import write_robomimic_dataset
-from tests.helpers import robomimic_spec, run_convert
+from tests.helpers import BROWSER_TIMEOUT_S, WIDTH, measure, robomimic_spec, run_convert
 
 NAME, VERSION = "browser_tabletop", "1.0.0"
-WIDTH = 1280  # a normal desktop window
 MAX_HEIGHT = 7000  # px at WIDTH for this data (6 crossed fields, 7 action dimensions, 1 camera)
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "datasets" / "sample_tabletop.yaml"
-BROWSER_TIMEOUT_S = 120
-MEASURE = """<script>
-const page = document.documentElement;
-const plots = [...document.querySelectorAll("svg")].map(svg => {
-  const box = svg.getBoundingClientRect();
-  return {label: svg.getAttribute("aria-label"), width: box.width, height: box.height};
-});
-const out = document.createElement("pre");
-out.id = "measured";
-out.textContent = JSON.stringify({viewport: innerWidth, client_width: page.clientWidth,
-  scroll_width: page.scrollWidth, height: page.scrollHeight, plots: plots});
-document.body.appendChild(out);
-</script>"""
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory) -> list[str]:
-    """The headless chromium command line (its own profile folder), once it has opened a page."""
-    if shutil.which("chromium") is None:
-        pytest.skip("chromium is not installed (tests/peers/chromium.sh installs Debian's)")
-    profile = tmp_path_factory.mktemp("chromium_profile")
-    command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}"]
-    try:
-        probe = subprocess.run([*command, "--dump-dom", "data:text/html,<p>ready</p>"],
-                               capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"chromium did not open a page within {BROWSER_TIMEOUT_S} s")
-    if "ready" not in probe.stdout:
-        pytest.skip(f"chromium cannot start: {probe.stderr.strip()[-300:]}")
-    return command
 
 
 @pytest.fixture(scope="module")
@@ -85,17 +52,6 @@ def artifacts(tmp_path) -> Path:
     folder = Path(os.environ.get("ROBOLAKE_TEST_ARTIFACTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def measure(chromium: list[str], page: Path, folder: Path) -> dict:
-    """The figures MEASURE writes into a copy of `page` laid out at WIDTH."""
-    measured = folder / "measured.html"
-    measured.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
-    done = subprocess.run([*chromium, f"--window-size={WIDTH},900", "--dump-dom", measured.as_uri()],
-                          capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, check=True)
-    found = re.search(r'<pre id="measured">(.*?)</pre>', done.stdout, re.S)
-    assert found, f"no measurements in chromium's DOM: {done.stderr[-300:]}"
-    return json.loads(html.unescape(found.group(1)))
 
 
 def png_size(path: Path) -> tuple[int, int]:

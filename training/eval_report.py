@@ -258,8 +258,8 @@ def _instruction_swap(document: dict) -> str:
 def _demonstrations(document: dict) -> str:
     comparison = document["rollouts"]["demonstrations"]
     groups = {"(all)": comparison["overall"], **comparison["per_task"]}
-    table = pd.DataFrame([{"task": task, **{key: _optional(value) for key, value in row.items()}}
-                          for task, row in groups.items()])
+    table = pd.DataFrame([{"task": task, **{key.replace("_", " "): _optional(value) for key, value in row.items()}}
+                          for task, row in groups.items()])  # headers that wrap: the table fits a 1280 px window
     dataset = comparison["dataset"]
     return (f"<p>Demonstrations: the {escape_html(dataset['split'])} split of {escape_html(dataset['name'])} "
             f"{escape_html(dataset['version'])}; ratios are policy / demonstrations. {escape_html(STEP_SMOOTHNESS)}.</p>"

@@ -38,8 +38,11 @@ LoRA (peft) adapts only the language model's projections; `save_pretrained` /
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -612,6 +615,15 @@ class CompactVLA(nn.Module):
         return self.predict(images.to(self.device), ids, mask, state, self._instruction_embedding(instructions))
 
 
+@contextlib.contextmanager
+def _peft_wrapping() -> Iterator[None]:
+    """peft 0.x wraps a model by reading its `is_gradient_checkpointing`, which transformers 5 deprecated
+    (a FutureWarning on every wrap, not about robolake's code): that one warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def is_lora(model: CompactVLA) -> bool:
     return isinstance(model.language_model, PeftModel)
 
@@ -646,7 +658,8 @@ def add_lora(
     lora = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, bias="none", task_type="CAUSAL_LM"
     )
-    model.language_model = get_peft_model(model.language_model, lora)
+    with _peft_wrapping():
+        model.language_model = get_peft_model(model.language_model, lora)
     _freeze_encoders(model)
     return model
 
@@ -736,6 +749,8 @@ def load_pretrained(path: str | Path) -> tuple[CompactVLA, InstructionTokenizer]
     model = CompactVLA(config, tokenizer, language_model=AutoModelForCausalLM.from_config(lm_config))
     model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
     if (folder / ADAPTER_DIR).exists():
-        model.language_model = PeftModel.from_pretrained(model.language_model, folder / ADAPTER_DIR, is_trainable=True)
+        with _peft_wrapping():
+            model.language_model = PeftModel.from_pretrained(model.language_model, folder / ADAPTER_DIR,
+                                                             is_trainable=True)
         _freeze_encoders(model)
     return model.eval(), tokenizer

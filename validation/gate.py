@@ -47,7 +47,8 @@ class Outcome:
     elements: int
     unexpected: int
     examples: list[str]
-    description: str
+    description: str  # the rule the check holds the data to
+    unit: str  # what its elements are: "episodes", "dimensions", ...
 
 
 def load_config(dataset: str, path: Path = CONFIG) -> dict:
@@ -109,6 +110,9 @@ class GxRunner:
         self.context.build_data_docs(site_names=["robolake"])
 
 
+ELEMENT_UNITS = {"episode_id": "episodes", "dimension": "dimensions"}
+
+
 def _outcome(check: Check, severity: str, result) -> Outcome:
     details = result.result or {}
     ids = [str(row.get(check.id_column)) for row in details.get("unexpected_index_list") or []]
@@ -117,7 +121,7 @@ def _outcome(check: Check, severity: str, result) -> Outcome:
     return Outcome(
         check.name, result.expectation_config.type, result.expectation_config.kwargs.get("column", ""), severity,
         bool(result.success), int(details.get("element_count") or 0), int(details.get("unexpected_count") or 0),
-        list(dict.fromkeys(ids))[:EXAMPLES], check.description,
+        list(dict.fromkeys(ids))[:EXAMPLES], check.description, ELEMENT_UNITS.get(check.id_column, "rows"),
     )
 
 
@@ -177,8 +181,8 @@ def print_summary(outcomes: list[Outcome], skipped: list[Check]) -> None:
     for o in outcomes:
         if not o.success:
             mark = "FAIL " if o.severity == "error" else "WARN "
-            what = f"{o.unexpected} of {o.elements}" if o.elements else "failed"
-            print(f"{mark}{o.check} ({o.expectation}, {o.column}): {what}: {o.description}")
+            found = f"{o.unexpected} of {o.elements} {o.unit} break" if o.elements else "failed"
+            print(f"{mark}{o.check}: {found} the rule \"{o.description}\" ({o.expectation} on {o.column})")
             if o.examples:
                 print(f"      e.g. {', '.join(o.examples)}")
     for check in skipped:
