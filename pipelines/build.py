@@ -34,6 +34,7 @@ from pipelines.episode import QuarantineRecord
 from pipelines.rlds_writer import write_dataset_info
 from pipelines.sources import SourceReader, source_reader, state_layout
 from robolake import progress, provenance
+from robolake.episode_quality import position_columns
 from robolake.arguments import ArgumentParser
 from robolake.errors import RobolakeError
 from robolake.lake import Build, GoldVersion, Lake, new_build_id
@@ -229,7 +230,9 @@ def _build(spec: DatasetSpec, lake: Lake, build: Build, beam_args: list[str], re
     """Plan and run the pipeline into the build's folder; write its metadata and manifest."""
     reader = source_reader(spec)
     sources = discover_sources(spec, reader, {} if rehash else raw_manifest.registered(lake))
-    ctx = BuildContext(spec, reader, infer_state_dim(reader, sources), build.dir)
+    state_dim = infer_state_dim(reader, sources)
+    layout = state_layout(spec, sources[0].path, state_dim)
+    ctx = BuildContext(spec, reader, state_dim, build.dir, position_columns(layout))
     with beam_runner(beam_args) as beam_args:  # the runner defaulted; a Dask cluster up while the pipeline runs
         try:
             pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
@@ -254,7 +257,7 @@ def _build(spec: DatasetSpec, lake: Lake, build: Build, beam_args: list[str], re
         )
     statistics = summary[STATISTICS][0]["document"]
     statistics_sha256 = _write_statistics(ctx, statistics, filtered)
-    manifest = _write_gold_metadata(ctx, summary, counts, beam_args, time.time() - started)
+    manifest = _write_gold_metadata(ctx, summary, counts, beam_args, time.time() - started, layout)
     manifest.update(reader.manifest_extras())
     manifest["build"] = build.id
     manifest["statistics_sha256"] = statistics_sha256
@@ -369,7 +372,8 @@ def stage_seconds(timings: list[dict]) -> dict[str, float]:
     return {stage: round(seconds, 3) for stage, seconds in totals.items()}
 
 
-def _write_gold_metadata(ctx: BuildContext, summary: dict, counts: dict, beam_args: list[str], pipeline_s: float) -> dict:
+def _write_gold_metadata(ctx: BuildContext, summary: dict, counts: dict, beam_args: list[str], pipeline_s: float,
+                         layout: list[dict] | None) -> dict:
     """Write TFDS metadata for the staged shards; return the manifest."""
     spec = ctx.spec
     shard_lengths: dict[str, list[int]] = {}
@@ -388,7 +392,7 @@ def _write_gold_metadata(ctx: BuildContext, summary: dict, counts: dict, beam_ar
         "spec_sha256": spec.fingerprint(),
         "spec": spec.model_dump(mode="json"),
         "state_dim": ctx.state_dim,
-        "state_layout": state_layout(spec, sources[0]["path"], ctx.state_dim) if sources else None,
+        "state_layout": layout,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "counts": counts,
         "quarantine_reasons": dict(sorted(Counter(q["reason_code"] for q in summary[QUARANTINE]).items())),

@@ -27,7 +27,7 @@ from pipelines.curation import (
     TOTALS, FilterActions, FilterTotalsFn, SilverShardFiles, curate_steps, dataset_statistics_fn, kept_values,
     robust_stats, saturation_counts_fn, shard_statistics, statistics_document, with_saturation,
 )
-from pipelines.episode import EpisodeRef, EpisodeRejected, QuarantineRecord, read_failure, stable_hash
+from pipelines.episode import Episode, EpisodeRef, EpisodeRejected, QuarantineRecord, read_failure, stable_hash
 from pipelines.images import FramePreprocessor
 from pipelines.rlds_writer import EpisodeSerializer, shard_filename, silver_episodes
 from pipelines.silver_writer import ShardStepsWriter, episode_row, episodes_table, part_name, partition_dir
@@ -35,13 +35,14 @@ from pipelines.sources import SourceReader
 from pipelines.filters import RobustStats
 from pipelines.splits import assign_shards, assign_split
 from pipelines.tfrecord import write_tfrecord
+from robolake import episode_quality
 from robolake import progress
 from robolake.hashing import sha256_source
 from robolake.lake import Build
 from robolake.spec import DatasetSpec
 from robolake.storage import join, read_table, write_json, write_table
 from schemas.rlds import EPISODE_FLAGS, rlds_features
-from schemas.tables import curated_steps_schema
+from schemas.tables import curated_steps_schema, episode_quality_schema
 
 QUARANTINE = "quarantine"
 SOURCES = "sources"
@@ -128,6 +129,7 @@ class BuildContext:
     source: SourceReader
     state_dim: int
     staging: str
+    position: tuple[int, int] | None = None  # the end-effector position's state columns (episode quality)
 
     @property
     def build(self) -> Build:
@@ -153,6 +155,10 @@ class BuildContext:
     @property
     def episode_stats_root(self) -> str:
         return self.build.silver("episode_stats")
+
+    @property
+    def episode_quality_root(self) -> str:
+        return self.build.episode_quality
 
     @property
     def gold_dir(self) -> str:
@@ -274,7 +280,7 @@ class _IngestShard(beam.DoFn):
         refs = [p.ref for p in planned]
         started = time.perf_counter()
         steps_path = join(partition_dir(ctx.steps_root, split), part_name(shard))
-        writer, written, quarantined, dropped_ticks = None, [], 0, {}
+        writer, written, quarantined, dropped_ticks, quality = None, [], 0, {}, []
         for ref in refs:
             try:
                 episode = ctx.source.read(ref, ctx.state_dim, self.preprocessors)
@@ -286,6 +292,7 @@ class _IngestShard(beam.DoFn):
                 writer = writer or ShardStepsWriter(steps_path, ctx.spec, ctx.state_dim)
                 writer.write(episode)
                 written.append(episode_row(episode))
+                quality.append(quality_row(episode, ctx))
                 for stream, count in episode.dropped_ticks.items():
                     dropped_ticks[stream] = dropped_ticks.get(stream, 0) + count
                 record = None
@@ -302,6 +309,8 @@ class _IngestShard(beam.DoFn):
             writer.close()
             table = episodes_table(written, ctx.spec)
             write_table(join(partition_dir(ctx.episodes_root, split), part_name(shard)), table)
+            write_table(join(partition_dir(ctx.episode_quality_root, split), part_name(shard)),
+                        pa.Table.from_pylist(quality, schema=episode_quality_schema(ctx.spec)))
             if split == "train":
                 yield beam.pvalue.TaggedOutput(RAW_STATISTICS, shard_statistics(shard_files(ctx, result), ctx.spec,
                                                                                 ctx.state_dim))
@@ -311,6 +320,16 @@ class _IngestShard(beam.DoFn):
             yield beam.pvalue.TaggedOutput(HASHES, path_sha256)
             yield beam.pvalue.TaggedOutput(TIMINGS, seconds)
         yield result
+
+
+def quality_row(episode: Episode, ctx: BuildContext) -> dict:
+    """The episode's row of the silver episode_quality table: carried from a member version
+    (lake source), or computed from the arrays and camera summaries ingest holds."""
+    row = episode.quality or episode_quality.episode_row(
+        episode.actions, ctx.spec.action.names, episode.state, episode.timestamps, ctx.spec.control_rate_hz,
+        {name: (summary.brightness, summary.change) for name, summary in episode.cameras.items()}, ctx.position,
+    )
+    return row | {"episode_id": episode.ref.episode_id}
 
 
 def shard_files(ctx: BuildContext, result: ShardResult) -> SilverShardFiles:

@@ -92,6 +92,7 @@ class Episode:
     timestamps: np.ndarray | None = None  # seconds since the first step (default: step / control rate)
     terminal: bool = False  # the last step is a terminal state (see `ends_terminal`); if not, the episode is truncated
     resolution_change: str = ""  # rosbag, flagged: the camera whose frame size changed, where, from and to
+    quality: dict | None = None  # lake source: the member's episode_quality row, carried (not computed again)
 
     @property
     def num_steps(self) -> int:

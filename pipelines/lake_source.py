@@ -36,7 +36,7 @@ from pipelines.rlds_source import RldsSource
 from pipelines.stats import CameraSummary
 from robolake import lake_views
 from robolake.errors import RobolakeError
-from robolake.lake import GoldVersion, Lake
+from robolake.lake import EPISODE_QUALITY, GoldVersion, Lake
 from robolake.spec import LANGUAGE_INSTRUCTION, DatasetSpec, LakeMember, ValueSource, parse_spec
 from robolake.sql import one_line, parse_condition
 
@@ -173,8 +173,27 @@ class Member:
                                                               for column in ("mean", "std", "brightness", "contrast")))
                              for target, name in kept_cameras.items()}
                 for episode_id in self.choices}
+            self.quality = self._quality_rows(con, spec, version) if EPISODE_QUALITY in lake_views.available_views(
+                con) else {}
         finally:
             con.close()
+
+    def _quality_rows(self, con, spec: DatasetSpec, version: GoldVersion) -> dict[str, dict]:
+        """The member's episode_quality rows of the kept episodes, their camera columns named
+        as the new version names its cameras; none where the action dimensions differ (the
+        rows are then computed afresh from the mapped actions)."""
+        if list(version.spec.action.names) != list(spec.action.names):
+            return {}
+        cameras = {cam.name: self.member.cameras.get(cam.name, cam.name) for cam in spec.cameras}
+        rows = {}
+        for row in _rows(con, f"SELECT * EXCLUDE (dataset, version, split) FROM {EPISODE_QUALITY}"):
+            if row["episode_id"] in self.choices:
+                own = {k: v for k, v in row.items() if not k.startswith("camera_")}
+                for target, name in cameras.items():
+                    own |= {f"camera_{target}_{k.removeprefix(f'camera_{name}_')}": v for k, v in row.items()
+                            if k.startswith(f"camera_{name}_")}
+                rows[row["episode_id"]] = own
+        return rows
 
     def _plan(self, con, rows: dict[str, dict], spec: DatasetSpec, version: GoldVersion,
               where: str) -> tuple[dict[str, Choice], dict]:
@@ -282,7 +301,9 @@ class LakeSource:
     def read(self, ref: EpisodeRef, state_dim: int, preprocessors: dict[str, FramePreprocessor]) -> Episode:
         member = self.member(ref.source_path)
         episode = member.reader.read(ref, member.state_dim, preprocessors)
-        episode.cameras |= member.kept_summaries[ref.split_key.removeprefix(member.prefix)]
+        member_id = ref.split_key.removeprefix(member.prefix)
+        episode.cameras |= member.kept_summaries[member_id]
+        episode.quality = member.quality.get(member_id)
         episode.actions = member.actions.apply(episode.actions)
         episode.state = member.state.apply(episode.state)
         return episode

@@ -30,20 +30,31 @@ class PixelStats(Moments):
         return {"mean": self.mean.tolist(), "std": self.std().tolist(), "pixels": self.count}
 
 
+THUMBNAIL = (32, 32)  # the grayscale thumbnail whose change from frame to frame CameraSummary keeps
+
+
 class CameraSummary:
     """One episode's view of one camera: pixel statistics, mean brightness (luma) and
-    mean contrast (per-frame luma standard deviation), on the [0, 1] scale."""
+    mean contrast (per-frame luma standard deviation), on the [0, 1] scale, and per frame
+    its change from the previous frame (mean absolute difference of a THUMBNAIL of the
+    luma, [0, 1] scale; NaN for the first frame), which the episode quality metrics read."""
 
     def __init__(self):
         self.pixels = PixelStats()
         self.brightness: list[float] = []
         self.contrast: list[float] = []
+        self.change: list[float] = []
+        self._thumbnail: np.ndarray | None = None
 
     def add_frame(self, rgb: np.ndarray) -> None:
         self.pixels.add_frame(rgb)
-        mean, std = cv2.meanStdDev(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))  # luma, ITU-R BT.601
+        luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)  # ITU-R BT.601
+        mean, std = cv2.meanStdDev(luma)
         self.brightness.append(float(mean[0, 0]) / 255.0)
         self.contrast.append(float(std[0, 0]) / 255.0)
+        thumbnail = cv2.resize(luma, THUMBNAIL, interpolation=cv2.INTER_AREA).astype(np.float32)
+        previous, self._thumbnail = self._thumbnail, thumbnail
+        self.change.append(float("nan") if previous is None else float(cv2.absdiff(thumbnail, previous).mean()) / 255.0)
 
     @classmethod
     def from_row(cls, mean: list[float], std: list[float], brightness: float, contrast: float) -> CameraSummary:

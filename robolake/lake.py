@@ -32,6 +32,9 @@ def new_build_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
+EPISODE_QUALITY = "episode_quality"  # the silver table of each episode's behaviour metrics
+
+
 @dataclass(frozen=True)
 class Build:
     """One build of a dataset version: its gold RLDS folder, silver tables and quarantine,
@@ -56,6 +59,11 @@ class Build:
 
     def silver(self, table: str) -> str:
         return join(self.dir, "silver", table)
+
+    @property
+    def episode_quality(self) -> str:
+        """The silver episode_quality table: each episode's behaviour metrics (robolake/episode_quality.py)."""
+        return self.silver(EPISODE_QUALITY)
 
     def silver_glob(self, table: str, split: str = "*") -> str:
         """The Parquet files of a silver table (hive-partitioned by split), as a glob."""

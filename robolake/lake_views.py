@@ -11,6 +11,8 @@ has one; an episode metadata field of either name is `metadata_<name>`):
 - raw_steps: the silver steps as ingested (before filtering), without images
 - episode_stats: each written episode's mergeable statistics (curated action and state
   moments, bounds and quantile sketch; camera pixel moments), what `robolake stats` merges
+- episode_quality: each written episode's behaviour metrics (idle, frozen actions, spikes,
+  gripper chatter, timing, camera freeze and exposure, path; docs/quality.md)
 - filtered: every action value the outlier rules flagged
 - quarantine: every rejected episode with its reason
 - versions: one row per build of a published version: the current one and each replaced
@@ -37,11 +39,12 @@ import pyarrow.parquet as pq
 
 from robolake import progress
 from robolake.errors import RobolakeError
-from robolake.lake import Build, DamagedPointer, GoldVersion, Lake
+from robolake.lake import EPISODE_QUALITY, Build, DamagedPointer, GoldVersion, Lake
 from robolake.storage import arrow_filesystem, exists, is_remote, list_files, read_table
 
 BUILD_COLUMNS = ("dataset", "version")  # what every view adds from the build
-VIEWS = ("episodes", "steps", "raw_steps", "episode_stats", "filtered", "quarantine", "versions", "sources")
+VIEWS = ("episodes", "steps", "raw_steps", "episode_stats", EPISODE_QUALITY, "filtered", "quarantine", "versions",
+         "sources")
 
 
 def _sql_string(text: str) -> str:
@@ -193,6 +196,10 @@ def connect(lake: Lake, dataset: str = "*", version: str = "*", materialize: boo
                    if views["episode_stats"] is not None else
                    "SELECT dataset, version, episode_id, count(*) AS num_steps FROM steps GROUP BY ALL")
         con.execute(f"CREATE {kind} episodes AS {_published_episodes(ingested, lengths)}")
+        quality = _silver_view(sources, builds, EPISODE_QUALITY)
+        if quality is not None:  # the episodes gold holds (ingest wrote a row for each it read)
+            con.execute(f"CREATE VIEW {EPISODE_QUALITY} AS SELECT q.* FROM ({quality}) q "
+                        f"SEMI JOIN episodes USING (dataset, version, episode_id)")
     versions = versions_table(lake, published)
     if versions.num_rows:
         con.register("versions", versions)

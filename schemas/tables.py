@@ -95,6 +95,39 @@ def episode_stats_schema(spec: DatasetSpec, state_dim: int) -> pa.Schema:
     return _tagged(fields, "episode_stats", SILVER_SCHEMA_VERSION)
 
 
+EPISODE_QUALITY_SCHEMA_VERSION = "1.0.0"
+
+
+def episode_quality_schema(spec: DatasetSpec) -> pa.Schema:
+    """One row per ingested episode: its behaviour metrics (robolake/episode_quality.py,
+    docs/quality.md). A metric that cannot be computed is null, its group's `*_reason` says why."""
+    f64, i32, text = pa.float64(), pa.int32(), pa.string()
+    columns = [
+        ("num_steps", i32), ("duration_s", f64),
+        ("idle_share", f64), ("idle_head_s", f64), ("idle_tail_s", f64),
+        ("idle_floor_translation", f64), ("idle_floor_rotation", f64), ("idle_reason", text),
+        ("frozen_action_steps", i32), ("frozen_action_s", f64),
+        ("spike_steps", i32), ("jerk", f64), ("spike_reason", text),
+        ("gripper_toggles_per_s", f64), ("gripper_reversals", i32), ("gripper_reason", text),
+        ("step_interval_jitter_ms", f64), ("step_interval_max_deviation_ms", f64), ("timing_gaps", i32),
+        ("timing_reason", text),
+    ]
+    for cam in spec.cameras:
+        columns += [(f"camera_{cam.name}_freeze_steps", i32), (f"camera_{cam.name}_freeze_s", f64),
+                    (f"camera_{cam.name}_blackout_frames", i32), (f"camera_{cam.name}_overexposed_frames", i32),
+                    (f"camera_{cam.name}_reason", text)]
+    columns += [
+        ("path_length", f64), ("path_displacement", f64), ("path_length_ratio", f64), ("path_reason", text),
+        ("action_static_share", pa.list_(f64, len(spec.action.names))), ("action_fingerprint", text),
+        ("control_delay_steps", i32), ("chunk_length_steps", i32),
+    ]
+    always = {"num_steps", "duration_s", "frozen_action_steps", "frozen_action_s", "action_static_share",
+              "action_fingerprint"}
+    fields = [pa.field("episode_id", text, nullable=False)]
+    fields += [pa.field(name, kind, nullable=name not in always) for name, kind in columns]
+    return _tagged(fields, "episode_quality", EPISODE_QUALITY_SCHEMA_VERSION)
+
+
 FILTERED_ACTIONS_SCHEMA = _tagged(
     [
         pa.field("episode_id", pa.string(), nullable=False),
