@@ -30,8 +30,12 @@ import pytest
 from robolake.sample import exact, resample, write_sample
 
 COMMITTED = Path(__file__).parent / "data" / "sample_identity.json"
-# Eight episodes: enough for the seeded faults (a truncated session, a NaN, spikes in a bag too).
-CONFIG = {"episodes": 8, "seed": 0, "bag_fraction": 0.25, "cameras": {"front": (96, 128), "wrist": (60, 80)}}
+# Fourteen episodes with every kind of seeded fault (a truncated session, a NaN, spikes in a bag
+# too, and each behaviour fault at these shares).
+BEHAVIOUR_SHARES = {"idle": 0.1, "gripper_chatter": 0.1, "frozen_camera": 0.1, "failed_demo": 0.1,
+                    "duplicate_episode": 0.1, "timestamp_jitter": 0.25, "dropped_steps": 0.25}
+CONFIG = {"episodes": 14, "seed": 5, "bag_fraction": 0.3, "cameras": {"front": (96, 128), "wrist": (60, 80)},
+          "fault_shares": BEHAVIOUR_SHARES}
 
 # Run in a child: write the sample, print the hashes and which CPU features were in use.
 CHILD = """

@@ -4,7 +4,8 @@ ROS 2 mcap bags of scripted tabletop pick / place / push episodes, two rendered 
 
 Modules: scenario (metadata and table layout), motion (scripted trajectory, actions,
 joints), render (camera frames), episode (one episode's streams), hdf5_writer and
-bag_writer (containers), generate (write_sample: assignment, faults, manifest, workers),
+bag_writer (containers), faults (which episodes get which seeded fault, and how),
+generate (write_sample: assignment, manifest, workers),
 cli (the `robolake sample` command); exact (trigonometry and small matrix products) and
 resample (texture resize, perspective warp) keep the bytes the same on every machine."""
 

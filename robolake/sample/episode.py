@@ -8,7 +8,8 @@ first 10 Hz tick (t=0) and ending at the episode's duration."""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -53,6 +54,8 @@ class Episode:
     joints: np.ndarray  # (N, 9) positions: 7 arm joints, 2 fingers
     joint_velocities: np.ndarray  # (N, 9)
     capture_times: dict[str, np.ndarray]  # per camera
+    # camera -> for each capture, the capture whose image it carries (a frozen camera repeats one)
+    repeats: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -66,6 +69,8 @@ class Episode:
 
     def frame(self, camera: str, capture: int) -> np.ndarray:
         """RGB uint8 frame number `capture` of `camera`."""
+        if camera in self.repeats:
+            capture = int(self.repeats[camera][capture])
         return self.renderer.frame(camera, capture, float(self.capture_times[camera][capture]))
 
     def jpeg(self, camera: str, capture: int) -> np.ndarray:
@@ -97,19 +102,27 @@ def gripper_qpos(joints: np.ndarray) -> np.ndarray:
     return joints[..., 7:] * [1.0, -1.0]
 
 
+def scripted_motion(meta: EpisodeMeta, layout: Layout, steps: int) -> tuple[Trajectory, np.ndarray]:
+    """The task's scripted motion stretched over `steps` 10 Hz ticks, and the ticks' times."""
+    return Trajectory(meta, layout, steps / CONTROL_HZ), np.arange(steps) / CONTROL_HZ
+
+
+Motion = Callable[[EpisodeMeta, Layout, int], tuple[Trajectory, np.ndarray]]
+
+
 def build_episode(seed: int, index: int, steps: int | None = None,
-                  cameras: dict[str, tuple[int, int]] = DEFAULT_CAMERAS) -> Episode:
+                  cameras: dict[str, tuple[int, int]] = DEFAULT_CAMERAS, motion: Motion = scripted_motion) -> Episode:
     """Episode `index` of the sample with this seed: the same whatever else is generated.
-    `steps` fixes the number of 10 Hz ticks (the motion is stretched to fit)."""
+    `steps` fixes the number of 10 Hz ticks (the motion is stretched to fit). `motion`
+    makes the trajectory and the control ticks (robolake.sample.faults changes them)."""
     streams = {name: np.random.default_rng(seq) for name, seq in episode_streams(seed, index).items()}
     meta = sample_metadata(streams["metadata"])
     layout = sample_layout(meta, streams["layout"])
     steps = episode_steps(meta, layout) if steps is None else steps
     if steps < 1:
         raise ValueError(f"an episode needs at least one step, got steps={steps}")
-    duration = steps / CONTROL_HZ
-    trajectory = Trajectory(meta, layout, duration)
-    ticks = np.arange(steps) / CONTROL_HZ
+    trajectory, ticks = motion(meta, layout, steps)
+    duration = len(ticks) / CONTROL_HZ
     actions = delta_actions(trajectory, ticks, meta.operator, streams["motion"])
     state_times = _stream_times(STATE_HZ, duration, streams["clock"])
     tool = trajectory.tool(state_times)

@@ -17,25 +17,12 @@ import numpy as np
 
 from robolake.errors import RobolakeError
 from robolake.sample.bag_writer import write_bag
-from robolake.sample.episode import DEFAULT_CAMERAS, Episode, build_episode, camera_hz
+from robolake.sample.episode import DEFAULT_CAMERAS, Episode, camera_hz
+from robolake.sample.faults import DEFAULT_SHARES, Fault, TruncatedFile, check_shares, faulty_episode, plan_faults
 from robolake.sample.hdf5_writer import write_session
 
-GENERATOR_VERSION = "1.2.0"  # 1.2: HDF5 sessions store the cameras' JPEG bytes (as the bags do), 15x smaller
+GENERATOR_VERSION = "1.3.0"  # 1.3: behaviour faults (idle, chatter, frozen camera, failed demo, duplicate, timing)
 DEMOS_PER_SESSION = 5
-MIN_EPISODES_FOR_FAULTS = 8
-SPIKE_SCALE = (12.0, 18.0)  # times the episode's median |delta| in that dimension
-FAULT_SALT = 0xFA17
-
-
-@dataclass(frozen=True)
-class Fault:
-    kind: str  # action_spike / nan_action / truncated_file
-    step: int | None = None
-    dim: int | None = None
-    scale: float = 0.0  # spikes only
-
-    def manifest(self) -> dict:
-        return {"kind": self.kind, "step": self.step, "dim": self.dim}
 
 
 @dataclass(frozen=True)
@@ -49,7 +36,7 @@ class Unit:
 
     @property
     def truncated(self) -> bool:
-        return any(f is not None and f.kind == "truncated_file" for f in self.faults)
+        return any(isinstance(f, TruncatedFile) for f in self.faults)
 
 
 def is_bag(index: int, bag_fraction: float) -> bool:
@@ -57,42 +44,14 @@ def is_bag(index: int, bag_fraction: float) -> bool:
     return int(np.floor((index + 1) * bag_fraction + 1e-9)) > int(np.floor(index * bag_fraction + 1e-9))
 
 
-def _fault_step(rng: np.random.Generator, steps: int) -> int:
-    return int(rng.integers(steps // 4, max(steps // 4 + 1, (3 * steps) // 4)))
-
-
-def plan_faults(seed: int, hdf5: list[int], bags: list[int], lengths: dict[int, int]) -> dict[int, Fault]:
-    """Which episodes get which fault: the last 1-2 HDF5 episodes (they go in the last session,
-    which gets truncated), one NaN action in another HDF5 episode, and action spikes in
-    three more, at least one HDF5 and one bag when both exist. Needs enough episodes."""
-    if len(hdf5) + len(bags) < MIN_EPISODES_FOR_FAULTS:
-        return {}
-    rng = np.random.default_rng([seed, len(hdf5) + len(bags), FAULT_SALT])
-    faults: dict[int, Fault] = {}
-    healthy = list(hdf5)
-    if len(hdf5) >= 3:
-        for index in hdf5[-(2 if len(hdf5) >= 6 else 1):]:
-            faults[index] = Fault("truncated_file")
-            healthy.remove(index)
-    if healthy:
-        index = healthy.pop(int(rng.integers(len(healthy))))
-        faults[index] = Fault("nan_action", _fault_step(rng, lengths[index]), int(rng.integers(6)))
-    for preferred in (healthy, bags, []):  # spikes: one in HDF5, one in a bag, one anywhere
-        pool = [i for i in (preferred or healthy + bags) if i not in faults]
-        if not pool:
-            break
-        index = pool[int(rng.integers(len(pool)))]
-        faults[index] = Fault("action_spike", _fault_step(rng, lengths[index]), int(rng.integers(3)),
-                              float(rng.uniform(*SPIKE_SCALE)))
-    return faults
-
-
-def plan_units(episodes: int, seed: int, bag_fraction: float, steps: int | None, faults: bool) -> list[Unit]:
+def plan_units(episodes: int, seed: int, bag_fraction: float, steps: int | None,
+               shares: dict[str, float] | None, cameras: list[str]) -> list[Unit]:
+    """The files to write and each episode's fault; `shares` None: no faults at all."""
     hdf5 = [i for i in range(episodes) if not is_bag(i, bag_fraction)]
     bags = [i for i in range(episodes) if is_bag(i, bag_fraction)]
-    lengths = {i: build_episode(seed, i, steps, {}).steps for i in range(episodes)} if faults else {}
-    planned = plan_faults(seed, hdf5, bags, lengths) if faults else {}
-    truncated = [i for i in hdf5 if i in planned and planned[i].kind == "truncated_file"]
+    planned = {} if shares is None else plan_faults(
+        seed, episodes, lambda i: is_bag(i, bag_fraction), steps, shares, cameras)
+    truncated = [i for i in hdf5 if isinstance(planned.get(i), TruncatedFile)]
     intact = [i for i in hdf5 if i not in truncated]
     sessions = [intact[s : s + DEMOS_PER_SESSION] for s in range(0, len(intact), DEMOS_PER_SESSION)]
     sessions += [truncated] if truncated else []  # the truncated session is the last one
@@ -100,17 +59,6 @@ def plan_units(episodes: int, seed: int, bag_fraction: float, steps: int | None,
              for n, s in enumerate(sessions)]
     units += [Unit("mcap", f"bags/episode_{i:04d}", (i,), (planned.get(i),)) for i in bags]
     return units
-
-
-def apply_fault(episode: Episode, fault: Fault | None) -> None:
-    if fault is None or fault.kind == "truncated_file":
-        return
-    if fault.kind == "nan_action":
-        episode.actions[fault.step, fault.dim] = np.nan
-        return
-    column = episode.actions[:, fault.dim]
-    typical = max(float(np.median(np.abs(column))), 0.005)
-    column[fault.step] = np.sign(column[fault.step] or 1.0) * fault.scale * typical
 
 
 def _entry(unit: Unit, index: int, k: int, episode: Episode, fault: Fault | None) -> dict:
@@ -122,11 +70,17 @@ def _entry(unit: Unit, index: int, k: int, episode: Episode, fault: Fault | None
     }
 
 
+def _listed(entry: dict, entries: list[dict]) -> dict:
+    """An entry of the manifest's fault list; a duplicate also names the episode it copies."""
+    listed = {"index": entry["index"], "episode_id": entry["episode_id"], "path": entry["path"], **entry["fault"]}
+    if "of" in entry["fault"]:
+        listed["of_episode_id"] = entries[entry["fault"]["of"]]["episode_id"]
+    return listed
+
+
 def write_unit(unit: Unit, out_dir: str, seed: int, steps: int | None, cameras: dict) -> list[dict]:
     """Write one unit's files; returns its episodes' manifest entries."""
-    episodes = [build_episode(seed, i, steps, cameras) for i in unit.indices]
-    for episode, fault in zip(episodes, unit.faults):
-        apply_fault(episode, fault)
+    episodes = [faulty_episode(seed, i, steps, cameras, fault) for i, fault in zip(unit.indices, unit.faults)]
     path = os.path.join(out_dir, unit.path)
     if unit.container == "hdf5":
         write_session(path, episodes, frames="jpeg")
@@ -149,15 +103,17 @@ def _write_unit_star(args) -> list[dict]:
 def write_sample(
     out_dir: str, episodes: int = 60, seed: int = 0, bag_fraction: float = 0.5, steps: int | None = None,
     faults: bool = True, workers: int = 1, progress: Callable[[int, int], None] | None = None,
-    cameras: dict[str, tuple[int, int]] = DEFAULT_CAMERAS,
+    cameras: dict[str, tuple[int, int]] = DEFAULT_CAMERAS, fault_shares: dict[str, float] | None = None,
 ) -> dict:
     """Write `episodes` raw demonstrations to `out_dir` (which must be empty or absent):
     hdf5/session_NNN.hdf5 (robomimic, up to 5 demos each), bags/episode_NNNN/ (ROS 2 mcap)
     with bags/episode_NNNN.yaml, and sample_manifest.json, which is also returned.
 
     A `bag_fraction` of the episodes go to bags, interleaved by index. `steps` fixes every
-    episode's length (default: 30-60 ticks by task). With `faults`, and at least 8 episodes,
-    some episodes are broken on purpose; the manifest lists each. `workers` > 1 writes in a
+    episode's length (default: 30-60 ticks by task). With `faults` and at least 8 episodes,
+    some are broken on purpose (robolake.sample.faults): behaviour faults in `fault_shares`
+    (kind -> share of the episodes; default DEFAULT_SHARES, kinds left out get none) and data
+    faults; the manifest lists each. `workers` > 1 writes in a
     process pool (same bytes); `progress(done, total)` is called as each session or bag is
     written (`done` counts episodes).
     With workers > 1, call this under `if __name__ == "__main__":` in scripts (spawn)."""
@@ -165,7 +121,8 @@ def write_sample(
         raise RobolakeError(f"{out_dir} is not empty: the sample is written into a new or empty folder")
     if not 0.0 <= bag_fraction <= 1.0:
         raise RobolakeError(f"bag_fraction must be within [0, 1], got {bag_fraction}")
-    units = plan_units(episodes, seed, bag_fraction, steps, faults)
+    shares = check_shares(DEFAULT_SHARES if fault_shares is None else fault_shares) if faults else None
+    units = plan_units(episodes, seed, bag_fraction, steps, shares, list(cameras))
     for folder in {os.path.dirname(u.path) for u in units}:
         os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
     # Sessions (several episodes) first, so that the pool ends on short single-bag units.
@@ -188,11 +145,10 @@ def write_sample(
     entries.sort(key=lambda e: e["index"])
     manifest = {
         "generator_version": GENERATOR_VERSION, "seed": seed, "num_episodes": episodes, "bag_fraction": bag_fraction,
-        "steps": steps, "inject_faults": faults,
+        "steps": steps, "inject_faults": faults, "fault_shares": shares,
         "cameras": {name: {"height": h, "width": w, "rate_hz": camera_hz(name)} for name, (h, w) in cameras.items()},
         "episodes": entries,
-        "faults": [{"index": e["index"], "episode_id": e["episode_id"], "path": e["path"], **e["fault"]}
-                   for e in entries if e["fault"]],
+        "faults": [_listed(e, entries) for e in entries if e["fault"]],
     }
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "sample_manifest.json"), "w") as f:
