@@ -41,7 +41,7 @@ COMMANDS = {
         "mix gold versions into a version: sampling weights, aligned actions, merged statistics"),
     "edit": Command(
         BUILD, "pipelines.derive", "run_edit",
-        "derive a version from a gold version: drop episodes by query, retask, rename, resplit"),
+        "derive a version from a gold version: drop by query, retask, rename, resplit, trim idle"),
     "validate": Command(
         CHECK, "validation.gate", "run",
         "run the quality gate (Great Expectations) on a dataset version; exit 1 on an error"),

@@ -291,7 +291,8 @@ def _dataset_provenance(build: Build, manifest: dict, started_at: str) -> dict:
         started_at=started_at,
     )
     if "members" in manifest:  # built from gold versions: lineage goes on through each of them
-        document["members"] = [{k: m[k] for k in ("dataset", "version", "gold_dir", "fingerprint", "statistics_sha256")}
+        document["members"] = [{k: m[k] for k in ("dataset", "version", "gold_dir", "fingerprint", "statistics_sha256",
+                                                  "trim") if k in m}
                                for m in manifest["members"]]
     check(document, "provenance", "provenance.json")
     return document

@@ -272,7 +272,7 @@ class EpisodeFeatures:
         return str(value)
 
 
-def _decoded(where: str, encoded: list[bytes]) -> Iterator[np.ndarray]:
+def decode_frames(where: str, encoded: list[bytes]) -> Iterator[np.ndarray]:
     """Encoded frames (JPEG, PNG) decoded one at a time to RGB uint8, as TFDS stores them."""
     for step, data in enumerate(encoded):
         frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB) if data else None
@@ -490,7 +490,7 @@ class RldsSource:
             return iter(values)
         encoded = features.strings(key.path, key.field)
         check_length(f"{where}: camera feature {key.path!r}", len(encoded), num_steps)
-        return _decoded(f"{where}, {key.path}", encoded)
+        return decode_frames(f"{where}, {key.path}", encoded)
 
     # -- the state width -------------------------------------------------------------------
 

@@ -153,6 +153,12 @@ def _describe(document: dict) -> list[str]:
         lines.append(f"  dvc stage   {name}: {outs}")
     if document["dvc"] is None:
         lines.append("  dvc stage   none (not built by dvc repro)")
+    for member in document.get("members", []):
+        if "trim" in member:  # robolake edit trim: per episode kept and cut steps in --json
+            trim = member["trim"]
+            lines.append(f"  trimmed     {member['dataset']}:{member['version']}: {trim['episodes_trimmed']} of "
+                         f"{len(trim['episodes'])} episodes cut, {trim['steps_kept']} of {trim['steps_in']} steps "
+                         f"kept, {trim['episodes_idle_throughout']} idle throughout (quarantined)")
     return lines
 
 

@@ -179,6 +179,15 @@ class RetaskRule(StrictModel):
         return self
 
 
+class TrimRule(StrictModel):
+    """Cut each episode's idle head and tail, idle as robolake/episode_quality.py defines it
+    (`robolake edit trim`); an episode idle throughout is quarantined (idle_throughout)."""
+
+    keep_s: float = Field(default=0.2, ge=0, description="seconds of the idle head and tail kept next to the "
+                                                         "first and last motion")
+    min_idle_s: float = Field(default=0.5, ge=0, description="an idle head or tail shorter than this is kept whole")
+
+
 class LakeMember(StrictModel):
     """One published gold version of the lake taken into a derived version."""
 
@@ -198,6 +207,7 @@ class LakeMember(StrictModel):
                                                              "all); every member is zero-padded to the widest")
     cameras: dict[str, str] = Field(default_factory=dict, description="target camera -> the member's camera "
                                                                       "(default: the same name)")
+    trim: TrimRule | None = Field(default=None, description="cut idle heads and tails of the kept episodes")
 
     @property
     def name(self) -> str:
