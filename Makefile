@@ -26,7 +26,7 @@ demo: venv
 	robolake summary
 
 # The peers the tests check against, each skipped with its reason where it can't be set up:
-# Debian's chromium (headless report checks) and a venv with the real lerobot 0.4.4.
+# Debian's chromium (headless report checks) and a venv with the real lerobot 0.4.4 and lerobot-doctor 0.2.0.
 test: venv
 	sh tests/peers/chromium.sh
 	bash tests/peers/lerobot_venv.sh

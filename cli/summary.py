@@ -2,8 +2,8 @@
 
 Per published dataset version: episodes written and quarantined (its manifest), the
 quality gate's result (validate.json), the worst normalized dimension's share of train
-values at the +-1 bound (the manifest's saturation), the under-sampled metadata values
-(coverage.json). Per training run: the dataset it was trained on (its checkpoint's
+values at the +-1 bound (the manifest's saturation), the under-sampled metadata values and,
+per behaviour check, the episodes it flags (coverage.json). Per training run: the dataset it was trained on (its checkpoint's
 provenance), the best validation loss (summary.json), the closed-loop success rate with
 its 95% interval and the instruction-swap check's rate of going to the named object
 (eval/eval.json). Then the paths of the HTML reports. Whatever a stage has not written
@@ -22,6 +22,7 @@ from robolake.storage import exists, join, list_files, read_json
 from training.eval_report import success_text, swap_text
 
 WIDTH = 100  # columns the summary fits in
+FLAG_COLUMNS = 30  # the behaviour check's name and count columns, beside the dataset names
 BUNDLES = ("best", "last")  # a run's checkpoint bundles; the first there names the run's dataset
 
 
@@ -43,6 +44,7 @@ class DatasetSummary:
     gate: str
     saturation: str
     under_sampled: str
+    flagged: list[list[str]]  # per behaviour check flagging episodes: check, count, ids
     reports: list[str]  # HTML pages that exist
 
 
@@ -91,14 +93,39 @@ def under_sampled_values(coverage: dict | None, room: int) -> str:
     return next((text for text in texts if len(text) <= room), texts[-1])
 
 
+def flagged_episodes(coverage: dict | None, room: int) -> list[list[str]]:
+    """coverage.json's episodes flagged by the behaviour checks: per check that flags any,
+    [check, count, as many ids, worst first, as fit `room` columns]; else one row saying why none."""
+    if coverage is None:
+        return [["no coverage report", "", ""]]
+    quality = coverage.get("episode_quality")
+    if quality is None:  # written before reports checked episode behaviour
+        return [["not checked (run robolake report again)", "", ""]]
+    checks = {name: check["episodes"] for name, check in quality["checks"].items() if check.get("episodes")}
+    if not checks:
+        skipped = {name: check["skipped"] for name, check in quality["checks"].items() if "skipped" in check}
+        if len(skipped) == len(quality["checks"]):
+            return [[f"skipped: {next(iter(skipped.values()))}", "", ""]]
+        return [["none" + (f" ({', '.join(skipped)} skipped)" if skipped else ""), "", ""]]
+    rows = []
+    for name, episodes in sorted(checks.items(), key=lambda item: -len(item[1])):
+        ids = [text.split(" (")[0] for text in episodes]  # "episode_0042 (2.10 toggles/s)" -> its id
+        texts = [", ".join(ids[:n]) + (f", +{len(ids) - n} more" if n < len(ids) else "")
+                 for n in range(len(ids), 0, -1)]  # longest first
+        rows.append([name, str(len(ids)), next((t for t in texts if len(t) <= room), texts[-1])])
+    return rows
+
+
 def dataset_summary(lake: Lake, dataset: str, version: str, room: int) -> DatasetSummary:
     manifest = GoldVersion(dataset, version, lake.gold(dataset, version)).manifest
     reports = lake.reports(dataset, version)
     pages = [join(reports, "coverage.html"), join(reports, "data_docs", "index.html")]
+    coverage = _document(join(reports, "coverage.json"))
     return DatasetSummary(
         f"{dataset}:{version}", manifest["counts"]["episodes_written"], manifest["counts"]["episodes_quarantined"],
         gate_result(_document(join(reports, "validate.json"))), worst_saturation(manifest["saturation"]),
-        under_sampled_values(_document(join(reports, "coverage.json")), room), [p for p in pages if exists(p)])
+        under_sampled_values(coverage, room), flagged_episodes(coverage, room - FLAG_COLUMNS),
+        [p for p in pages if exists(p)])
 
 
 def closed_loop(evaluation: dict | None) -> str:
@@ -158,6 +185,9 @@ def render(lake: Lake, datasets: list[DatasetSummary], runs: list[RunSummary]) -
                             for d in datasets], right=(1, 2))
         lines += [""] + aligned([["dataset", "under-sampled values"]]
                                 + [[d.name, d.under_sampled] for d in datasets])
+        lines += [""] + aligned([["dataset", "behaviour check", "flagged", "episodes (worst first)"]]
+                                + [[d.name if i == 0 else "", *row] for d in datasets for i, row in enumerate(d.flagged)],
+                                right=(2,))
     else:
         lines.append("datasets: none published yet (robolake convert)")
     lines.append("")

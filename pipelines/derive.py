@@ -8,7 +8,7 @@ every member version. Nothing is changed in place; a version that exists is refu
 - mix SPEC: a mixture spec names its members with weights, `where` filters and
   action/state/camera maps; what it leaves out is filled from its members (see
   `complete`).
-- edit drop|retask|rename|resplit NAME[:VERSION]: a one-member spec, the member's own
+- edit drop|retask|rename|resplit|trim NAME[:VERSION]: a one-member spec, the member's own
   spec sections kept (cameras, actions, normalization, output), its episode ids kept."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from robolake.lake import GoldVersion, Lake
 from robolake.names import dataset_argument
 from robolake.pins import reading
 from robolake.spec import LANGUAGE_INSTRUCTION, DatasetSpec, apply_override, parse_spec, read_yaml_mapping
+from robolake.spec.sources import TrimRule
 from robolake.sql import excluding, parse_condition
 
 NO_FILTERS = {"zscore": None, "bounds": None, "jump": None}  # members' actions are already curated
@@ -84,9 +85,19 @@ def build(data: dict, lake: Lake, beam_args: list[str], origin: str, overwrite: 
         where = f", where {member['where']}" if member["where"] else ""
         retasked = f", {member['retasked']} retasked" if member["retasked"] else ""
         print(f"  {member['dataset']}:{member['version']} weight {member['weight']}{where}: "
-              f"{member['kept']} of {member['episodes']} episodes kept, written {splits}{retasked}")
+              f"{member['kept']} of {member['episodes']} episodes kept, written {splits}{retasked}{_trimmed(member)}")
     print(outcome.summary_line())
     return outcome
+
+
+def _trimmed(member: dict) -> str:
+    """What a member's `trim` cut, for the summary (nothing without one)."""
+    cut = member.get("trim")
+    if cut is None:
+        return ""
+    quarantined = cut["episodes_idle_throughout"]
+    idle = f", {quarantined} idle throughout (quarantined)" if quarantined else ""
+    return f", {cut['episodes_trimmed']} trimmed: {cut['steps_kept']} of {cut['steps_in']} steps kept{idle}"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -160,6 +171,7 @@ EDITS = {
     "retask": "give the episodes a condition selects a new instruction and/or task",
     "rename": "copy a version under a new dataset name",
     "resplit": "assign splits again: by episode-id hash in --fractions, or hold out tasks",
+    "trim": "cut each episode's idle head and tail (idle as docs/quality.md defines it)",
 }
 
 
@@ -175,8 +187,9 @@ def _edit_parser() -> argparse.ArgumentParser:
             sub.add_argument("new_name", help="the new dataset's name")
         sub.add_argument("--version", help="version to write (default: the next minor version; rename: the same)")
         if operation in ("drop", "retask"):
-            sub.add_argument("--where", required=True, help="one DuckDB expression over the episodes view, e.g. "
-                                                            "\"lighting = 'side' AND operator = 'operator_2'\"")
+            sub.add_argument("--where", required=True, help="one DuckDB expression over the episodes view and its "
+                                                            "episode_quality columns, e.g. \"lighting = 'side' AND "
+                                                            "operator = 'operator_2'\" or \"idle_share > 0.6\"")
         if operation == "retask":
             sub.add_argument("--instruction", help="the new language instruction")
             sub.add_argument("--task", help="the new task label")
@@ -185,6 +198,10 @@ def _edit_parser() -> argparse.ArgumentParser:
             how.add_argument("--fractions", help="SPLIT=FRACTION,..., e.g. train=0.8,val=0.1,test=0.1")
             how.add_argument("--held-out", action="append", metavar="SPLIT=TASKS",
                              help="hold tasks out wholly, e.g. test=stack_blocks; repeatable")
+        if operation == "trim":
+            for flag, field in (("--keep-s", "keep_s"), ("--min-idle-s", "min_idle_s")):
+                rule = TrimRule.model_fields[field]
+                sub.add_argument(flag, type=float, help=f"{rule.description} (default: {rule.default})")
         _common(sub)
     return parser
 
@@ -207,7 +224,9 @@ def run_edit(argv: list[str]) -> BuildOutcome:
         member["retask"] = [{k: v for k, v in rule.items() if v is not None}]
     elif args.operation == "rename":
         name = args.new_name
-    else:
+    elif args.operation == "trim":
+        member["trim"] = {k: v for k, v in (("keep_s", args.keep_s), ("min_idle_s", args.min_idle_s)) if v is not None}
+    elif args.operation == "resplit":
         splits = _fractions(args.fractions) if args.fractions else _held_out(args.held_out)
     version = args.version or (source.version if args.operation == "rename" else next_minor(source.version))
     data = edit_spec(source, member, name, version, splits)

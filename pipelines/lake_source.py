@@ -15,6 +15,9 @@ of a mixture (`robolake mix`), or the one version an edit derives from (`robolak
   episodes row, over the frames the member ingested. Actions and state are then
   mapped to the new version's dimensions: picked by name or padded with a number, and
   state zero-padded to the widest member.
+- A member's `trim` (`robolake edit trim`) cuts each kept episode's idle head and tail:
+  planned here on the driver from the member's curated actions (pipelines/trim.py), an
+  episode idle throughout quarantined, the others sliced as they are read.
 - Episode ids: an edit keeps the member's ids; a mixture prefixes the member's name
   (`<dataset>/<id>`); the k-th copy of an episode (k >= 2) appends `#k` and is split
   with its original."""
@@ -30,7 +33,8 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
-from pipelines.episode import Episode, EpisodeRef, QuarantineRecord, stable_hash
+from pipelines import trim
+from pipelines.episode import Episode, EpisodeRef, QuarantineRecord, check_step_bounds, stable_hash
 from pipelines.images import FramePreprocessor
 from pipelines.rlds_source import RldsSource
 from pipelines.stats import CameraSummary
@@ -129,10 +133,11 @@ def _rows(con, query: str) -> list[dict]:
 
 
 def _selected(con, condition: str, where: str, member: str) -> set[str]:
-    """Ids of the member's episodes that `condition`, one SQL expression, selects."""
+    """Ids of the member's episodes that `condition`, one SQL expression over the episodes
+    view and their quality columns, selects."""
     expression = parse_condition(condition, where)
     try:
-        rows = con.table("episodes").filter(expression).project("episode_id").fetchall()
+        rows = lake_views.episodes_with_quality(con).filter(expression).project("episode_id").fetchall()
     except duckdb.Error as exc:  # the user's SQL; DuckDB's message says what is wrong
         raise RobolakeError(f"{where}: {condition!r} over {member}'s episodes view: {one_line(exc)}") from None
     return {row[0] for row in rows}
@@ -175,6 +180,7 @@ class Member:
                 for episode_id in self.choices}
             self.quality = self._quality_rows(con, spec, version) if EPISODE_QUALITY in lake_views.available_views(
                 con) else {}
+            self.trims = self._trims(con, spec, where) if member.trim else {}
         finally:
             con.close()
 
@@ -194,6 +200,21 @@ class Member:
                             if k.startswith(f"camera_{name}_")}
                 rows[row["episode_id"]] = own
         return rows
+
+    def _trims(self, con, spec: DatasetSpec, where: str) -> dict[str, trim.Trim]:
+        """Each kept episode's cut (pipelines/trim.py), planned from the member's curated
+        actions mapped to the new version's; the member's counts get the `trim` section."""
+        if "steps" not in lake_views.available_views(con):
+            raise RobolakeError(f"{where}.trim: {self.member.dataset} has no silver steps table in "
+                                f"{spec.source.lake}; rebuild it with robolake convert --overwrite")
+        trims = {episode_id: trim.plan_trim(self.actions.apply(actions), spec.action.names, spec.control_rate_hz,
+                                            self.member.trim)
+                 for episode_id, actions in trim.episode_actions(con) if episode_id in self.choices}
+        self.counts["trim"] = trim.summary(self.member.trim, trims)
+        for episode_id, cut in trims.items():  # quarantined, not written
+            if cut.idle_throughout:
+                self.counts["episodes_by_split"][self.choices[episode_id].split] -= self.choices[episode_id].copies
+        return trims
 
     def _plan(self, con, rows: dict[str, dict], spec: DatasetSpec, version: GoldVersion,
               where: str) -> tuple[dict[str, Choice], dict]:
@@ -296,6 +317,13 @@ class LakeSource:
                                        f"{path}: episode {item.episode_id} is not in {member.member.dataset}'s "
                                        f"episodes table")
             elif item.episode_id in member.choices:
+                cut = member.trims.get(item.episode_id)
+                if cut is not None and cut.idle_throughout:
+                    yield QuarantineRecord(member.prefix + item.episode_id, path, sha256, trim.IDLE_THROUGHOUT,
+                                           f"{path}: episode {item.episode_id}: {cut.reason}")
+                    continue
+                if cut is not None:
+                    item = dataclasses.replace(item, num_steps=cut.stop - cut.start)
                 yield from member.refs(item)
 
     def read(self, ref: EpisodeRef, state_dim: int, preprocessors: dict[str, FramePreprocessor]) -> Episode:
@@ -306,6 +334,10 @@ class LakeSource:
         episode.quality = member.quality.get(member_id)
         episode.actions = member.actions.apply(episode.actions)
         episode.state = member.state.apply(episode.state)
+        cut = member.trims.get(member_id)
+        if cut is not None and cut.cuts:
+            episode = trim.trimmed(episode, cut)
+            check_step_bounds(episode.num_steps, self.spec)
         return episode
 
     def state_width(self, path: str) -> int:

@@ -102,23 +102,40 @@ def dataset_noise_floor(episode_floors: Sequence[float | None]) -> float | None:
     return float(np.median(floors)) if floors else None
 
 
-def idle_metrics(actions: np.ndarray, layout: ActionLayout, period: float,
-                 floors: tuple[float | None, float | None] | None = None) -> dict:
-    """Share of idle steps and the idle head and tail (s). A step is idle when its
-    translation and its rotation magnitudes are both at or below their noise floors
-    (`floors`, translation and rotation; default: the episode's own, `noise_floor`)."""
+def idle_steps(actions: np.ndarray, layout: ActionLayout, floors: tuple[float | None, float | None] | None = None
+               ) -> tuple[np.ndarray | None, tuple[float | None, float | None]]:
+    """Per step, whether it is idle: its translation and its rotation magnitudes both at or
+    below their noise floors (`floors`, translation and rotation; default: the episode's
+    own, `noise_floor`); and the floors used. None for the steps where the translation
+    floor cannot be estimated (fewer than 3 steps)."""
     parts = [np.asarray(actions[:, list(dims)], np.float64) for dims in (layout.translation, layout.rotation)]
     floors = floors or tuple(noise_floor(part) if part.shape[1] else None for part in parts)
     if parts[0].shape[1] and floors[0] is None:
-        return {"idle_share": None, "idle_head_s": None, "idle_tail_s": None, "idle_floor_translation": None,
-                "idle_floor_rotation": None, "idle_reason": f"{len(actions)} steps: too few to estimate a noise floor"}
+        return None, floors
     idle = np.ones(len(actions), bool)
     for part, floor in zip(parts, floors):
         if part.shape[1]:
             idle &= np.linalg.norm(part, axis=1) <= floor
+    return idle, floors
+
+
+def idle_ends(idle: np.ndarray) -> tuple[int, int]:
+    """The idle steps before the first and after the last moving step (an episode that
+    never moves: all of its steps for both)."""
     moving = np.flatnonzero(~idle)
-    head = moving[0] if len(moving) else len(idle)
-    tail = len(idle) - 1 - moving[-1] if len(moving) else len(idle)
+    if not len(moving):
+        return len(idle), len(idle)
+    return int(moving[0]), int(len(idle) - 1 - moving[-1])
+
+
+def idle_metrics(actions: np.ndarray, layout: ActionLayout, period: float,
+                 floors: tuple[float | None, float | None] | None = None) -> dict:
+    """Share of idle steps (`idle_steps`) and the idle head and tail (s, `idle_ends`)."""
+    idle, floors = idle_steps(actions, layout, floors)
+    if idle is None:
+        return {"idle_share": None, "idle_head_s": None, "idle_tail_s": None, "idle_floor_translation": None,
+                "idle_floor_rotation": None, "idle_reason": f"{len(actions)} steps: too few to estimate a noise floor"}
+    head, tail = idle_ends(idle)
     return {"idle_share": float(idle.mean()), "idle_head_s": head * period, "idle_tail_s": tail * period,
             "idle_floor_translation": floors[0], "idle_floor_rotation": floors[1], "idle_reason": None}
 
@@ -321,13 +338,14 @@ def episode_row(actions: np.ndarray, action_names: Sequence[str], state: np.ndar
 # -- per dataset ----------------------------------------------------------------------------
 
 
-def stuck_dimensions(static: np.ndarray, names: Sequence[str]) -> list[list[str]]:
+def stuck_dimensions(static: np.ndarray, names: Sequence[str], static_share: float = STUCK_STATIC_SHARE,
+                     moving_episodes: float = STUCK_MOVING_EPISODES) -> list[list[str]]:
     """Per episode, its stuck action dimensions: static (value unchanged from the previous
-    step) in more than STUCK_STATIC_SHARE of its steps while moving (static in at most that
-    share) in more than STUCK_MOVING_EPISODES of the other episodes. `static` is
+    step) in more than `static_share` of its steps while moving (static in at most that
+    share) in more than `moving_episodes` of the other episodes. `static` is
     (episodes, dims) of `static_shares`."""
     static = np.asarray(static, np.float64).reshape(len(static), len(names))
-    stuck_here = static > STUCK_STATIC_SHARE
+    stuck_here = static > static_share
     others = len(static) - 1
     if others < 1:
         return [[] for _ in range(len(static))]
@@ -335,7 +353,7 @@ def stuck_dimensions(static: np.ndarray, names: Sequence[str]) -> list[list[str]
     result = []
     for row in stuck_here:
         moving_elsewhere = (moving - (~row)) / others  # this episode left out
-        result.append([names[d] for d in np.flatnonzero(row & (moving_elsewhere > STUCK_MOVING_EPISODES))])
+        result.append([names[d] for d in np.flatnonzero(row & (moving_elsewhere > moving_episodes))])
     return result
 
 

@@ -41,6 +41,9 @@ ul.flags strong{font-size:15px}
 svg{background:#fafafa;border:1px solid #eee;max-width:100%;height:auto}
 svg text{font-size:10px;fill:#333}
 .swatch{display:inline-block;width:14px;height:10px;margin:0 3px 0 8px;border:1px solid #999;vertical-align:middle}
+pre.command{white-space:pre-wrap;overflow-wrap:anywhere;background:#f3f5f8;padding:6px 10px}
+figure.sheet{margin:0;max-width:340px}
+figure.sheet figcaption{font-size:12px;color:#444}
 """
 
 

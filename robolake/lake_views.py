@@ -216,6 +216,15 @@ def available_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [name for name in VIEWS if name in names]
 
 
+def episodes_with_quality(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
+    """The episodes view, with each episode's episode_quality columns where the version has
+    them (so a condition may name idle_share, camera_front_freeze_s, ...)."""
+    if EPISODE_QUALITY not in available_views(con):
+        return con.table("episodes")
+    return con.sql(f"SELECT e.*, q.* EXCLUDE (dataset, version, split, episode_id, num_steps) FROM episodes e "
+                   f"LEFT JOIN {EPISODE_QUALITY} q USING (dataset, version, episode_id)")
+
+
 def connect_version(lake: Lake, target: GoldVersion, needed: tuple[str, ...] = ("episodes", "steps"),
                     materialize: bool = True) -> duckdb.DuckDBPyConnection:
     """`connect` limited to `target`, once it has every view in `needed`: a version whose

@@ -116,6 +116,12 @@ def read_table(path: str) -> pa.Table:
         return pq.read_table(f)
 
 
+def parquet_file(path: str) -> pq.ParquetFile:
+    """A Parquet file opened for reading row groups, in the lake's file system."""
+    filesystem, bare = arrow_filesystem(path)
+    return pq.ParquetFile(bare, filesystem=filesystem)
+
+
 def makedirs(path: str) -> None:
     """Create a local folder and its parents; object stores have no folders."""
     if not is_remote(path):

@@ -118,8 +118,9 @@ def test_report_html_is_self_contained_with_its_sections_and_plots(planted_lake)
     positions = [page.index(f'<section id="{section}"') for section in
                  ("summary", "flags", "coverage", "instructions", "lengths", "actions", "cameras", "filtering")]
     assert positions == sorted(positions)
-    # 6 fields, 15 pairs of them, lengths, raw+normalized per action, 1 camera x 2
-    assert page.count("<svg") == 6 + 15 + 1 + 7 * 2 + 2
+    # 6 fields, 15 pairs of them, lengths, raw+normalized per action, 1 camera x 2 (then the episode
+    # quality section's: tests/test_quality_checks.py)
+    assert page.split('<section id="quality">')[0].count("<svg") == 6 + 15 + 1 + 7 * 2 + 2
     assert page.count("lighting=side: 2 of 50 episodes") == 1  # said once, in the under-sampled list
     assert "<b>env</b> (JSON values): 1 distinct value(s)" in page
     for external in ("http://", "https://", "<script", "<link", "@import", "src="):
@@ -145,7 +146,7 @@ def test_a_bad_query_gets_duckdbs_message_not_a_traceback(planted_lake, capsys):
     assert main(["query", "SELECT nope FROM episodes", "--lake", str(planted_lake)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("robolake query: error: Binder Error") and "Traceback" not in err
-    assert "(views: episodes, steps, raw_steps, episode_stats, quarantine, versions, sources)" in err
+    assert "(views: episodes, steps, raw_steps, episode_stats, episode_quality, quarantine, versions, sources)" in err
 
 
 def test_gaps_list_empty_and_under_covered_pairs_against_independence():

@@ -14,7 +14,7 @@ import pytest
 
 from robolake.coverage_rule import UnderSampled
 from robolake.html_page import dataframe_table
-from validation.coverage_model import CoverageReport, Histogram
+from validation.coverage_model import CoverageReport, EpisodeQuality, Histogram
 from validation.instruction_meaning import InstructionMeaning
 from validation.html_report import render_html, svg_bar_chart, svg_heatmap, svg_histogram
 
@@ -27,6 +27,7 @@ SECTION_IDS = [
     "actions",
     "cameras",
     "filtering",
+    "quality",
 ]
 NASTY = '<b>&"'  # must never reach the page unescaped
 ENV = '{"env_name": "Tabletop", "env_kwargs": {"control_freq": 10, "note": "' + NASTY + '"}}'
@@ -137,6 +138,7 @@ def make_report() -> CoverageReport:
         splits=pd.DataFrame({"split": ["train", "val"], "episodes": [10, 2], "steps": [500, 100]}),
         saturation=pd.DataFrame({"dimension": ["x", "gripper"], "normalized": [True, False],
                                  "bounds_q99 (used)": [0.02, 1.0], "mean_std": [0.003, 1.0], "min_max": [0.001, 1.0]}),
+        quality=EpisodeQuality(flags=[], histograms={}, contact_sheets={}, drop_command=None),
     )
 
 

@@ -20,6 +20,7 @@ from pipelines.silver_writer import fixed_list, vectors
 from robolake.lake import Lake
 from tests.helpers import robomimic_spec, run_convert
 from validation.gate import load_config, run_gate
+from validation.quality_flags import CHECK_NAMES as QUALITY_CHECK_NAMES
 
 NAME, VERSION = "synthetic_tabletop", "1.0.0"
 
@@ -221,9 +222,10 @@ def test_a_warning_is_reported_but_does_not_fail_the_gate(lake):
     _break_moments(lake)
     severity = {**load_config(NAME)["severity"], "normalized_moments": "warning"}
     failed = gate(lake, severity=severity)
-    # the round trip notices it too: the shrunk normalized values no longer give back action_raw
-    assert failed["error"] == [] and [o.check for o in failed["warning"]] == ["normalized_moments",
-                                                                             "normalization_roundtrip"]
+    # the round trip notices it too: the shrunk normalized values no longer give back action_raw (the
+    # behaviour checks warn of the Gaussian actions' random gripper: tests/test_quality_checks.py)
+    assert failed["error"] == [] and [o.check for o in failed["warning"] if o.check not in QUALITY_CHECK_NAMES] == [
+        "normalized_moments", "normalization_roundtrip"]
 
 
 def test_unknown_dataset_and_version_are_one_clear_error(lake, capsys):

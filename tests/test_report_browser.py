@@ -29,7 +29,8 @@ from robolake.sample import write_robomimic_dataset
 from tests.helpers import BROWSER_TIMEOUT_S, WIDTH, measure, robomimic_spec, run_convert
 
 NAME, VERSION = "browser_tabletop", "1.0.0"
-MAX_HEIGHT = 7000  # px at WIDTH for this data (6 crossed fields, 7 action dimensions, 1 camera)
+MAX_HEIGHT = 8000  # px at WIDTH for this data (6 crossed fields, 7 action dimensions, 1 camera, the
+# episode quality section's distributions and flagged episodes with contact sheets: about 1100 px)
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "datasets" / "sample_tabletop.yaml"
 
 

@@ -68,7 +68,9 @@ def test_summary_shows_the_real_figures(complete, capsys):
     reports = complete / "reports" / "synthetic_tabletop" / "1.0.0"
     validate = json.loads((reports / "validate.json").read_text())
     gate = "passed" if validate["passed"] else "FAILED"
-    [figures, values, _] = row(lines, NAME)  # the figures, the under-sampled values, the first HTML report
+    # the figures, the under-sampled values, the behaviour checks' flags, the first HTML report
+    [figures, values, behaviour, _] = row(lines, NAME)
+    assert behaviour[1] == "none (step_timing skipped)"  # 9 clean episodes; HDF5 records no timestamps
     _, written, quarantined, gate_cell, at_bound = figures
     assert (written, quarantined) == (str(counts["episodes_written"]), "1") and gate_cell.startswith(gate)
     assert at_bound == f"{saturation[worst]:.1%} ({worst})"
@@ -94,8 +96,8 @@ def test_summary_shows_the_real_figures(complete, capsys):
 def test_missing_pieces_are_said_as_such(converted, capsys):
     _, bare = converted
     lines = summary(bare, capsys)
-    [figures, values] = row(lines, NAME)
-    assert figures[2:4] == ["1", "not run"] and values[1] == "no coverage report"
+    [figures, values, behaviour] = row(lines, NAME)
+    assert figures[2:4] == ["1", "not run"] and values[1] == behaviour[1] == "no coverage report"
     assert f"runs: none in {bare / 'runs'} yet (robolake train)" in lines
     assert "HTML reports" not in lines
 

@@ -16,13 +16,14 @@ import great_expectations as gx
 import jsonschema
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from robolake.lake import Lake
 from robolake.normalization import AT_BOUND, MODES, affine
 from robolake.spec import DatasetSpec
-from robolake.storage import arrow_filesystem, join, list_files, read_json
+from robolake.storage import join, list_files, parquet_file, read_json
 from schemas.documents import schema
+from validation.quality_flags import CHECK_NAMES as QUALITY_CHECK_NAMES
+from validation.quality_flags import Flags, quality_flags, quality_rows
 
 
 @dataclass
@@ -70,6 +71,13 @@ class GateInputs:
                    count_if(is_first) = 1 AND count_if(is_last) = 1
                    AND arg_min(is_first, step_index) AND arg_max(is_last, step_index) AS flags_ok
             FROM steps GROUP BY episode_id ORDER BY episode_id""").df()
+
+    @cached_property
+    def quality(self) -> dict[str, Flags]:
+        """Each episode-behaviour check's table (validation/quality_flags.py) by check name."""
+        flags = quality_flags(quality_rows(self.con), self.config["episode_quality"], self.spec.action.names,
+                              [cam.name for cam in self.spec.cameras], self.spec.control_rate_hz)
+        return {check.name: check for check in flags}
 
 
 @dataclass
@@ -273,12 +281,6 @@ def _declared_image_shapes(gold_dir: str) -> dict[str, str]:
             for name, feature in observation.items() if "image" in feature}
 
 
-def _parquet_file(path: str) -> pq.ParquetFile:
-    """A Parquet file opened for reading row groups, in the lake's file system."""
-    filesystem, bare = arrow_filesystem(path)
-    return pq.ParquetFile(bare, filesystem=filesystem)
-
-
 def _first_frames(inputs: GateInputs, cameras: list[str]) -> list[tuple[str, dict[str, bytes]]]:
     """(episode id, {camera: encoded first frame}) of an evenly spaced sample of episodes,
     read from the silver steps files (the same bytes gold stores; one row group per episode)."""
@@ -286,12 +288,12 @@ def _first_frames(inputs: GateInputs, cameras: list[str]) -> list[tuple[str, dic
     files = list_files(join(silver, "split=*", "*.parquet"))
     groups = []
     for path in files:
-        with _parquet_file(path) as parquet:
+        with parquet_file(path) as parquet:
             groups += [(path, group) for group in range(parquet.num_row_groups)]
     columns = ["episode_id", *(f"image_{c}" for c in cameras)]
     frames = []
     for path, group in groups[::max(1, math.ceil(len(groups) / inputs.config["image_sample_episodes"]))]:
-        with _parquet_file(path) as parquet:
+        with parquet_file(path) as parquet:
             table = parquet.read_row_group(group, columns=columns)
         frames.append((table.column("episode_id")[0].as_py(),
                        {c: table.column(f"image_{c}")[0].as_py() for c in cameras}))
@@ -363,6 +365,21 @@ def quarantine_share(inputs: GateInputs) -> Check:
                  id_column="dataset")
 
 
+def _behaviour_check(name: str):
+    """The gate check of one episode-behaviour table: each value column at most its limit;
+    its ids name the episode with the values over a limit, worst first."""
+    def check(inputs: GateInputs) -> Check:
+        flags = inputs.quality[name]
+        if flags.skipped:
+            return Check(name, flags.description, pd.DataFrame(), skipped=flags.skipped)
+        return Check(name, flags.description, flags.table[["episode", *flags.limits]], [
+            gx.expectations.ExpectColumnValuesToBeBetween(column=column, max_value=limit)
+            for column, limit in flags.limits.items()], id_column="episode")
+    check.__name__ = name
+    return check
+
+
 CHECKS = [episode_length, finite_values, normalized_range, normalized_moments, dimension_spread,
           normalization_saturation, normalization_roundtrip, step_flags, truncated_episodes, image_shape,
-          instructions, unique_episode_ids, split_fractions, split_leakage, statistics_schema, quarantine_share]
+          instructions, unique_episode_ids, split_fractions, split_leakage, statistics_schema, quarantine_share,
+          *(_behaviour_check(name) for name in QUALITY_CHECK_NAMES)]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+from pathlib import Path
 from collections import Counter, defaultdict
 import itertools
 import re
+import shlex
 import time
 
 import duckdb
@@ -28,7 +30,18 @@ from robolake.names import dataset_argument
 from robolake.provenance import utc_now
 from robolake.storage import join, write_bytes, write_json, write_table
 from validation.instruction_meaning import INSTRUCTIONS_SQL, instruction_meaning, meaning_figures
-from validation.coverage_model import MAX_VALUE_CHARS, MAX_VALUES, PATH, STRUCTURED, CoverageReport, Histogram
+from validation.contact_sheets import contact_sheets
+from validation.coverage_model import (
+    MAX_VALUE_CHARS,
+    MAX_VALUES,
+    PATH,
+    SHOWN_FLAGGED,
+    STRUCTURED,
+    CoverageReport,
+    EpisodeQuality,
+    Histogram,
+)
+from validation.quality_flags import Flags, drop_condition, quality_flags, quality_rows
 
 GAP_RATIO = 0.25  # a pair of values is a gap below this fraction of its count under independence
 BINS = 20
@@ -239,11 +252,40 @@ def _table_or_empty(con: duckdb.DuckDBPyConnection, view: str, query: str, colum
     return con.execute(query).df() if view in available_views(con) else pd.DataFrame(columns=columns)
 
 
-def build_report(lake: Lake, target: GoldVersion, threshold: float = THRESHOLD,
+def _sheet_camera(check: Flags, row: pd.Series, cameras: list[str]) -> str:
+    """The camera a flagged episode's contact sheet shows: the one whose value broke the
+    limit of a camera check, else the first."""
+    over = [column for column, limit in check.limits.items() if column.startswith("camera_") and row[column] > limit]
+    return next((camera for camera in cameras for column in over if column.startswith(f"camera_{camera}_")), cameras[0])
+
+
+def drop_command(lake: Lake, target: GoldVersion, condition: str) -> str:
+    """The `robolake edit drop` command line (shell-quoted) that applies `condition`."""
+    quoted_condition = '"' + re.sub(r'([\\"$`])', r"\\\1", condition) + '"'
+    lake_flag = f"--lake {shlex.quote(lake.root)}" if lake.root != "lake" else ""
+    return f"robolake edit drop {target.dataset}:{target.version} --where {quoted_condition} {lake_flag}".rstrip()
+
+
+def episode_quality(con: duckdb.DuckDBPyConnection, lake: Lake, target: GoldVersion, settings: dict) -> EpisodeQuality:
+    """Each behaviour check's flags under `settings` (gate.yaml's episode_quality for the
+    dataset), the distribution of every value column, contact sheets of the SHOWN_FLAGGED
+    worst episodes per check and the drop command of every flagged episode."""
+    cameras = [cam.name for cam in target.spec.cameras]
+    flags = quality_flags(quality_rows(con), settings, target.spec.action.names, cameras, target.spec.control_rate_hz)
+    histograms = {column: histogram(check.table[column].to_numpy(float))
+                  for check in flags if not check.skipped and not check.by_id for column in check.limits}
+    shown = {row.episode_id: _sheet_camera(check, row, cameras)
+             for check in flags for _, row in check.flagged.head(SHOWN_FLAGGED).iterrows()} if cameras else {}
+    sheets = contact_sheets(lake, target.dataset, target.version, shown)
+    condition = drop_condition(flags)
+    return EpisodeQuality(flags, histograms, sheets, drop_command(lake, target, condition) if condition else None)
+
+
+def build_report(lake: Lake, target: GoldVersion, quality_settings: dict, threshold: float = THRESHOLD,
                  gap_ratio: float = GAP_RATIO) -> CoverageReport:
     con = connect_version(lake, target)
     with Progress(console=progress.console, transient=True) as bar:
-        task = bar.add_task(f"report {target.dataset} {target.version}", total=7)
+        task = bar.add_task(f"report {target.dataset} {target.version}", total=8)
         fields, uncrossed = metadata_fields(con, target)
         full_cube = cube(con, fields)
         bar.advance(task)
@@ -278,10 +320,12 @@ def build_report(lake: Lake, target: GoldVersion, threshold: float = THRESHOLD,
             "filtered_items": int(filtered["items"].sum()) if len(filtered) else 0,
         }
         bar.advance(task)
+        quality = episode_quality(con, lake, target, quality_settings)
+        bar.advance(task)
     return CoverageReport(
         target.dataset, target.version, utc_now(), threshold, fields, uncrossed, totals, full_cube, values, found_gaps,
         under_sampled(values, threshold) + instruction_flags(instructions), instructions, near_duplicates, meaning,
-        lengths, actions, cameras, filtered, quarantined, splits, saturation_table(target.statistics),
+        lengths, actions, cameras, filtered, quarantined, splits, saturation_table(target.statistics), quality,
     )
 
 
@@ -301,7 +345,31 @@ def coverage_document(report: CoverageReport) -> dict:
         "flags": [flag.recommendation for flag in report.flags],
         "flagged": [flag.label for flag in report.flags],  # what each flag is about: "lighting=side"
         "threshold": report.threshold,
+        "episode_quality": quality_document(report.quality),
     }
+
+
+def quality_document(quality: EpisodeQuality) -> dict:
+    """coverage.json's episode_quality: per check its flagged episodes worst first, each
+    with its values ("episode_0042 (2.10 toggles/s)"), or why it was skipped; the drop command."""
+    flagged = {check.name: check.flagged for check in quality.flags}
+    return {
+        "checks": {check.name: {"skipped": check.skipped} if check.skipped else {
+            "rule": check.description, "flagged": len(flagged[check.name]),
+            "episodes": flagged[check.name]["episode"].tolist()} for check in quality.flags},
+        "flagged_episodes": len({i for table in flagged.values() for i in table["episode_id"]}),
+        "drop_command": quality.drop_command,
+    }
+
+
+def quality_table(quality: EpisodeQuality) -> pd.DataFrame:
+    """Every flagged episode of every check, worst first per check: check, episode_id, finding, worst."""
+    frames = [check.flagged.assign(check=check.name)[["check", "episode_id", "episode", "worst"]]
+              for check in quality.flags if len(check.flagged)]
+    columns = ["check", "episode_id", "finding", "worst"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True).rename(columns={"episode": "finding"})[columns]
 
 
 def write_report(lake: Lake, report: CoverageReport) -> str:
@@ -315,7 +383,8 @@ def write_report(lake: Lake, report: CoverageReport) -> str:
               "meaning_per_task": report.meaning.per_task, "meaning_clusters": report.meaning.clusters,
               "meaning_cross_task": report.meaning.cross_task,
               "filtered": report.filtered_by_rule, "quarantined": report.quarantined_by_reason,
-              "splits": report.splits, "saturation": report.saturation}
+              "splits": report.splits, "saturation": report.saturation,
+              "episode_quality_flags": quality_table(report.quality)}
     for name, table in tables.items():
         write_table(join(reports, "coverage", f"{name}.parquet"), pa.Table.from_pandas(table, preserve_index=False))
     return reports
@@ -325,6 +394,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = ArgumentParser(prog="robolake report", description="Write a dataset version's coverage report.")
     parser.add_argument("dataset", type=dataset_argument, help="NAME or NAME:VERSION (default: the latest version)")
     parser.add_argument("--lake", default="lake", help="lake root folder (default: lake)")
+    parser.add_argument("--config", help="gate settings YAML whose episode_quality thresholds flag episodes "
+                                         "(default: validation/gate.yaml)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD,
                         help=f"flag values below this fraction of an even share (default: {THRESHOLD})")
     parser.add_argument("--gap-ratio", type=float, default=GAP_RATIO,
@@ -338,14 +409,19 @@ def run(argv: list[str]) -> int:
     started = time.time()
     lake = Lake(args.lake)
     target = lake.resolve(args.dataset)
-    report = build_report(lake, target, args.threshold, args.gap_ratio)
+    from validation.gate import CONFIG, load_config  # the gate's settings module loads Great Expectations
+
+    config = load_config(target.dataset, Path(args.config) if args.config else CONFIG)
+    report = build_report(lake, target, config["episode_quality"], args.threshold, args.gap_ratio)
     reports = write_report(lake, report)
     for flag in report.flags:
         print(f"under-sampled: {flag.recommendation}")
+    flagged = quality_document(report.quality)["flagged_episodes"]
     print(
         f"report {target.dataset} {target.version}: {report.totals['episodes']} episodes, {report.totals['steps']} "
         f"steps, {len(report.fields)} fields crossed, {len(report.flags)} under-sampled, {len(report.gaps)} gaps, "
-        f"{len(report.near_duplicates)} near-duplicate instruction pairs in {time.time() - started:.1f} s "
+        f"{len(report.near_duplicates)} near-duplicate instruction pairs, {flagged} episodes flagged by the "
+        f"behaviour checks in {time.time() - started:.1f} s "
         f"-> {reports}/coverage.html"
     )
     return 0

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from robolake.coverage_rule import UnderSampled, under_sampled
+from validation.contact_sheets import ContactSheet
 from validation.instruction_meaning import InstructionMeaning
+from validation.quality_flags import Flags
 
 # The crossing rule: a metadata field is crossed (cube, gaps, per-value charts, heatmaps) when
 # its values are short labels; the others (ids, file names, simulator arguments) are summarized:
@@ -16,6 +18,7 @@ MAX_VALUES = 50  # ... at most this many distinct values
 MAX_VALUE_CHARS = 40  # ... none longer than this
 STRUCTURED = r"^\s*[\[{]"  # ... none a JSON object or list
 PATH = r"^(~?/|\.\.?/|[A-Za-z]:[\\/]|[A-Za-z][A-Za-z0-9+.-]*://)"  # ... none a file path or URL
+SHOWN_FLAGGED = 3  # flagged episodes per behaviour check shown with a contact sheet (worst first)
 
 
 @dataclass
@@ -24,6 +27,18 @@ class Histogram:
 
     edges: list[float]
     counts: list[int]
+
+
+@dataclass
+class EpisodeQuality:
+    """The report's episode-quality section: each behaviour check's flagged episodes (worst
+    first), the distribution of each value column, contact sheets of the episodes shown,
+    and the `robolake edit drop` command that removes every flagged episode."""
+
+    flags: list[Flags]  # validation/quality_flags.py, gate.yaml's thresholds for this dataset
+    histograms: dict[str, Histogram]  # value column -> histogram over the version's episodes
+    contact_sheets: dict[str, ContactSheet]  # episode id -> its sheet (validation/contact_sheets.py)
+    drop_command: str | None  # None when nothing is flagged
 
 
 @dataclass
@@ -67,6 +82,7 @@ class CoverageReport:
     # per action/state dimension, the share of train values each normalization mode puts at
     # +-1 (dataset_statistics.json): dimension, normalized, <mode>..., with the version's mode
     saturation: pd.DataFrame
+    quality: EpisodeQuality
 
     def crossing(self, a: str, b: str) -> pd.DataFrame:
         """Episodes per pair of values of fields `a` and `b`, read off the cube's (a, b)

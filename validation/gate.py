@@ -61,6 +61,10 @@ def load_config(dataset: str, path: Path = CONFIG) -> dict:
     if unknown:
         raise RobolakeError(f"{path}: datasets.{dataset}: unknown settings {sorted(unknown)} (allowed: {sorted(config)})")
     for key, value in overrides.items():
+        unknown = set(value) - set(config[key]) if isinstance(config[key], dict) and key != "severity" else set()
+        if unknown:
+            raise RobolakeError(f"{path}: datasets.{dataset}.{key}: unknown settings {sorted(unknown)} "
+                                f"(allowed: {sorted(config[key])})")
         config[key] = {**config[key], **value} if isinstance(config[key], dict) else value
     bad = {name: s for name, s in config["severity"].items() if s not in GX_SEVERITY}
     if bad or set(config["severity"]) != {check.__name__ for check in CHECKS}:
@@ -110,7 +114,7 @@ class GxRunner:
         self.context.build_data_docs(site_names=["robolake"])
 
 
-ELEMENT_UNITS = {"episode_id": "episodes", "dimension": "dimensions"}
+ELEMENT_UNITS = {"episode_id": "episodes", "episode": "episodes", "dimension": "dimensions"}
 
 
 def _outcome(check: Check, severity: str, result) -> Outcome:

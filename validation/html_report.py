@@ -8,6 +8,7 @@ holds no URL at all. Every data string goes through html.escape.
 
 from __future__ import annotations
 
+import base64
 import itertools
 from collections.abc import Callable, Sequence
 
@@ -24,7 +25,9 @@ from robolake.html_page import (
     shortened_html,
     table_section,
 )
-from validation.coverage_model import MAX_VALUE_CHARS, MAX_VALUES, CoverageReport, Histogram
+from validation.contact_sheets import ContactSheet
+from validation.coverage_model import MAX_VALUE_CHARS, MAX_VALUES, SHOWN_FLAGGED, CoverageReport, Histogram
+from validation.quality_flags import Flags
 
 BAR_COLOR = "#4a7fb5"
 FLAG_COLOR = "#d9534f"
@@ -233,6 +236,55 @@ def _filtering(report: CoverageReport) -> str:
     )
 
 
+def _quality(report: CoverageReport) -> str:
+    """Each behaviour check's value distributions (its limit a red line), its flagged
+    episodes worst first with contact sheets, then the command that drops them all."""
+    quality = report.quality
+    intro = ("<p>Behaviour metrics per episode (the silver episode_quality table; docs/quality.md) against the "
+             "gate's thresholds (validation/gate.yaml, episode_quality; the gate reports them as warnings). "
+             "Every flagged episode, with its values, is in coverage/episode_quality_flags.parquet.</p>")
+    skipped = "; ".join(f"<b>{escape_html(c.name)}</b> ({escape_html(c.skipped)})" for c in quality.flags if c.skipped)
+    skipped = f'<p class="note">Skipped: {skipped}.</p>' if skipped else ""
+    checks = [check for check in quality.flags if not check.skipped]
+    if not checks:
+        return intro + (skipped or empty_note("No behaviour check ran."))
+    charts = "".join(svg_histogram(quality.histograms[column], f"{column} (limit {format_number(limit)})",
+                                   width=264, height=120, marker=limit)
+                     for check in checks for column, limit in check.limits.items() if column in quality.histograms)
+    blocks = "".join(_flagged_block(check, quality.contact_sheets) for check in checks if len(check.flagged))
+    clean = [check.name for check in checks if not len(check.flagged)]
+    clean = f"<p>No episode flagged by {escape_html(', '.join(clean))}.</p>" if clean else ""
+    command = (f'<h3>Drop every flagged episode</h3><pre class="command"><code>{escape_html(quality.drop_command)}'
+               "</code></pre>" if quality.drop_command else '<p class="ok">No episode is flagged.</p>')
+    return intro + f'<div class="charts">{charts}</div>' + blocks + clean + command + skipped
+
+
+def _flagged_block(check: Flags, sheets: dict[str, ContactSheet]) -> str:
+    """One check: how many episodes it flags and the SHOWN_FLAGGED worst, each with its values and contact sheet."""
+    flagged = check.flagged
+    head = (f"<p><b>{escape_html(check.name)}</b>: {format_number(len(flagged))} of "
+            f"{format_number(len(check.table))} episodes flagged ({escape_html(check.description)})</p>")
+    if flagged.empty:
+        return head
+    cards = "".join(
+        f'<figure class="sheet">{_contact_sheet(sheets.get(row.episode_id), row.episode_id)}'
+        f"<figcaption>{escape_html(row.episode)}</figcaption></figure>"
+        for row in flagged.head(SHOWN_FLAGGED).itertuples())
+    more = len(flagged) - SHOWN_FLAGGED
+    rest = f'<p class="note">and {format_number(more)} more</p>' if more > 0 else ""
+    return head + f'<div class="charts">{cards}</div>' + rest
+
+
+def _contact_sheet(sheet: ContactSheet | None, episode_id: str) -> str:
+    """An inline SVG holding the sheet's JPEG as a data: image (the page fetches nothing)."""
+    if sheet is None:
+        return '<span class="note">no frames</span>'
+    data = base64.b64encode(sheet.jpeg).decode()
+    return (f'<svg width="{sheet.width}" height="{sheet.height}" viewBox="0 0 {sheet.width} {sheet.height}" '
+            f'role="img" aria-label="{escape_html(episode_id)} contact sheet"><image width="{sheet.width}" '
+            f'height="{sheet.height}" href="data:image/jpeg;base64,{data}"/></svg>')
+
+
 # (id, heading, renderer) in page order
 SECTIONS: list[tuple[str, str, Callable[[CoverageReport], str]]] = [
     ("summary", "Summary", _summary),
@@ -243,6 +295,7 @@ SECTIONS: list[tuple[str, str, Callable[[CoverageReport], str]]] = [
     ("actions", "Actions", _actions),
     ("cameras", "Cameras", _cameras),
     ("filtering", "Filtering and quarantine", _filtering),
+    ("quality", "Episode quality", _quality),
 ]
 
 
@@ -262,9 +315,11 @@ def _histogram_grid(groups: dict[str, dict[str, Histogram]], intro: str, empty: 
 # --- SVG ----------------------------------------------------------------------------------
 
 
-def svg_histogram(hist: Histogram, title: str, width: int = 360, height: int = 180) -> str:
+def svg_histogram(hist: Histogram, title: str, width: int = 360, height: int = 180,
+                  marker: float | None = None) -> str:
     """Vertical bars, the y maximum labelled, a few bin edges under the x axis; each bar's
-    range and count show as a tooltip. No bins or only zeros draw an empty frame."""
+    range and count show as a tooltip; `marker` (a limit) a dashed line in the flag colour
+    where it falls within the bins. No bins or only zeros draw an empty frame."""
     if hist.counts and len(hist.edges) != len(hist.counts) + 1:
         raise ValueError(f"{title}: {len(hist.edges)} edges for {len(hist.counts)} bins")
     left, right, top, bottom = 44, 12, 24, 22
@@ -286,6 +341,11 @@ def svg_histogram(hist: Histogram, title: str, width: int = 360, height: int = 1
             f'<rect x="{left + i * step + gap / 2:.1f}" y="{base - bar_h:.1f}" width="{step - gap:.1f}" '
             f'height="{bar_h:.1f}" fill="{BAR_COLOR}"><title>{escape_html(tip)}</title></rect>'
         )
+    if marker is not None and hist.edges[0] <= marker <= hist.edges[-1] and hist.edges[-1] > hist.edges[0]:
+        x = left + (marker - hist.edges[0]) / (hist.edges[-1] - hist.edges[0]) * plot_w
+        parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{base}" stroke="{FLAG_COLOR}" '
+                     f'stroke-width="1.5" stroke-dasharray="4 2"><title>limit {escape_html(format_number(marker))}'
+                     "</title></line>")
     parts.append(f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{escape_html(format_number(peak))}</text>')
     parts.append(f'<text x="{left - 4}" y="{base}" text-anchor="end">0</text>')
     last = len(hist.edges) - 1

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The venv tests/test_lerobot_peer.py loads exports with: the real lerobot 0.4.4 and what
-# its LeRobotDataset(..., video_backend="pyav") imports. Default path .venv/lerobot
-# (inside the ignored .venv); ROBOLAKE_LEROBOT_VENV overrides it, PYTHON the interpreter.
+# its LeRobotDataset(..., video_backend="pyav") imports; and lerobot-doctor 0.2.0, the dataset
+# checker tests/test_lerobot_doctor.py runs on an export (it reads the files with pyarrow and
+# PyAV, without lerobot; its only dependency beyond lerobot's is rich). Default path
+# .venv/lerobot (inside the ignored .venv); ROBOLAKE_LEROBOT_VENV overrides it, PYTHON the
+# interpreter.
 #
 # lerobot 0.4.4 pins torch<2.11 and torchvision<0.26, and the only such torch builds
 # reachable here are PyPI's CUDA ones (4.2 GB with their nvidia-* wheels). So the venv
@@ -27,12 +30,12 @@ marker=$venv/robolake-lerobot.txt
 constraints=$root/tests/peers/lerobot_constraints.txt
 log=$venv.log
 dependencies=(torch==2.13.0 pillow "datasets>=4,<5" "huggingface-hub>=0.34.2,<0.36" "accelerate>=1.10,<2"
-              "av>=15,<16" "packaging>=24.2,<26")
+              "av>=15,<16" "packaging>=24.2,<26" lerobot-doctor==0.2.0)
 unpinned=(lerobot==0.4.4 torchvision==0.25.0)
 expected=$(printf '%s\n' "${dependencies[@]}" "${unpinned[@]}" "torchvision/_meta_registrations.py emptied"; cat "$constraints")
 
 if [ -f "$marker" ] && [ "$(cat "$marker")" = "$expected" ]; then
-    echo "lerobot venv: $venv is ready (lerobot 0.4.4)"
+    echo "lerobot venv: $venv is ready (lerobot 0.4.4, lerobot-doctor 0.2.0)"
     exit 0
 fi
 
@@ -45,6 +48,7 @@ build() {
     echo "# emptied by tests/peers/lerobot_venv.sh: fake kernels for C ops this CPU torch cannot load" \
         > "$site/torchvision/_meta_registrations.py" &&
     "$venv/bin/python" -c "from lerobot.datasets.lerobot_dataset import LeRobotDataset" &&
+    "$venv/bin/lerobot-doctor" --version &&
     echo "$expected" > "$marker"
 }
 
@@ -54,6 +58,6 @@ if build > "$log" 2>&1; then
     echo "lerobot venv: built $venv in $(( $(date +%s) - started )) s ($(du -sh "$venv" | cut -f1))"
 else
     rm -rf "$venv"
-    echo "lerobot venv: not built (see $log); tests/test_lerobot_peer.py will skip"
+    echo "lerobot venv: not built (see $log); tests/test_lerobot_peer.py and test_lerobot_doctor.py will skip"
 fi
 exit 0
