@@ -40,6 +40,7 @@ bench: venv
 	$(BIN)/python benchmarks/mix.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/policy_latency.py
+	$(BIN)/python benchmarks/view.py
 	$(BIN)/python benchmarks/scale.py
 
 clean:

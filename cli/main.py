@@ -57,6 +57,9 @@ COMMANDS = {
     "lerobot": Command(
         EXPORT, "exports.lerobot", "run",
         "export a version as a LeRobotDataset (v3.0: Parquet frames, MP4 videos, meta/)"),
+    "view": Command(
+        EXPORT, "exports.rerun_view", "run",
+        "chosen episodes as a Rerun recording (.rrd): frames, actions, state, quality findings"),
     "train": Command(
         TRAIN, "training.train", "run",
         "fine-tune a VLA policy (LoRA or full) on a dataset version; torchrun runs it as DDP"),

@@ -9,7 +9,7 @@ from cli.main import COMMANDS, main
 GROUPS = {
     "build data": ["sample", "convert", "mix", "edit"],
     "check data": ["validate", "report", "query", "stats"],
-    "export data": ["lerobot"],
+    "export data": ["lerobot", "view"],
     "train and evaluate": ["train", "evaluate", "export"],
     "overview and housekeeping": ["summary", "lineage", "gc"],
 }

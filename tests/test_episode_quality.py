@@ -84,7 +84,10 @@ def test_spikes_counted_by_robust_z_and_jerk():
     actions[70, 0] -= 0.3
     spiky = eq.spike_metrics(actions, layout)
     assert clean["spike_steps"] == 0
-    assert spiky["spike_steps"] == 4  # each spike jumps up and back: two steps of |delta a| each
+    assert spiky["spike_steps"] == 2  # each spike: one step away and straight back
+    ramp = moving_actions(100)
+    ramp[50:, 1] += 0.3  # a move that starts (a jump without the return) is no spike
+    assert eq.spike_metrics(ramp, layout)["spike_steps"] == 0
     assert spiky["jerk"] > clean["jerk"]
     motion = moving_actions(100)[:, :6]
     assert clean["jerk"] == pytest.approx(np.abs(np.diff(motion, n=2, axis=0)).mean())

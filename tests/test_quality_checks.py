@@ -32,6 +32,7 @@ NAME, VERSION = "synthetic_tabletop", "1.0.0"
 IDLE, CHATTER, BLACK, FROZEN_CAMERA = ("tabletop_000/data/demo_1", "tabletop_000/data/demo_2",
                                        "tabletop_000/data/demo_3", "tabletop_001/data/demo_1")
 ORIGINAL, DUPLICATE, STUCK = "tabletop_001/data/demo_2", "tabletop_001/data/demo_3", "tabletop_002/data/demo_1"
+SPIKE = "tabletop_002/data/demo_2"
 
 
 def plant_faults(raw: Path) -> None:
@@ -48,6 +49,7 @@ def plant_faults(raw: Path) -> None:
         h5["data/demo_3/actions"][...] = h5["data/demo_2/actions"][...]  # a duplicate
     with h5py.File(raw / "tabletop_002.hdf5", "a") as h5:
         h5["data/demo_1/actions"][:, 2] = 0.01  # dz never changes here, while it moves everywhere else
+        h5["data/demo_2/actions"][20, 0] += 0.3  # one step away and straight back: a spike
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def test_planted_faults_are_flagged_by_their_checks_with_ids_and_values(planted_
     assert {name: examples(o) for name, o in failed.items()} == {
         "idle_episodes": [f"{IDLE} (idle head {rows[IDLE]['idle_head_s']:.1f} s)"],
         "frozen_actions": [f"{IDLE} (actions frozen 1.5 s)"],
-        "action_spikes": [f"{IDLE} ({rows[IDLE]['spike_steps']} spike steps)"],  # moving after 15 zeros
+        "action_spikes": [f"{SPIKE} (1 spike steps)"],  # the idle head's start of motion is none
         "gripper_chatter": [f"{CHATTER} ({rows[CHATTER]['gripper_toggles_per_s']:.2f} toggles/s, "
                             f"{rows[CHATTER]['gripper_reversals']} reversals)"],
         "camera_exposure": [f"{BLACK} (front 5 black frames)"],
@@ -126,8 +128,11 @@ def test_the_cli_warns_without_failing_and_writes_the_values(lake, capsys):
     assert details["checks"]["camera_freeze.camera_front_freeze_s"]["success"]
 
 
-def test_a_clean_dataset_passes_every_behaviour_check(robomimic_raw, tmp_path):
-    run_convert(robomimic_spec(robomimic_raw), tmp_path / "lake")
+def test_a_clean_dataset_passes_every_behaviour_check(tmp_path):
+    """Episodes at the sample's own lengths (the 24-step fixture squeezes 3-6 s moves into 2.4 s,
+    which makes real spikes)."""
+    write_robomimic_dataset(str(tmp_path / "raw"), episodes=10, steps=None, seed=7, per_file=5, cameras=CAMERAS)
+    run_convert(robomimic_spec(tmp_path / "raw", episode_length={"min_steps": 2, "max_steps": 100}), tmp_path / "lake")
     failed, skipped = behaviour_outcomes(tmp_path / "lake")
     assert failed == {} and list(skipped) == ["step_timing"]
 
@@ -164,12 +169,12 @@ def test_a_version_built_before_the_table_skips_the_checks(lake, capsys):
     assert all(check == {"skipped": NOT_BUILT} for check in document["checks"].values())
 
 
-FLAGGED = {IDLE, CHATTER, BLACK, FROZEN_CAMERA, DUPLICATE, STUCK}
+FLAGGED = {IDLE, CHATTER, BLACK, FROZEN_CAMERA, DUPLICATE, STUCK, SPIKE}
 
 
 def test_the_report_section_and_its_drop_command_drop_exactly_the_flagged_episodes(lake, capsys):
     assert main(["report", NAME, "--lake", str(lake)]) == 0
-    assert "6 episodes flagged by the behaviour checks" in capsys.readouterr().out
+    assert "7 episodes flagged by the behaviour checks" in capsys.readouterr().out
     reports = lake / "reports" / NAME / VERSION
     document = json.loads((reports / "coverage.json").read_text())["episode_quality"]
     assert document["flagged_episodes"] == len(FLAGGED)
@@ -195,7 +200,7 @@ def test_summary_lists_the_flagged_episodes_per_check(lake):
     start = lines.index(next(line for line in lines if "behaviour check" in line))
     rows = [line.removeprefix(f"{NAME}:{VERSION}").split(maxsplit=2) for line in lines[start + 1:start + 9]]
     assert {check: (count, ids) for check, count, ids in rows} == {
-        "idle_episodes": ("1", IDLE), "frozen_actions": ("1", IDLE), "action_spikes": ("1", IDLE),
+        "idle_episodes": ("1", IDLE), "frozen_actions": ("1", IDLE), "action_spikes": ("1", SPIKE),
         "gripper_chatter": ("1", CHATTER), "camera_exposure": ("1", BLACK), "camera_freeze": ("1", FROZEN_CAMERA),
         "duplicate_episodes": ("1", DUPLICATE), "stuck_dimensions": ("1", STUCK)}
     assert lines[start + 1].startswith(f"{NAME}:{VERSION}") and lines[start + 9] == ""

@@ -365,22 +365,22 @@ def test_rollouts_are_deterministic_for_a_seed():
 
 def test_runtime_policy_adapter_drives_a_closed_loop_run():
     class FakeRuntime:
-        """The learned runtime's call shape: act(images, instruction, state) -> .actions (1, 7)."""
+        """The learned runtime's call shape: act(images, instruction, state) -> .actions (1, 7), .entropy (1,)."""
 
         def __init__(self):
             self.calls, self.resets = [], 0
 
         def act(self, images, instruction, state):
             self.calls.append((sorted(images), instruction, state.shape))
-            return SimpleNamespace(actions=np.array([[0.0, 0.0, -0.01, 0.0, 0.0, 0.0, -1.0]]))
+            return SimpleNamespace(actions=np.array([[0.0, 0.0, -0.01, 0.0, 0.0, 0.0, -1.0]]), entropy=np.array([0.5]))
 
         def reset(self):
             self.resets += 1
 
     runtime, env = FakeRuntime(), TabletopEnv(cameras=CAMERAS)
-    report = run_rollouts(RuntimePolicyAdapter(runtime), env, episodes=2, tasks=["pick"], max_steps=5,
-                          show_progress=False)
-    assert runtime.resets == 2 and len(runtime.calls) == 10
+    adapter = RuntimePolicyAdapter(runtime)
+    report = run_rollouts(adapter, env, episodes=2, tasks=["pick"], max_steps=5, show_progress=False)
+    assert runtime.resets == 2 and len(runtime.calls) == 10 and adapter.last_entropy == 0.5
     assert runtime.calls[0][0] == ["front", "wrist"] and runtime.calls[0][2] == (9,)
     assert report.success_rate == 0.0 and [r.length for r in report.records] == [5, 5]
     assert report.records[0].smoothness == 0.0  # constant actions

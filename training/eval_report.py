@@ -8,6 +8,7 @@ metrics as one self-contained page, eval.html (styled as the coverage report).""
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
@@ -305,6 +306,15 @@ def _video(saved_to: str | None) -> str | None:
     return str(video) if video.exists() else saved_to
 
 
+def _recording(recording: str | None, html_dir: Path) -> str:
+    """A failed rollout's Rerun recording: its link and the command that opens it (from the page's folder)."""
+    if not recording:
+        return ""
+    relative = Path(os.path.relpath(recording, html_dir)).as_posix()
+    return (f'<br><a href="{escape_html(quote(relative))}">{escape_html(Path(recording).name)}</a>'
+            f"<br><code>rerun {escape_html(shlex.quote(relative))}</code>")
+
+
 def _failed(records: Sequence, html_dir: Path) -> str:
     failed = [record for record in records if not record.success]
     if not failed:
@@ -315,6 +325,7 @@ def _failed(records: Sequence, html_dir: Path) -> str:
         picture = (f'<a href="{escape_html(sheet)}"><img src="{escape_html(sheet)}" alt="contact sheet" width="320"></a>'
                    if sheet else "")
         link = f'<a href="{escape_html(_relative(video, html_dir))}">{escape_html(Path(video).name)}</a>' if video else ""
+        link += _recording(record.recording, html_dir)
         metadata = ", ".join(f"{key}={value}" for key, value in record.metadata.items())
         cells = [format_number(record.episode), record.task, record.instruction, record.failure_mode, format_number(record.length),
                  metadata]
@@ -322,7 +333,10 @@ def _failed(records: Sequence, html_dir: Path) -> str:
                     + f"<td>{picture}</td><td>{link}</td></tr>")
     head = "".join(f"<th>{name}</th>" for name in
                    ("episode", "task", "instruction", "failure mode", "steps", "metadata", "contact sheet", "rollout"))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    note = ("<p>Each <code>.rrd</code> is the rollout as a Rerun recording (frames, the policy's actions and "
+            "entropies); open it with the <code>rerun</code> command shown, run in this page's folder.</p>"
+            if any(record.recording for record in failed) else "")
+    return f"{note}<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _offline(document: dict) -> str:
@@ -341,7 +355,7 @@ def write_eval_html(path: str | Path, document: dict, join_rows: Sequence[dict],
                     records: Sequence) -> Path:
     """eval.html at `path`: the evaluation `document` (eval.json, with its rollouts),
     the coverage_join rows, the weak_lines and the rollout records (failed ones linked
-    to their contact sheets and videos, relative to the page)."""
+    to their contact sheets, videos and Rerun recordings, relative to the page)."""
     path = Path(path)
     sections = [
         ("headline", "Headline", _headline(document)),

@@ -159,15 +159,16 @@ def _tabletop(bundle: Path):
 
 
 def closed_loop(bundle: Path, tasks: list[str], episodes: int, failures_dir: Path | None, max_steps: int | None,
-                seed: int) -> RolloutReport:
+                seed: int, record: bool = False) -> RolloutReport:
     """`episodes` episodes cycled over `tasks` in the built-in tabletop environment (the
     sample generator's episodes (seed, k)), the checkpoint acting through the safe
-    runtime; failed rollouts are saved in `failures_dir` (when given)."""
+    runtime; failed rollouts are saved in `failures_dir` (when given), with `record` also
+    as Rerun recordings."""
     from training.rollout import run_rollouts
 
     with _tabletop(bundle) as (policy, env):
         return run_rollouts(policy, env, episodes, tasks=tasks, seed=seed, max_steps=max_steps,
-                            failures_dir=failures_dir)
+                            failures_dir=failures_dir, record_failures=record)
 
 
 def swap_check(bundle: Path, tasks: list[str], episodes: int, max_steps: int | None, seed: int) -> dict:
@@ -180,14 +181,15 @@ def swap_check(bundle: Path, tasks: list[str], episodes: int, max_steps: int | N
 
 
 def evaluate_closed_loop(bundle: Path, baseline: Path | None, metrics: dict, lake: Lake, out: Path,
-                         episodes: int, max_steps: int | None, seed: int, swap_episodes: int) -> list[str]:
+                         episodes: int, max_steps: int | None, seed: int, swap_episodes: int,
+                         record: bool = False) -> list[str]:
     """Rollouts of the checkpoint over the offline split's tasks into `metrics["rollouts"]`,
     joined to its training data, the instruction-swap check on the first `swap_episodes`
     of its scenes into `metrics["instruction_swap"]`, the rollouts of `baseline` on the
-    same scenes into `metrics["baseline_rollouts"]`, and `out`/eval.html; returns the
-    weak-value lines."""
+    same scenes into `metrics["baseline_rollouts"]`, and `out`/eval.html (with `record`, each
+    failed rollout also as a Rerun recording, linked there); returns the weak-value lines."""
     tasks = sorted(metrics["per_task"])
-    report = closed_loop(bundle, tasks, episodes, out / "rollouts", max_steps, seed)
+    report = closed_loop(bundle, tasks, episodes, out / "rollouts", max_steps, seed, record)
     summary = report.summary()
     training = metrics["trained_on"]
     summary["seed"] = seed
@@ -253,6 +255,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="another run folder or bundle rolled out on the same scenes and tasks, reported "
                              "next to this one (e.g. the pretrained policy beside its fine-tune)")
     parser.add_argument("--max-steps", type=positive_int, help="closed-loop episode limit (default: the environment's)")
+    parser.add_argument("--record", action="store_true",
+                        help="also write each failed rollout as a Rerun recording (.rrd: frames, the policy's "
+                             "actions and entropies), linked from eval.html")
     parser.add_argument("--allow-dataset-change", action="store_true",
                         help="evaluate even if the checkpoint's dataset version was rebuilt since training "
                              "(the change is recorded in eval.json)")
@@ -263,6 +268,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
     started = time.time()
+    if args.record and not args.rollouts:
+        raise RobolakeError("--record writes the closed-loop rollouts: give --rollouts N too")
     if args.swap_rollouts is not None and args.swap_rollouts < 0:
         raise RobolakeError(f"--swap-rollouts {args.swap_rollouts}: expected 0 (off) or more")
     # the check reuses the closed loop's scenes: at most --rollouts of them
@@ -292,7 +299,7 @@ def run(argv: list[str]) -> int:
             progress.console.print(f"warning: {change}")
         if args.rollouts:
             for line in evaluate_closed_loop(bundle, baseline, metrics, lake, out, args.rollouts, args.max_steps,
-                                             args.seed, swap_episodes):
+                                             args.seed, swap_episodes, args.record):
                 print(f"weak: {line}")
         (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
         write_per_dimension(metrics, out / "per_dimension.csv")

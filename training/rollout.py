@@ -1,7 +1,8 @@
 """Closed-loop rollouts of a policy in an environment (training/sim_env.py): per-episode
 records with the metadata the env drew, success rate (with its Wilson interval) / episode
 length / smoothness overall, per task and per metadata value, and the failed rollouts
-saved for inspection (actions, states, video and a contact sheet).
+saved for inspection (actions, states, video and a contact sheet, and with `record_failures` a Rerun
+recording of the frames beside the policy's actions and entropies).
 
 `python -m training.rollout --policy scripted --episodes 30` runs the built-in tabletop
 env and ends with a one-line summary."""
@@ -19,6 +20,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from robolake import progress
+from robolake import rerun_recording as rec
 from robolake.arguments import ArgumentParser, positive_int
 from robolake.sample.motion import CONTROL_HZ
 from training.metrics import smoothness, wilson_interval
@@ -30,6 +32,7 @@ NOT_METADATA = frozenset({"language_instruction", "seed", "index", "success", "f
 CONTACT_SHEET_FRAMES = 12
 CONTACT_SHEET_COLUMNS = 4
 CONTACT_SHEET_GAP = 2  # px between tiles
+ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")  # the tabletop env's action (sim_env.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +47,7 @@ class RolloutRecord:
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)  # see episode_metadata
     saved_to: str | None = None  # the failed rollout's .npz, when saved
     contact_sheet: str | None = None  # the failed rollout's .png, when saved
+    recording: str | None = None  # the failed rollout's Rerun recording (.rrd), when recorded
 
 
 def episode_metadata(reset_info: dict) -> dict[str, str]:
@@ -138,17 +142,47 @@ def _write_contact_sheet(path: Path, frames: list[np.ndarray]) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
 
 
-def _save_failure(folder: Path, record: RolloutRecord, frames: list, actions: np.ndarray,
-                  states: list) -> RolloutRecord:
+def _write_recording(path: Path, record: RolloutRecord, camera: str, frames: list[np.ndarray], actions: np.ndarray,
+                     states: list, entropies: list[float | None]) -> None:
+    """A failed rollout as a Rerun recording under /rollout: the camera's frames (JPEG), the
+    executed actions and the state as scalars, the policy's action entropy where it reports
+    one, the instruction and the outcome; frame and state k at step k, action k at step k."""
+    root = rec.entity("rollout")
+    seconds = np.arange(len(frames)) / CONTROL_HZ
+    frame_index = rec.timelines(np.arange(len(frames)), seconds)
+    action_index = rec.timelines(np.arange(len(actions)), seconds[:len(actions)])
+    with rec.recording(str(path), f"{path.stem}: {record.instruction}") as stream:
+        rec.send_frames(stream, f"{root}/cameras/{camera}",
+                        [cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1].tobytes() for frame in frames],
+                        frame_index)
+        rec.send_series(stream, f"{root}/action", ACTION_NAMES[:actions.shape[1]], actions, action_index)
+        rec.send_series(stream, f"{root}/state", [str(i) for i in range(len(states[0]))], np.stack(states),
+                        frame_index)
+        if entropies and all(entropy is not None for entropy in entropies):
+            rec.send_series(stream, root, ["entropy"], np.asarray(entropies, np.float64), action_index)
+        rec.log_document(stream, f"{root}/instruction", record.instruction)
+        rec.log_document(stream, f"{root}/outcome", rec.markdown_table(
+            [("task", record.task), ("failure mode", record.failure_mode), ("steps", record.length),
+             *record.metadata.items()]))
+
+
+def _save_failure(folder: Path, record: RolloutRecord, camera: str, frames: list, actions: np.ndarray,
+                  states: list, entropies: list[float | None] | None) -> RolloutRecord:
     """<name>.npz (actions, states, failure mode, task, instruction), the frames as
     <name>.mp4 (~20x smaller than raw, or inside the .npz where no encoder is available),
-    and their contact sheet <name>.png; the record with both paths."""
+    and their contact sheet <name>.png; with `entropies` (recording) also <name>.rrd
+    (_write_recording); the record with the paths."""
     path = folder / f"rollout_{record.episode:04d}_{record.task}.npz"
     video = {} if _write_video(path.with_suffix(".mp4"), frames) else {"frames": np.stack(frames)}
     np.savez_compressed(path, actions=actions, states=np.stack(states), failure_mode=record.failure_mode,
                         task=record.task, instruction=record.instruction, **video)
     _write_contact_sheet(path.with_suffix(".png"), frames)
-    return dataclasses.replace(record, saved_to=str(path), contact_sheet=str(path.with_suffix(".png")))
+    recording = None
+    if entropies is not None:
+        recording = str(path.with_suffix(".rrd"))
+        _write_recording(Path(recording), record, camera, frames, actions, states, entropies)
+    return dataclasses.replace(record, saved_to=str(path), contact_sheet=str(path.with_suffix(".png")),
+                               recording=recording)
 
 
 def load_failed_rollout(path: str | Path) -> dict:
@@ -166,7 +200,8 @@ def load_failed_rollout(path: str | Path) -> dict:
 
 
 def _write_failures_table(folder: Path, records: list[RolloutRecord]) -> None:
-    columns = ["episode", "task", "instruction", "length", "smoothness", "failure_mode", "saved_to", "contact_sheet"]
+    columns = ["episode", "task", "instruction", "length", "smoothness", "failure_mode", "saved_to", "contact_sheet",
+               "recording"]
     with open(folder / FAILURES_TABLE, "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
@@ -177,13 +212,16 @@ def _write_failures_table(folder: Path, records: list[RolloutRecord]) -> None:
 
 def run_rollouts(policy: EnvPolicy, env, episodes: int, tasks: Sequence[str] | None = None, seed: int = 0,
                  max_steps: int | None = None, failures_dir: str | Path | None = None,
-                 show_progress: bool = True, options: dict | None = None) -> RolloutReport:
+                 show_progress: bool = True, options: dict | None = None,
+                 record_failures: bool = False) -> RolloutReport:
     """`episodes` closed-loop episodes: episode k is the env's episode k after reset(seed),
     with task tasks[k % len(tasks)] (default: the env's own task mix), at most `max_steps`
     steps (default: the env's) and any further reset `options` (e.g. the tabletop's
     swap_instruction). Failed rollouts go to `failures_dir` (frames of
     the front camera, or the first, actions, states, failure mode and a contact sheet: see
-    _save_failure and load_failed_rollout), listed in failures.csv.
+    _save_failure and load_failed_rollout), listed in failures.csv; with `record_failures`, each also
+    as a Rerun recording with the policy's action entropies (a policy that reports them has a
+    `last_entropy` attribute, e.g. sim_env.RuntimePolicyAdapter).
 
     The seed fixes the episodes (for the tabletop env: metadata, layouts, render noise),
     so policies run with the same seed, tasks and max_steps face the same scenes; a
@@ -205,12 +243,13 @@ def run_rollouts(policy: EnvPolicy, env, episodes: int, tasks: Sequence[str] | N
             metadata = episode_metadata(info)
             policy.reset()
             instruction = observation["instruction"]
-            frames, states, actions = [observation["images"][camera]], [observation["state"]], []
+            frames, states, actions, entropies = [observation["images"][camera]], [observation["state"]], [], []
             done = False
             while not done:
                 action = np.asarray(policy.act(observation), dtype=np.float64)
                 observation, _, terminated, truncated, info = env.step(action)
                 actions.append(action)
+                entropies.append(getattr(policy, "last_entropy", None))
                 if folder is not None:
                     frames.append(observation["images"][camera])
                     states.append(observation["state"])
@@ -220,7 +259,8 @@ def run_rollouts(policy: EnvPolicy, env, episodes: int, tasks: Sequence[str] | N
             record = RolloutRecord(episode, info["task"], instruction, bool(info["success"]), len(actions),
                                    smoothness(actions), failure, metadata)
             if folder is not None and not record.success:
-                record = _save_failure(folder, record, frames, actions, states)
+                record = _save_failure(folder, record, camera, frames, actions, states,
+                                       entropies if record_failures else None)
             records.append(record)
             bar.update(bar_task, advance=1, rate=f"{np.mean([r.success for r in records]):.0%}")
     if folder is not None:

@@ -146,9 +146,11 @@ class RuntimePolicyAdapter:
 
     def __init__(self, policy):
         self.policy = policy
+        self.last_entropy: float | None = None  # the last action's mean token entropy (nats), for recordings
 
     def act(self, observation: dict[str, Any]) -> np.ndarray:
         result = self.policy.act(observation["images"], observation["instruction"], observation["state"])
+        self.last_entropy = float(result.entropy[0])
         return np.asarray(result.actions[0])
 
     def reset(self) -> None:
