@@ -138,7 +138,7 @@ def make_report() -> CoverageReport:
         splits=pd.DataFrame({"split": ["train", "val"], "episodes": [10, 2], "steps": [500, 100]}),
         saturation=pd.DataFrame({"dimension": ["x", "gripper"], "normalized": [True, False],
                                  "bounds_q99 (used)": [0.02, 1.0], "mean_std": [0.003, 1.0], "min_max": [0.001, 1.0]}),
-        quality=EpisodeQuality(flags=[], histograms={}, contact_sheets={}, drop_command=None),
+        quality=EpisodeQuality(flags=[], histograms={}, contact_sheets={}, drop_command=None, view_commands={}),
     )
 
 

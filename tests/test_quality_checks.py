@@ -204,3 +204,18 @@ def test_summary_lists_the_flagged_episodes_per_check(lake):
         "gripper_chatter": ("1", CHATTER), "camera_exposure": ("1", BLACK), "camera_freeze": ("1", FROZEN_CAMERA),
         "duplicate_episodes": ("1", DUPLICATE), "stuck_dimensions": ("1", STUCK)}
     assert lines[start + 1].startswith(f"{NAME}:{VERSION}") and lines[start + 9] == ""
+
+
+def test_each_flagged_check_gives_the_view_command_of_its_episodes(lake, capsys, monkeypatch, tmp_path):
+    """coverage.html and coverage.json give, per check, the `robolake view` command of the episodes
+    shown; run as printed (from any folder), it writes their Rerun recording."""
+    assert main(["report", NAME, "--lake", str(lake)]) == 0
+    reports = lake / "reports" / NAME / VERSION
+    command = json.loads((reports / "coverage.json").read_text())["episode_quality"]["checks"]["gripper_chatter"][
+        "view_command"]
+    assert f"<code>{html.escape(command)}</code>" in (reports / "coverage.html").read_text()
+    argv = shlex.split(command)
+    assert argv[:2] == ["robolake", "view"] and argv[argv.index("--episode") + 1] == CHATTER
+    monkeypatch.chdir(tmp_path)
+    assert main(argv[1:]) == 0
+    assert (tmp_path / "gripper_chatter.rrd").stat().st_size > 0

@@ -259,11 +259,20 @@ def _sheet_camera(check: Flags, row: pd.Series, cameras: list[str]) -> str:
     return next((camera for camera in cameras for column in over if column.startswith(f"camera_{camera}_")), cameras[0])
 
 
+def _lake_flag(lake: Lake) -> str:
+    return f" --lake {shlex.quote(lake.root)}" if lake.root != "lake" else ""
+
+
 def drop_command(lake: Lake, target: GoldVersion, condition: str) -> str:
     """The `robolake edit drop` command line (shell-quoted) that applies `condition`."""
     quoted_condition = '"' + re.sub(r'([\\"$`])', r"\\\1", condition) + '"'
-    lake_flag = f"--lake {shlex.quote(lake.root)}" if lake.root != "lake" else ""
-    return f"robolake edit drop {target.dataset}:{target.version} --where {quoted_condition} {lake_flag}".rstrip()
+    return f"robolake edit drop {target.dataset}:{target.version} --where {quoted_condition}{_lake_flag(lake)}"
+
+
+def view_command(lake: Lake, target: GoldVersion, check: str, episode_ids: list[str]) -> str:
+    """The `robolake view` command line that writes `episode_ids` as one Rerun recording."""
+    episodes = " ".join(f"--episode {shlex.quote(episode_id)}" for episode_id in episode_ids)
+    return f"robolake view {target.dataset}:{target.version} {episodes} -o {check}.rrd{_lake_flag(lake)}"
 
 
 def episode_quality(con: duckdb.DuckDBPyConnection, lake: Lake, target: GoldVersion, settings: dict) -> EpisodeQuality:
@@ -278,7 +287,10 @@ def episode_quality(con: duckdb.DuckDBPyConnection, lake: Lake, target: GoldVers
              for check in flags for _, row in check.flagged.head(SHOWN_FLAGGED).iterrows()} if cameras else {}
     sheets = contact_sheets(lake, target.dataset, target.version, shown)
     condition = drop_condition(flags)
-    return EpisodeQuality(flags, histograms, sheets, drop_command(lake, target, condition) if condition else None)
+    views = {check.name: view_command(lake, target, check.name, check.flagged.head(SHOWN_FLAGGED)["episode_id"].tolist())
+             for check in flags if not check.skipped and len(check.flagged)}
+    return EpisodeQuality(flags, histograms, sheets, drop_command(lake, target, condition) if condition else None,
+                          views)
 
 
 def build_report(lake: Lake, target: GoldVersion, quality_settings: dict, threshold: float = THRESHOLD,
@@ -356,7 +368,8 @@ def quality_document(quality: EpisodeQuality) -> dict:
     return {
         "checks": {check.name: {"skipped": check.skipped} if check.skipped else {
             "rule": check.description, "flagged": len(flagged[check.name]),
-            "episodes": flagged[check.name]["episode"].tolist()} for check in quality.flags},
+            "episodes": flagged[check.name]["episode"].tolist(), "view_command": quality.view_commands.get(check.name)}
+            for check in quality.flags},
         "flagged_episodes": len({i for table in flagged.values() for i in table["episode_id"]}),
         "drop_command": quality.drop_command,
     }

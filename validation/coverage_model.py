@@ -33,12 +33,14 @@ class Histogram:
 class EpisodeQuality:
     """The report's episode-quality section: each behaviour check's flagged episodes (worst
     first), the distribution of each value column, contact sheets of the episodes shown,
-    and the `robolake edit drop` command that removes every flagged episode."""
+    the `robolake view` command that opens each check's shown episodes in Rerun, and the
+    `robolake edit drop` command that removes every flagged episode."""
 
     flags: list[Flags]  # validation/quality_flags.py, gate.yaml's thresholds for this dataset
     histograms: dict[str, Histogram]  # value column -> histogram over the version's episodes
     contact_sheets: dict[str, ContactSheet]  # episode id -> its sheet (validation/contact_sheets.py)
     drop_command: str | None  # None when nothing is flagged
+    view_commands: dict[str, str]  # check name -> the `robolake view` command of its shown episodes
 
 
 @dataclass

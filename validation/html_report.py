@@ -251,7 +251,8 @@ def _quality(report: CoverageReport) -> str:
     charts = "".join(svg_histogram(quality.histograms[column], f"{column} (limit {format_number(limit)})",
                                    width=264, height=120, marker=limit)
                      for check in checks for column, limit in check.limits.items() if column in quality.histograms)
-    blocks = "".join(_flagged_block(check, quality.contact_sheets) for check in checks if len(check.flagged))
+    blocks = "".join(_flagged_block(check, quality.contact_sheets, quality.view_commands.get(check.name))
+                     for check in checks if len(check.flagged))
     clean = [check.name for check in checks if not len(check.flagged)]
     clean = f"<p>No episode flagged by {escape_html(', '.join(clean))}.</p>" if clean else ""
     command = (f'<h3>Drop every flagged episode</h3><pre class="command"><code>{escape_html(quality.drop_command)}'
@@ -259,8 +260,9 @@ def _quality(report: CoverageReport) -> str:
     return intro + f'<div class="charts">{charts}</div>' + blocks + clean + command + skipped
 
 
-def _flagged_block(check: Flags, sheets: dict[str, ContactSheet]) -> str:
-    """One check: how many episodes it flags and the SHOWN_FLAGGED worst, each with its values and contact sheet."""
+def _flagged_block(check: Flags, sheets: dict[str, ContactSheet], view: str | None) -> str:
+    """One check: how many episodes it flags and the SHOWN_FLAGGED worst, each with its values and contact
+    sheet, and the `robolake view` command that opens them in Rerun."""
     flagged = check.flagged
     head = (f"<p><b>{escape_html(check.name)}</b>: {format_number(len(flagged))} of "
             f"{format_number(len(check.table))} episodes flagged ({escape_html(check.description)})</p>")
@@ -272,7 +274,8 @@ def _flagged_block(check: Flags, sheets: dict[str, ContactSheet]) -> str:
         for row in flagged.head(SHOWN_FLAGGED).itertuples())
     more = len(flagged) - SHOWN_FLAGGED
     rest = f'<p class="note">and {format_number(more)} more</p>' if more > 0 else ""
-    return head + f'<div class="charts">{cards}</div>' + rest
+    view = f'<pre class="command"><code>{escape_html(view)}</code></pre>' if view else ""
+    return head + f'<div class="charts">{cards}</div>' + rest + view
 
 
 def _contact_sheet(sheet: ContactSheet | None, episode_id: str) -> str:
