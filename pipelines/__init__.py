@@ -5,7 +5,8 @@
   filters.py, splits.py: their pieces;
 - sources.py: the SourceReader protocol and the READERS registry; hdf5_source.py,
   rosbag_source.py (with rosbag_reader.py, ros_messages.py, alignment.py), rlds_source.py,
-  lake_source.py: one reader per source format; episode.py: what flows between stages;
+  lerobot_source.py, lake_source.py: one reader per source format; state_layout.py: the
+  manifest's state layout of readers whose state is named parts; episode.py: what flows between stages;
 - images.py: frame preprocessing; silver_writer.py, rlds_writer.py, tfrecord.py: the
   silver Parquet and gold RLDS writers; raw_manifest.py: registered raw files;
   beam_options.py: the flags handed to Beam."""

@@ -32,7 +32,7 @@ from pipelines.beam_options import beam_flags
 from pipelines.runners import beam_runner
 from pipelines.episode import QuarantineRecord
 from pipelines.rlds_writer import write_dataset_info
-from pipelines.sources import SourceReader, source_reader, state_layout
+from pipelines.sources import SourceReader, source_reader
 from robolake import progress, provenance
 from robolake.episode_quality import position_columns
 from robolake.arguments import ArgumentParser
@@ -231,7 +231,7 @@ def _build(spec: DatasetSpec, lake: Lake, build: Build, beam_args: list[str], re
     reader = source_reader(spec)
     sources = discover_sources(spec, reader, {} if rehash else raw_manifest.registered(lake))
     state_dim = infer_state_dim(reader, sources)
-    layout = state_layout(spec, sources[0].path, state_dim)
+    layout = reader.state_layout(sources[0].path, state_dim)
     ctx = BuildContext(spec, reader, state_dim, build.dir, position_columns(layout))
     with beam_runner(beam_args) as beam_args:  # the runner defaulted; a Dask cluster up while the pipeline runs
         try:

@@ -30,10 +30,12 @@ from pipelines.episode import (
     terminal_rewards,
 )
 from pipelines.images import FramePreprocessor, preprocess_frames
+from pipelines.state_layout import layout_of_parts
 from pipelines.stats import CameraSummary
 from robolake.camera_frames import decode
 from robolake.errors import SpecError
 from robolake.spec import DatasetSpec, ValueSource
+from robolake.spec.fields import StateSpec
 from robolake.storage import is_remote
 
 FRAMES_PER_READ = 16
@@ -327,6 +329,11 @@ class Hdf5Source:
 
     def state_width(self, path: str) -> int | None:
         return state_width(path, self.spec, self.keys)
+
+    def state_layout(self, path: str, state_dim: int) -> list[dict] | None:
+        """One part per state dataset (pipelines/state_layout.py)."""
+        parts = [(key, StateSpec(keys=[key])) for key in resolve_keys(self.spec).state_keys]
+        return layout_of_parts(Hdf5Source, self.spec, parts, path, state_dim)
 
     def state_source(self) -> str:
         return f"state.keys {self.keys.state_keys}"

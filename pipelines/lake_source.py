@@ -343,5 +343,9 @@ class LakeSource:
     def state_width(self, path: str) -> int:
         return self.width
 
+    def state_layout(self, path: str, state_dim: int) -> list[dict] | None:
+        """None: the state is the members' gold state, whose parts the mixture may reorder."""
+        return None
+
     def state_source(self) -> str:
         return "the members' observation/state"

@@ -52,9 +52,11 @@ from pipelines.episode import (
 )
 from pipelines.images import FramePreprocessor, preprocess_frames
 from pipelines.rlds_writer import TEMPLATE
+from pipelines.state_layout import layout_of_parts
 from pipelines.tfrecord import FramingError, read_record, tfrecords
 from robolake.errors import RobolakeError, SpecError
 from robolake.spec import DatasetSpec, ValueSource
+from robolake.spec.fields import StateSpec
 
 DEFAULT_ACTION = "steps/action"
 DEFAULT_STATE = "steps/observation/state"
@@ -513,6 +515,11 @@ class RldsSource:
                 return None
             width += len(range(leaf.width)[key.part or slice(None)])
         return width
+
+    def state_layout(self, path: str, state_dim: int) -> list[dict] | None:
+        """One part per state feature key (pipelines/state_layout.py)."""
+        parts = [(key.text, StateSpec(keys=[key.text])) for key in self.keys.state]
+        return layout_of_parts(RldsSource, self.spec, parts, path, state_dim)
 
     def state_source(self) -> str:
         keys = [k.text for k in self.keys.state]

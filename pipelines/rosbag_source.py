@@ -33,9 +33,11 @@ from pipelines.episode import (
 )
 from pipelines.images import FramePreprocessor, preprocess_frames
 from pipelines.rosbag_reader import STORAGE_SUFFIXES, BagError, messages, open_bag
+from pipelines.state_layout import layout_of_parts
 from robolake.errors import RobolakeError
 from robolake.hashing import files_under
 from robolake.spec import CameraSpec, DatasetSpec, TopicSpec, ValueSource
+from robolake.spec.fields import StateSpec
 from robolake.storage import is_remote
 
 BAG_SUFFIXES = (".bag", *STORAGE_SUFFIXES)
@@ -363,6 +365,11 @@ class RosbagSource:
         except (BagError, ros_messages.MessageError, AttributeError, TypeError, ValueError):
             return None
         return width
+
+    def state_layout(self, path: str, state_dim: int) -> list[dict] | None:
+        """One part per state topic (pipelines/state_layout.py)."""
+        parts = [(topic.topic, StateSpec(topics=[topic])) for topic in self.spec.state.topics or []]
+        return layout_of_parts(RosbagSource, self.spec, parts, path, state_dim)
 
     def state_source(self) -> str:
         return f"state.topics {[t.topic for t in self.spec.state.topics]}"

@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from pipelines.episode import Episode, EpisodeRef, QuarantineRecord
-from pipelines.hdf5_source import Hdf5Source, resolve_keys
+from pipelines.hdf5_source import Hdf5Source
 from pipelines.images import FramePreprocessor
 from pipelines.lake_source import LakeSource
+from pipelines.lerobot_source import LerobotSource
 from pipelines.rlds_source import RldsSource
 from pipelines.rosbag_source import RosbagSource
 from robolake.spec import DatasetSpec
-from robolake.spec.fields import StateSpec
 
 
 class SourceReader(Protocol):
@@ -44,42 +44,21 @@ class SourceReader(Protocol):
     def state_source(self) -> str:
         """What the state is read from, for the error when no input tells its width."""
 
+    def state_layout(self, path: str, state_dim: int) -> list[dict] | None:
+        """[{"name", "start", "end"}] of each part of the state vector as read from the input
+        `path`, for the manifest (GR00T's modality.json is built from it); None where the
+        parts' widths cannot be read or don't add up to `state_dim`."""
+
     def manifest_extras(self) -> dict:
         """Fields this source adds to the version's manifest.json (none for most)."""
 
 
 READERS: dict[str, Callable[[DatasetSpec], SourceReader]] = {
     "hdf5": Hdf5Source, "rosbag": RosbagSource, "rlds": RldsSource, "lake": LakeSource,
+    "lerobot": LerobotSource,
 }
 
 
 def source_reader(spec: DatasetSpec) -> SourceReader:
     """The reader of the spec's `source.format`."""
     return READERS[spec.source.format](spec)
-
-
-def _state_parts(spec: DatasetSpec) -> list[tuple[str, StateSpec]]:
-    """The parts the spec concatenates into the state, as (name in the source, a StateSpec
-    of that part alone); [] for a lake source (its state is a gold version's)."""
-    if spec.source.format == "hdf5":
-        return [(key, StateSpec(keys=[key])) for key in resolve_keys(spec).state_keys]
-    if spec.source.format == "rlds":
-        return [(key, StateSpec(keys=[key])) for key in spec.state.keys or ["steps/observation/state"]]
-    if spec.source.format == "rosbag":
-        return [(topic.topic, StateSpec(topics=[topic])) for topic in spec.state.topics or []]
-    return []
-
-
-def state_layout(spec: DatasetSpec, path: str, state_dim: int) -> list[dict] | None:
-    """[{"name", "start", "end"}] of each part of the state vector as read from the input
-    `path`, for the manifest (GR00T's modality.json is built from it); None where the
-    parts' widths cannot be read or don't add up to `state_dim`."""
-    parts = _state_parts(spec)
-    widths = [source_reader(spec.model_copy(update={"state": part})).state_width(path) for _, part in parts]
-    if not parts or None in widths or sum(widths) != state_dim:
-        return None
-    layout, start = [], 0
-    for (name, _), width in zip(parts, widths):
-        layout.append({"name": name, "start": start, "end": start + width})
-        start += width
-    return layout

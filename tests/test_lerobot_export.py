@@ -18,9 +18,9 @@ import tensorflow_datasets as tfds
 from cli.main import main
 from exports.lerobot.modality import state_parts
 from exports.lerobot.validator import validate_export
-from exports.lerobot.video import decode_video
 from exports.lerobot.writer import export
 from robolake.lake import GoldVersion
+from robolake.lerobot_video import decode_video
 from tests.helpers import assert_quantiles_match_numpy, robomimic_spec, run_convert
 
 SPLITS = ("train", "val", "test")

@@ -28,7 +28,7 @@ def test_readers_and_spec_classes_name_the_same_formats():
 
 def test_protocol_lists_what_the_pipeline_calls():
     assert PROTOCOL_METHODS == ["find", "companions", "plan", "read", "state_width", "state_source",
-                                "manifest_extras"]
+                                "state_layout", "manifest_extras"]
 
 
 @pytest.mark.parametrize("fmt", list(READERS))
@@ -53,7 +53,7 @@ def test_a_new_format_is_one_spec_class_in_the_registry():
     union = TypeAdapter(source_union({**SOURCE_SPECS, "toy": ToySourceSpec}))
     assert union.validate_python({"format": "toy", "paths": ["x"]}) == ToySourceSpec(paths=["x"])
     assert union.validate_python({"paths": ["x"]}).format == "hdf5"
-    with pytest.raises(ValidationError, match="'hdf5', 'rosbag', 'rlds', 'lake', 'toy'"):
+    with pytest.raises(ValidationError, match="'hdf5', 'rosbag', 'rlds', 'lake', 'lerobot', 'toy'"):
         union.validate_python({"format": "csv"})
 
 

@@ -1,9 +1,10 @@
 """Gold RLDS version -> LeRobotDataset, codebase v3.0 layout (`robolake lerobot`).
 
-- layout.py: the v3.0 folder layout: codebase version, path templates, file sizes, feature types;
+- robolake/lerobot_layout.py and robolake/lerobot_video.py (shared with the `source.format: lerobot`
+  reader): the v3.0 folder layout (path templates, info.json) and the video codec;
 - writer.py: `export(gold_dir, out_dir)`: streams the gold episodes into data Parquet, MP4
   videos and meta/, writes provenance.json, validates, and moves the folder into place;
-- video.py: the MP4s, encoded with PyAV as LeRobot encodes them, and their error against the gold frames;
+- video.py: the MP4 files, episodes appended, and their error against the gold frames;
 - statistics.py: meta/stats.json and the episode rows' per-episode statistics;
 - modality.py: GR00T's meta/modality.json (`--modality`);
 - validator.py: `validate_export(root)`: checks a folder against what LeRobotDataset reads;

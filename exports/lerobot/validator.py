@@ -1,5 +1,5 @@
 """`validate_export(root)`: a LeRobot v3.0 folder checked against what LeRobotDataset reads
-(layout.py): info.json keys and features, tasks, episode rows, video files (frames,
+(robolake/lerobot_layout.py): info.json keys and features, tasks, episode rows, video files (frames,
 stream info) and timestamps, split ranges, data rows and index columns, stats shapes, and
 GR00T's meta/modality.json where there is one."""
 
@@ -13,14 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from exports.lerobot.layout import CODEBASE_VERSION, INDEX_FEATURES, arrow_type
-from exports.lerobot.video import video_frames, video_info
+from robolake.lerobot_layout import (CODEBASE_VERSION, EPISODE_COLUMNS, INDEX_FEATURES, INFO_KEYS, VIDEO_COLUMNS,
+                                     arrow_type, data_file, episode_files, video_file, video_keys)
+from robolake.lerobot_video import video_frames, video_info
 
-INFO_KEYS = ("codebase_version", "robot_type", "total_episodes", "total_frames", "total_tasks", "chunks_size",
-             "fps", "splits", "data_path", "video_path", "features")
-EPISODE_COLUMNS = ("episode_index", "tasks", "length", "data/chunk_index", "data/file_index",
-                   "dataset_from_index", "dataset_to_index", "meta/episodes/chunk_index", "meta/episodes/file_index")
-VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
 STAT_KEYS = ("min", "max", "mean", "std", "count")
 
 
@@ -48,16 +44,6 @@ def validate_export(root: str) -> list[str]:
     return problems
 
 
-def _video_keys(info: dict) -> list[str]:
-    return [key for key, feature in info["features"].items() if feature.get("dtype") == "video"]
-
-
-def _video_file(info: dict, episode: dict, key: str) -> str:
-    """The video file (relative to the root) holding `key`'s frames of an episode row."""
-    return info["video_path"].format(video_key=key, chunk_index=episode[f"videos/{key}/chunk_index"],
-                                     file_index=episode[f"videos/{key}/file_index"])
-
-
 def _read_info(root: str) -> dict:
     try:
         with open(os.path.join(root, "meta", "info.json"), encoding="utf-8") as f:
@@ -82,7 +68,7 @@ def _check_info(info: dict) -> list[str]:
             problems.append(f"meta/info.json: feature {key}: bad name or no dtype/shape/names")
         elif feature["dtype"] in ("image", "video") and len(feature["shape"]) != 3:
             problems.append(f"meta/info.json: feature {key}: image shape {feature['shape']} is not (h, w, c)")
-    if _video_keys(info) and not info["video_path"]:
+    if video_keys(info) and not info["video_path"]:
         problems.append("meta/info.json: video features but no video_path")
     return problems
 
@@ -107,11 +93,11 @@ def _check_tasks(tasks: dict[str, list], info: dict) -> list[str]:
 
 def _read_episodes(root: str, info: dict) -> list[dict]:
     """The rows of meta/episodes, which must have every column LeRobotDataset reads."""
-    files = sorted(glob.glob(os.path.join(root, "meta", "episodes", "*", "*.parquet")))
+    files = episode_files(root)
     if not files:
         raise _Stop("meta/episodes: no parquet file")
     episodes = pa.concat_tables([pq.read_table(path) for path in files]).to_pylist()
-    required = list(EPISODE_COLUMNS) + [f"videos/{key}/{column}" for key in _video_keys(info)
+    required = list(EPISODE_COLUMNS) + [f"videos/{key}/{column}" for key in video_keys(info)
                                         for column in VIDEO_COLUMNS]
     missing = [column for column in required if column not in (episodes[0] if episodes else {})]
     if missing:
@@ -132,8 +118,7 @@ def _check_episodes(root: str, info: dict, episodes: list[dict], tasks: dict[str
         expected_from = e["dataset_to_index"]
         if not set(e["tasks"]) <= set(tasks["task"]):
             problems.append(f"{where}: tasks {e['tasks']} not in meta/tasks.parquet")
-        data_file = info["data_path"].format(chunk_index=e["data/chunk_index"], file_index=e["data/file_index"])
-        if not os.path.exists(os.path.join(root, data_file)):
+        if not os.path.exists(os.path.join(root, data_file(info, e))):
             problems.append(f"{where}: its data file is missing")
         problems += _check_episode_videos(root, info, e, where)
     if expected_from != info["total_frames"]:
@@ -144,8 +129,8 @@ def _check_episodes(root: str, info: dict, episodes: list[dict], tasks: dict[str
 def _check_episode_videos(root: str, info: dict, episode: dict, where: str) -> list[str]:
     """Each of an episode's video files exists and its timestamps span its length."""
     problems = []
-    for key in _video_keys(info):
-        path = os.path.join(root, _video_file(info, episode, key))
+    for key in video_keys(info):
+        path = os.path.join(root, video_file(info, episode, key))
         span = episode[f"videos/{key}/to_timestamp"] - episode[f"videos/{key}/from_timestamp"]
         if not os.path.exists(path):
             problems.append(f"{where}: video {path} is missing")
@@ -158,10 +143,10 @@ def _check_video_files(root: str, info: dict, episodes: list[dict]) -> list[str]
     """Each video file holds at least the frames its episodes point into, and its stream
     is what the feature's `info` says."""
     problems, fps = [], info["fps"]
-    for key in _video_keys(info):
+    for key in video_keys(info):
         ends: dict[str, float] = {}
         for e in episodes:
-            path = _video_file(info, e, key)
+            path = video_file(info, e, key)
             ends[path] = max(ends.get(path, 0.0), e[f"videos/{key}/to_timestamp"])
         said = info["features"][key].get("info", {})
         for path, end in ends.items():

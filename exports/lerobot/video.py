@@ -1,12 +1,8 @@
-"""The export's videos, encoded with PyAV as LeRobot 0.4.4 encodes its own
-(`lerobot/datasets/video_utils.py` encode_video_frames, its defaults plus fast_decode=1).
-
-Encoder: AV1 by SVT-AV1 (LeRobot's default vcodec) where this PyAV has it, else H.264 by
-x264; both yuv420p, a keyframe every 2 frames (g=2: any frame decodes after at most one
-other), CRF 30. Each episode is encoded on its own, as LeRobot records them, decoded
-back to measure its error against the gold frames, and its packets appended to the
-camera's current MP4 (a new file past VIDEO_FILE_MB), shifted to start where the file's
-previous episode ended."""
+"""The export's videos (the codec itself is robolake/lerobot_video.py, shared with the
+`source.format: lerobot` reader): each episode is encoded on its own, as LeRobot records
+them, decoded back to measure its error against the gold frames, and its packets appended
+to the camera's current MP4 (a new file past VIDEO_FILE_MB), shifted to start where the
+file's previous episode ended."""
 
 from __future__ import annotations
 
@@ -17,56 +13,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from exports.lerobot.layout import VIDEO_FILE_MB, VIDEO_PATH, next_file
-
-# encoder -> its options, preferred first: LeRobot's _get_codec_options (g, crf, SVT-AV1 preset 12)
-# and its fast-decode option (svtav1-params fast-decode=1; x264's tune fastdecode)
-ENCODERS = {
-    "libsvtav1": {"g": "2", "crf": "30", "preset": "12", "svtav1-params": "fast-decode=1"},
-    "libx264": {"g": "2", "crf": "30", "tune": "fastdecode"},
-}
-PIX_FMT = "yuv420p"
-
-
-def available_encoder() -> str | None:
-    """The first of ENCODERS this PyAV build has, or None."""
-    return next((name for name in ENCODERS if name in av.codecs_available), None)
-
-
-def encode_episode(frames: np.ndarray, encoder: str, rate: Fraction) -> bytes:
-    """(frames, H, W, 3) RGB frames as an MP4 file's bytes."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream(encoder, rate=rate, options=dict(ENCODERS[encoder]))
-        stream.pix_fmt, stream.height, stream.width = PIX_FMT, frames.shape[1], frames.shape[2]
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
-
-
-def decode_video(source) -> np.ndarray:
-    """Every frame of a video (a path or a file object) as (frames, H, W, 3) RGB."""
-    with av.open(source) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
-
-
-def video_info(path: str) -> dict:
-    """A video feature's `info` in meta/info.json, read from its file as LeRobot's
-    get_video_info reads it."""
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        rate = stream.base_rate
-        return {"video.height": stream.height, "video.width": stream.width,
-                "video.codec": stream.codec_context.codec.canonical_name, "video.pix_fmt": stream.pix_fmt,
-                "video.is_depth_map": False, "video.fps": int(rate) if rate.denominator == 1 else float(rate),
-                "video.channels": 3, "has_audio": bool(container.streams.audio)}
-
-
-def video_frames(path: str) -> int:
-    """The number of frames in a video file, from its container's index."""
-    with av.open(path) as container:
-        return container.streams.video[0].frames
+from robolake.lerobot_layout import VIDEO_FILE_MB, VIDEO_PATH, next_file
+from robolake.lerobot_video import decode_video, encode_episode
 
 
 class PixelError:

@@ -30,15 +30,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from exports.lerobot.layout import (CHUNKS_SIZE, CODEBASE_VERSION, DATA_FILE_MB, DATA_PATH, EPISODES_PATH,
-                                    INDEX_FEATURES, VIDEO_FILE_MB, VIDEO_PATH, arrow_type, next_file)
 from exports.lerobot.modality import modality_document
 from exports.lerobot.statistics import TrainStatistics, channel_histogram, episode_statistics
 from exports.lerobot.validator import validate_export
-from exports.lerobot.video import ENCODERS, PIX_FMT, VideoFiles, available_encoder, video_info
+from exports.lerobot.video import VideoFiles
 from robolake import provenance
 from robolake.errors import RobolakeError
 from robolake.hashing import sha256_file
+from robolake.lerobot_layout import (CHUNKS_SIZE, CODEBASE_VERSION, DATA_FILE_MB, DATA_PATH, EPISODES_PATH,
+                                     INDEX_FEATURES, VIDEO_FILE_MB, VIDEO_PATH, arrow_type, next_file)
+from robolake.lerobot_video import ENCODERS, PIX_FMT, available_encoder, video_info
 from robolake.lake import Build, GoldVersion
 from robolake.overwrite import artifact_kind, check_replace
 from robolake.staging import staged

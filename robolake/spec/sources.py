@@ -165,6 +165,37 @@ class RldsSourceSpec(BaseSourceSpec):
     terminal: Terminal = "from_source"
 
 
+class LerobotSourceSpec(BaseSourceSpec):
+    """LeRobot dataset folders (codebase v3.0: meta/info.json, meta/tasks.parquet,
+    meta/episodes, data Parquet, MP4 videos or images in Parquet). Every data Parquet
+    file is one input, hashed with the folder's meta files and the videos its episodes
+    use. Specs name LeRobot features (`observation.images.front`, `observation.state`,
+    `action`); instruction and metadata take `{feature: task}` (the episode's task), a
+    meta/episodes column (`{feature: episode_index}`) or an info.json key (`{file_attr:
+    robot_type}`). LeRobot has no terminal flag: episodes are truncated unless `terminal:
+    last_step`."""
+
+    value_kinds: ClassVar[tuple[str, ...]] = ("feature", "file_attr")
+
+    format: Literal["lerobot"] = "lerobot"
+    paths: list[str] = Field(min_length=1, description="LeRobot dataset folders (globs allowed), local")
+    terminal: Terminal = "from_source"
+
+    def check_mapping(self, spec: DatasetSpec) -> None:
+        """Cameras, state, action and reward are LeRobot feature names, never topics or paths."""
+        named = [(f"cameras.{i}.key", cam.key) for i, cam in enumerate(spec.cameras)]
+        named += [(f"{section}.keys", key) for section in ("state", "action") for key in getattr(spec, section).keys or []]
+        named += [("reward.key", spec.reward.key)]
+        if any(cam.topic is not None or cam.max_age_s is not None for cam in spec.cameras):
+            raise ValueError("cameras: topic and max_age_s are for rosbag sources; a lerobot camera names its key")
+        if spec.state.topics or spec.action.topics:
+            raise ValueError("state.topics and action.topics are for rosbag sources; lerobot uses keys")
+        bad = [(field, key) for field, key in named if key is not None and "/" in key]
+        if bad:
+            raise ValueError(f"{bad[0][0]}: a lerobot key is a feature name of meta/info.json such as "
+                             f"observation.state, got {bad[0][1]!r}")
+
+
 class RetaskRule(StrictModel):
     """New instruction and/or task for the member's episodes a DuckDB WHERE selects."""
 
@@ -270,6 +301,7 @@ class LakeSourceSpec(BaseSourceSpec):
 
 SOURCE_SPECS: dict[str, type[BaseSourceSpec]] = {
     "hdf5": Hdf5SourceSpec, "rosbag": RosbagSourceSpec, "rlds": RldsSourceSpec, "lake": LakeSourceSpec,
+    "lerobot": LerobotSourceSpec,
 }
 
 
