@@ -33,7 +33,7 @@ from pipelines.runners import beam_runner
 from pipelines.episode import QuarantineRecord
 from pipelines.rlds_writer import write_dataset_info
 from pipelines.sources import SourceReader, source_reader
-from robolake import progress, provenance
+from robolake import hf_hub, progress, provenance
 from robolake.episode_quality import position_columns
 from robolake.arguments import ArgumentParser
 from robolake.errors import RobolakeError
@@ -70,8 +70,12 @@ def discover_sources(spec: DatasetSpec, reader: SourceReader, known: dict[str, d
         if not matches:
             raise RobolakeError(f"source.paths: no input matches {pattern!r} (relative to the working directory)")
         base = _glob_base(pattern)
+        remote = hf_hub.parse(pattern)
         for path, size, mtime in sorted(matches):
-            relative = posixpath.relpath(path, base) if base else path.lstrip("/")
+            if remote:  # a Hub dataset's files: ids as its local folder of the same name would give
+                relative = hf_hub.path_in_dataset(remote, path)
+            else:
+                relative = posixpath.relpath(path, base) if base else path.lstrip("/")
             if relative in (".", ".."):  # the pattern is the input itself (e.g. "."): its own name
                 relative = posixpath.basename(posixpath.abspath(path))
             stem, suffix = posixpath.splitext(relative)
@@ -290,6 +294,8 @@ def _dataset_provenance(build: Build, manifest: dict, started_at: str) -> dict:
         ],
         started_at=started_at,
     )
+    if "remote_datasets" in manifest:  # Hub references, each with the commit it resolved to
+        document["remote_datasets"] = manifest["remote_datasets"]
     if "members" in manifest:  # built from gold versions: lineage goes on through each of them
         document["members"] = [{k: m[k] for k in ("dataset", "version", "gold_dir", "fingerprint", "statistics_sha256",
                                                   "trim") if k in m}

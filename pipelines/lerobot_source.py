@@ -1,6 +1,8 @@
 """LeRobot datasets (codebase v3.0, robolake/lerobot_layout.py) as a conversion source.
 
-- Inputs: `source.paths` name dataset folders (globs allowed); each data Parquet file
+- Inputs: `source.paths` name dataset folders (globs allowed), or Hub datasets
+  `hf://datasets/ORG/NAME[@REVISION]` (robolake/hf_hub.py resolves each to a commit and
+  fetches meta/, data/ and the spec's cameras' videos into its cache); each data Parquet file
   that meta/episodes points to is one input, hashed with meta/info.json,
   meta/tasks.parquet, every meta/episodes shard and the video files its episodes use.
 - Episodes: one LeRobot episode is one episode, id `<input id>/episode_<index, 6 digits>`
@@ -47,6 +49,7 @@ from pipelines.episode import (
     terminal_rewards,
 )
 from pipelines.images import FramePreprocessor, preprocess_frames
+from robolake import hf_hub, progress
 from robolake.errors import RobolakeError
 from robolake.lerobot_layout import (INFO_PATH, TASKS_PATH, IMAGE_DTYPES, data_file, episode_files, read_info,
                                      read_tasks, video_file, video_keys)
@@ -144,6 +147,7 @@ class LerobotSource:
         self.action_keys = spec.action.keys or [DEFAULT_ACTION]
         self.texts = {"instruction": spec.instruction, **{f"metadata.{k}": v for k, v in spec.metadata.items()}}
         self._folders: dict[str, LerobotFolder] = {}
+        self.remote_datasets: list[dict] = []  # the Hub references `find` resolved (hf_hub.ResolvedDataset.record)
         self._state_problem = ""
 
     def __getstate__(self) -> dict:
@@ -157,7 +161,11 @@ class LerobotSource:
     # -- finding and planning ------------------------------------------------------------
 
     def find(self, pattern: str) -> list[tuple[str, int, float]]:
-        """(path, bytes, mtime) of the data files of the dataset folders a glob matches."""
+        """(path, bytes, mtime) of the data files of the dataset folders a glob matches, or of
+        the Hub dataset an `hf://datasets/...` reference names (resolved and fetched first)."""
+        reference = hf_hub.parse(pattern)
+        if reference is not None:
+            pattern = self.fetch(reference)
         infos = FileSystems.match([os.path.join(pattern.rstrip("/"), INFO_PATH)])[0].metadata_list
         found = []
         for root in sorted(os.path.dirname(os.path.dirname(m.path)) for m in infos):
@@ -169,6 +177,16 @@ class LerobotSource:
                 stat = os.stat(path)
                 found.append((path, stat.st_size, stat.st_mtime))
         return found
+
+    def fetch(self, reference: hf_hub.HubReference) -> str:
+        """The local snapshot folder of a Hub dataset: meta/, the data files and the videos of
+        the spec's cameras only. The commit it resolved to is printed and kept for the manifest."""
+        patterns = ["meta/*", "data/*", *(f"videos/{key}/*" for key in self.cameras.values())]
+        resolved = hf_hub.resolve(reference, patterns)
+        self.remote_datasets.append(resolved.record())
+        pinned = "" if reference.pinned else " (unpinned: pin it with @<commit> to rebuild the same bytes)"
+        progress.console.print(f"{reference.text}: revision {reference.revision} is commit {resolved.commit}{pinned}")
+        return resolved.folder
 
     def _episodes_in(self, folder: LerobotFolder, path: str) -> list[dict]:
         relative = os.path.relpath(path, folder.root)
@@ -377,4 +395,5 @@ class LerobotSource:
         return f"state.keys {self.state_keys}" + (f" ({self._state_problem})" if self._state_problem else "")
 
     def manifest_extras(self) -> dict:
-        return {}
+        """The Hub datasets read, each with the commit its reference resolved to."""
+        return {"remote_datasets": self.remote_datasets} if self.remote_datasets else {}

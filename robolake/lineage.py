@@ -153,6 +153,8 @@ def _describe(document: dict) -> list[str]:
         lines.append(f"  dvc stage   {name}: {outs}")
     if document["dvc"] is None:
         lines.append("  dvc stage   none (not built by dvc repro)")
+    for remote in document.get("remote_datasets", []):
+        lines.append(f"  hub dataset {remote['reference']} -> commit {remote['commit']} ({remote['pinned']})")
     for member in document.get("members", []):
         if "trim" in member:  # robolake edit trim: per episode kept and cut steps in --json
             trim = member["trim"]

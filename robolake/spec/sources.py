@@ -173,12 +173,14 @@ class LerobotSourceSpec(BaseSourceSpec):
     `action`); instruction and metadata take `{feature: task}` (the episode's task), a
     meta/episodes column (`{feature: episode_index}`) or an info.json key (`{file_attr:
     robot_type}`). LeRobot has no terminal flag: episodes are truncated unless `terminal:
-    last_step`."""
+    last_step`. A path `hf://datasets/ORG/NAME[@REVISION]` is a dataset on the Hugging Face
+    Hub, resolved to a commit when the build starts."""
 
     value_kinds: ClassVar[tuple[str, ...]] = ("feature", "file_attr")
 
     format: Literal["lerobot"] = "lerobot"
-    paths: list[str] = Field(min_length=1, description="LeRobot dataset folders (globs allowed), local")
+    paths: list[str] = Field(min_length=1, description="LeRobot dataset folders (globs allowed), local, or Hub "
+                             "datasets: hf://datasets/ORG/NAME[@REVISION]")
     terminal: Terminal = "from_source"
 
     def check_mapping(self, spec: DatasetSpec) -> None:
