@@ -16,6 +16,7 @@ from robolake.normalization import load_statistics
 from robolake.sample import write_sample
 from robolake.spec import load_spec
 from validation.gate import load_config, run_gate
+from validation.quality_flags import CHECK_NAMES
 
 SPEC = Path(__file__).resolve().parents[1] / "datasets" / "sample_tabletop.yaml"
 CONTINUOUS = ["dx", "dy", "dz", "droll", "dpitch", "dyaw"]
@@ -45,7 +46,8 @@ def test_the_default_keeps_every_continuous_dimension_under_five_percent(raw, tm
     shares = dict(zip(statistics["robolake"]["action_names"], statistics["robolake"]["saturation"]["action"]["bounds_q99"]))
     moving = [name for name in CONTINUOUS if statistics["action"]["std"][CONTINUOUS.index(name)] > 0]
     assert moving and all(0 < shares[name] <= 0.05 for name in moving), shares
-    assert [o.check for o in failed] == []  # no warning either: the round trip keeps the signal
+    # no warning either (the behaviour checks aside: the sample seeds behaviour faults): the round trip keeps the signal
+    assert [o.check for o in failed if o.check not in CHECK_NAMES] == []
     # the recorded shares are what normalizing the train steps again gives
     steps = Lake(str(tmp_path / "lake")).resolve("sample_tabletop")
     assert steps.manifest["saturation"]["action"] == pytest.approx(

@@ -32,7 +32,7 @@ def test_defaults_follow_rlds_practice():
     [
         ({"cameras": [{"name": "front", "encoding": "webp"}]}, "cameras.0.encoding: Input should be 'jpeg' or 'png'"),
         ({"cameras": [{"name": "front", "jpeg_quality": 101}]}, "cameras.0.jpeg_quality"),
-        ({"source": {"format": "csv"}}, "source.format: must be one of 'hdf5', 'rosbag', 'rlds', 'lake', got 'csv'"),
+        ({"source": {"format": "csv"}}, "source.format: must be one of 'hdf5', 'rosbag', 'rlds', 'lake', 'lerobot', got 'csv'"),
         ({"source": {"layout": "lerobot"}}, "source.layout: Input should be 'robomimic', 'robosuite', 'aloha' or 'generic'"),
         ({"splits": {"fractions": {"train": 0.8, "val": 0.3}}}, "fractions must be >= 0 and sum to 1"),
         ({"splits": {"by": "task"}}, "by: task needs held_out_tasks"),

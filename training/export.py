@@ -48,7 +48,8 @@ from robolake.arguments import ArgumentParser, positive_int
 from robolake.errors import RobolakeError
 from robolake.overwrite import check_replace
 from robolake.staging import staged
-from training.model import CompactVLA, ModelConfig, instruction_embeddings, require_files, sentence_encoder
+from training.model import (CompactVLA, ModelConfig, checkpointing_question_asked, instruction_embeddings, require_files,
+                            sentence_encoder)
 from training.runtime import (
     Policy,
     SafetyConfig,
@@ -122,7 +123,8 @@ def export_policy(bundle_path: str | Path, out_path: str | Path, int8: bool = Fa
     out = Path(out_path)
     with torch.no_grad(), _torchscript(), staged(str(out)) as staging:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks and mask helpers: constants here
-        traced = torch.jit.trace(_Predict(model).eval(), (images, ids, mask, *inputs), check_trace=False)
+        with checkpointing_question_asked():
+            traced = torch.jit.trace(_Predict(model).eval(), (images, ids, mask, *inputs), check_trace=False)
         torch.jit.save(traced, staging, _extra_files={
             EXPORT_INFO: json.dumps(info), MODEL_CONFIG: json.dumps(asdict(model.config)),
             TOKENIZER: json.dumps({"type": "word", "tokens": model.tokenizer.tokens}), STATISTICS: statistics_text,

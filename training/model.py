@@ -616,9 +616,10 @@ class CompactVLA(nn.Module):
 
 
 @contextlib.contextmanager
-def _peft_wrapping() -> Iterator[None]:
-    """peft 0.x wraps a model by reading its `is_gradient_checkpointing`, which transformers 5 deprecated
-    (a FutureWarning on every wrap, not about robolake's code): that one warning is silenced."""
+def checkpointing_question_asked() -> Iterator[None]:
+    """peft 0.x wraps a model, and torch.jit.trace walks its attributes, by reading its
+    `is_gradient_checkpointing`, which transformers 5 deprecated (a FutureWarning each time, not
+    about robolake's code): that one warning is silenced."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         yield
@@ -658,7 +659,7 @@ def add_lora(
     lora = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, bias="none", task_type="CAUSAL_LM"
     )
-    with _peft_wrapping():
+    with checkpointing_question_asked():
         model.language_model = get_peft_model(model.language_model, lora)
     _freeze_encoders(model)
     return model
@@ -749,7 +750,7 @@ def load_pretrained(path: str | Path) -> tuple[CompactVLA, InstructionTokenizer]
     model = CompactVLA(config, tokenizer, language_model=AutoModelForCausalLM.from_config(lm_config))
     model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
     if (folder / ADAPTER_DIR).exists():
-        with _peft_wrapping():
+        with checkpointing_question_asked():
             model.language_model = PeftModel.from_pretrained(model.language_model, folder / ADAPTER_DIR,
                                                              is_trainable=True)
         _freeze_encoders(model)

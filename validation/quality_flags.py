@@ -52,7 +52,7 @@ PER_EPISODE = (
                   Limit("idle_tail_s", "idle_tail_max_s", "idle tail {:.1f} s")), "idle_reason"),
     QualityCheck("frozen_actions", "no identical consecutive actions for over {frozen_action_max_s} s",
                  (Limit("frozen_action_s", "frozen_action_max_s", "actions frozen {:.1f} s"),), ""),
-    QualityCheck("action_spikes", "at most {spike_steps_max} action spike steps (5x the typical size off both neighbours)",
+    QualityCheck("action_spikes", "at most {spike_steps_max} action spike steps (10x the typical size off both neighbours)",
                  (Limit("spike_steps", "spike_steps_max", "{:.0f} spike steps"),), "spike_reason"),
     QualityCheck("gripper_chatter", "gripper toggles at most {gripper_toggles_max_per_s}/s, at most "
                  "{gripper_reversals_max} reversals within 0.5 s",
